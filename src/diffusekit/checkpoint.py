@@ -1,0 +1,127 @@
+"""Checkpoints are directories of safetensors + JSON, written under a temporary name and renamed into place,
+so a crash never leaves a half-written checkpoint. No pickles anywhere.
+
+Run directory: ``config.json`` (train + model config, codec), ``last/`` and ``best/`` checkpoints (each
+``model.safetensors``, ``ema.safetensors``, ``optimizer.safetensors``, ``state.json``), ``log.csv``, ``samples/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .data.codecs import codec_from_dict
+from .errors import DiffusekitError
+from .model import ModelConfig, build_denoiser
+
+
+def write_json_atomic(path: Path, obj):
+    tmp = Path(f"{path}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path, tensors: dict, meta: dict):
+    """tensors: {file stem: {name: tensor}}; meta: JSON-able. Atomic: tmp dir, then rename."""
+    path = Path(path)
+    tmp, old = path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for stem, sd in tensors.items():
+        save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(tmp / f"{stem}.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(path, stems=("model", "ema")):
+    """Returns ({stem: state dict}, meta); falls back to the previous copy if a crash hit mid-rename."""
+    path = Path(path)
+    if not path.is_dir() and path.with_name(f".{path.name}.old").is_dir():
+        path = path.with_name(f".{path.name}.old")
+    if not path.is_dir():
+        raise DiffusekitError(f"no checkpoint at {path}")
+    try:
+        meta = json.loads((path / "state.json").read_text())
+        tensors = {s: load_file(str(path / f"{s}.safetensors")) for s in stems if (path / f"{s}.safetensors").exists()}
+    except (OSError, ValueError, SafetensorError) as e:
+        raise DiffusekitError(f"corrupt or truncated checkpoint {path}: {e}") from None
+    missing = [s for s in stems if s not in tensors]
+    if missing:
+        raise DiffusekitError(f"checkpoint {path} lacks {', '.join(m + '.safetensors' for m in missing)}")
+    return tensors, meta
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer):
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
+    return tensors, sd["param_groups"]
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict, param_groups):
+    state = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict  # the whole config.json
+    model_config: ModelConfig
+    codec: object
+    denoiser: torch.nn.Module
+    step: int
+    class_names: list
+
+    @property
+    def num_classes(self):
+        return self.model_config.num_classes
+
+
+def read_run_config(path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise DiffusekitError(f"run directory {path} does not exist")
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise DiffusekitError(f"{path} is not a run directory (no config.json)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise DiffusekitError(f"{cfg_path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict) or not {"model", "codec"} <= set(cfg):
+        raise DiffusekitError(f"{cfg_path} is not a diffusekit run config (no model or codec)")
+    return cfg
+
+
+def load_run(path, checkpoint: str = "last", ema: bool = True, device="cpu") -> Run:
+    """Load a run's denoiser (EMA weights by default), codec and config, ready to sample."""
+    path = Path(path)
+    cfg = read_run_config(path)
+    mcfg = ModelConfig.from_dict(cfg["model"])
+    denoiser = build_denoiser(mcfg)
+    tensors, meta = load_checkpoint(path / checkpoint)
+    try:
+        denoiser.net.load_state_dict(tensors["ema" if ema else "model"])
+    except RuntimeError as e:
+        raise DiffusekitError(f"checkpoint {path / checkpoint} does not match the run's model: "
+                              f"{str(e).splitlines()[0]}") from None
+    denoiser.eval().requires_grad_(False).to(device)
+    return Run(path, cfg, mcfg, codec_from_dict(cfg["codec"]), denoiser, int(meta.get("step", 0)),
+               list(cfg.get("class_names", [])))

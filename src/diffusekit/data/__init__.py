@@ -1,0 +1,220 @@
+"""Data specs -> tensors in model space, with the codec that maps back (DESIGN.md: data carries its codec).
+
+Specs: ``digits``, ``toy:gmm8|checkerboard|swissroll|moons``, ``fashion-mnist[:DIR][:train|test]``,
+``PATH/`` (image folder; sub-folders are classes), ``PATH.npz``, ``PATH.csv``.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import DiffusekitError
+from .codecs import ImageCodec, VectorCodec, codec_from_dict  # noqa: F401
+from .toys import TOYS, toy_data
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Data:
+    x: torch.Tensor  # model space: NCHW in [-1, 1] or N x D standardized
+    labels: torch.Tensor | None
+    codec: object
+    class_names: list = field(default_factory=list)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def __len__(self):
+        return len(self.x)
+
+
+def load_data(spec: str, image_size: int | None = None) -> Data:
+    """Load a data spec; raises DiffusekitError with a one-line message on any problem."""
+    name, _, rest = spec.partition(":")
+    if spec == "digits":
+        return _digits()
+    if name == "toy":
+        return _toy(rest)
+    if name == "fashion-mnist":
+        return _fashion_mnist(rest)
+    if spec.endswith(".npz"):
+        return _npz(spec)
+    if spec.endswith(".csv"):
+        return _csv(spec)
+    if os.path.isdir(spec):
+        return _image_folder(spec, image_size)
+    if spec.endswith("/") or os.path.sep in spec or os.path.exists(spec):
+        raise DiffusekitError(f"data {spec!r} not found or not a folder, .npz or .csv")
+    raise DiffusekitError(f"unknown data spec {spec!r}; use digits, toy:{{{','.join(TOYS)}}}, fashion-mnist[:DIR], "
+                          "a folder of images, a .npz or a .csv file")
+
+
+def _images(a_uint8: np.ndarray, labels=None, class_names=()) -> Data:
+    codec = ImageCodec(a_uint8.shape[-1], a_uint8.shape[1])
+    lab = None if labels is None else torch.tensor(np.array(labels), dtype=torch.long)
+    return Data(codec.encode(a_uint8), lab, codec, list(class_names))
+
+
+def _digits() -> Data:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    a = np.round(d.images / 16.0 * 255).astype(np.uint8)[..., None]
+    return _images(a, d.target, [str(i) for i in range(10)])
+
+
+def _toy(rest: str) -> Data:
+    name, _, n = rest.partition(":")
+    try:
+        n = int(n) if n else 20000
+    except ValueError:
+        raise DiffusekitError(f"toy size must be an integer, got {n!r}") from None
+    values = toy_data(name, n)
+    return Data(*_vectors(values))
+
+
+def _vectors(values: np.ndarray, columns=None):
+    codec = VectorCodec.fit(values, columns)
+    return codec.encode(values), None, codec
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def _read_idx(path: str) -> np.ndarray:
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+        ndim = raw[3]
+        dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, ValueError, IndexError, EOFError) as e:
+        raise DiffusekitError(f"cannot read IDX file {path}: {e}") from None
+
+
+def _fashion_mnist(rest: str) -> Data:
+    parts = [p for p in rest.split(":") if p] if rest else []
+    split = parts.pop() if parts and parts[-1] in ("train", "test") else "train"
+    root = parts[0] if parts else FASHION_MNIST_DIR
+    prefix = "train" if split == "train" else "t10k"
+    paths = []
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        cands = [os.path.join(root, f"{prefix}-{kind}{ext}") for ext in (".gz", "")]
+        found = [p for p in cands if os.path.exists(p)]
+        if not found:
+            hint = " (apt-get install dataset-fashion-mnist)" if root == FASHION_MNIST_DIR else ""
+            raise DiffusekitError(f"Fashion-MNIST not found: no {cands[0]}{hint}")
+        paths.append(found[0])
+    images, labels = _read_idx(paths[0]), _read_idx(paths[1])
+    return _images(images[..., None], labels, FASHION_CLASSES)
+
+
+def _npz(path: str) -> Data:
+    try:
+        with np.load(path) as f:
+            if "arr_0" not in f:
+                raise DiffusekitError(f"{path} has no arr_0 array")
+            a = f["arr_0"]
+            labels = f["arr_1"] if "arr_1" in f else None
+    except (OSError, ValueError, EOFError) as e:
+        raise DiffusekitError(f"cannot read {path}: {e}") from None
+    if len(a) == 0:
+        raise DiffusekitError(f"{path} holds no samples")
+    names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
+    if a.ndim == 2:
+        if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
+            raise DiffusekitError(f"{path}: arr_0 must be finite numbers")
+        x, _, codec = _vectors(a.astype(np.float64))
+        return Data(x, None if labels is None else torch.as_tensor(labels).long(), codec, names)
+    if a.ndim == 3:
+        a = a[..., None]
+    if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.shape[1] != a.shape[2]:
+        raise DiffusekitError(f"{path}: arr_0 must be N x D vectors or square N x H x W x C images (C = 1 or 3), "
+                              f"got shape {a.shape}")
+    if a.dtype != np.uint8:
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise DiffusekitError(f"{path}: float images must be finite and in [0, 1]")
+        a = np.round(a * 255).astype(np.uint8)
+    return _images(a, labels, names)
+
+
+def _csv(path: str) -> Data:
+    try:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DiffusekitError(f"cannot read {path}: {e}") from None
+    if not rows:
+        raise DiffusekitError(f"{path} is empty")
+    header = rows[0]
+    try:
+        [float(c) for c in header]
+        columns, body = [f"x{i}" for i in range(len(header))], rows
+    except ValueError:
+        columns, body = header, rows[1:]
+    if not body:
+        raise DiffusekitError(f"{path} has a header but no rows")
+    values = np.empty((len(body), len(columns)))
+    for i, row in enumerate(body):
+        if len(row) != len(columns):
+            raise DiffusekitError(f"{path}: row {i + 2 if columns is header else i + 1} has {len(row)} cells, expected {len(columns)}")
+        for j, cell in enumerate(row):
+            try:
+                values[i, j] = float(cell)
+            except ValueError:
+                raise DiffusekitError(f"{path}: non-numeric cell {cell!r} in column {columns[j]!r}, "
+                                      f"row {i + 2 if columns is header else i + 1}") from None
+    if not np.isfinite(values).all():
+        raise DiffusekitError(f"{path}: NaN or infinite values (impute or drop them first)")
+    return Data(*_vectors(values, columns))
+
+
+def _image_folder(root: str, image_size: int | None) -> Data:
+    from PIL import Image, UnidentifiedImageError
+
+    files, labels = [], []
+    subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    groups = [(i, os.path.join(root, d)) for i, d in enumerate(subdirs)] or [(None, root)]
+    for label, folder in groups:
+        for dirpath, _, names in sorted(os.walk(folder)):
+            for n in sorted(names):
+                if n.lower().endswith(IMAGE_EXTS):
+                    files.append(os.path.join(dirpath, n))
+                    labels.append(label)
+    if not files:
+        raise DiffusekitError(f"no images ({', '.join(IMAGE_EXTS)}) in {root}")
+    images = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                images.append(im.copy())
+        except (UnidentifiedImageError, OSError) as e:
+            raise DiffusekitError(f"cannot read image {p}: {e}") from None
+    grey = all(im.mode in ("L", "1", "I", "I;16", "LA") for im in images)
+    size = image_size or min(min(im.size) for im in images)
+    a = np.stack([np.asarray(_center_square(im.convert("L" if grey else "RGB"), size)) for im in images])
+    if grey:
+        a = a[..., None]
+    has_labels = subdirs and all(lab is not None for lab in labels)
+    return _images(a, labels if has_labels else None, subdirs if has_labels else [])
+
+
+def _center_square(im, size):
+    from PIL import Image
+
+    w, h = im.size
+    s = size / min(w, h)
+    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return im.crop((left, top, left + size, top + size))

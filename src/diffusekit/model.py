@@ -1,0 +1,48 @@
+"""ModelConfig -> network + preconditioning = the denoiser a run serves."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import Config, check, check_choice
+from .nets import MLP_PRESETS, UNET_PRESETS, build_net
+from .precond import PARAMETERIZATIONS, Denoiser
+from .schedules import VP_TABLES, alpha_bar_to_sigma, vp_table
+
+
+@dataclass
+class ModelConfig(Config):
+    kind: str  # "image" or "vector"
+    in_shape: list
+    preset: str = "small"
+    parameterization: str = "edm"
+    sigma_data: float = 0.5
+    num_classes: int = 0  # > 0: class-conditional (index num_classes is the null label for guidance)
+    time_conditioning: str = "log"  # "log": c_noise = ln(sigma)/4; "vp": fractional timestep of vp_schedule
+    vp_schedule: str = "linear"
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    dropout: float = 0.0
+    overrides: dict = field(default_factory=dict)  # explicit network arguments on top of the preset
+
+    def validate(self):
+        check_choice("kind", self.kind, ("image", "vector"))
+        check_choice("preset", self.preset, UNET_PRESETS if self.kind == "image" else MLP_PRESETS)
+        check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        check_choice("time_conditioning", self.time_conditioning, ("log", "vp"))
+        check_choice("vp_schedule", self.vp_schedule, VP_TABLES)
+        check(self.sigma_data > 0, f"sigma_data must be positive, got {self.sigma_data}")
+        check(0 < self.sigma_min < self.sigma_max, f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+
+    def use_vp_range(self):
+        """Set the sigma range to the VP table's (for models conditioned on its timesteps)."""
+        s = alpha_bar_to_sigma(vp_table(self.vp_schedule))
+        self.sigma_min, self.sigma_max = float(s[0]), float(s[-1])
+
+
+def build_denoiser(cfg: ModelConfig) -> Denoiser:
+    vp = cfg.time_conditioning == "vp"
+    net = build_net(cfg.kind, cfg.preset, in_shape=cfg.in_shape, num_classes=cfg.num_classes,
+                    emb_scale=1.0 if vp else 250.0, dropout=cfg.dropout, overrides=cfg.overrides)
+    return Denoiser(net, cfg.parameterization, cfg.sigma_data, alpha_bars=vp_table(cfg.vp_schedule) if vp else None,
+                    sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)

@@ -1,0 +1,32 @@
+"""Networks F(x, c_noise, class_labels) that precond.Denoiser turns into denoisers, and their size presets."""
+from __future__ import annotations
+
+from ..errors import DiffusekitError
+from .mlp import ResidualMLP
+from .unet import UNet
+
+# Named size presets. Image presets are for 8..64 px; choose by budget (see benchmarks/RESULTS.md).
+UNET_PRESETS = {
+    "tiny": dict(channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=()),
+    "small": dict(channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7, 4)),
+    "base": dict(channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7, 4)),
+    "large": dict(channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16, 8, 7, 4)),
+}
+MLP_PRESETS = {
+    "tiny": dict(width=64, depth=2),
+    "small": dict(width=128, depth=3),
+    "base": dict(width=256, depth=4),
+    "large": dict(width=512, depth=6),
+}
+
+
+def build_net(kind: str, preset: str, *, in_shape, num_classes=0, emb_scale=250.0, dropout=0.0, overrides=None):
+    """Build a U-Net ('image') or residual MLP ('vector') from a preset plus explicit overrides."""
+    presets = UNET_PRESETS if kind == "image" else MLP_PRESETS
+    if preset not in presets:
+        raise DiffusekitError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    kw = dict(presets[preset], **(overrides or {}))
+    if kind == "image":
+        return UNet(in_channels=in_shape[0], image_size=in_shape[1], num_classes=num_classes, emb_scale=emb_scale,
+                    dropout=dropout, **kw)
+    return ResidualMLP(dim=in_shape[0], num_classes=num_classes, emb_scale=emb_scale, dropout=dropout, **kw)

@@ -1,0 +1,106 @@
+"""Parameterizations as four coefficients, and the denoiser D(x, sigma) that everything else calls.
+
+``D(x, sigma) = c_skip * x + c_out * F(c_in * x, c_noise)`` with ``x = x0 + sigma * eps`` (Karras et al. 2022,
+Table 1). eps-, x0- and v-prediction are the VP network seeing ``x_vp = x / sqrt(1 + sigma^2)``; EDM scales by
+sigma_data. Each function returns (c_skip, c_out, c_in) as tensors broadcastable against x.
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import DiffusekitError
+from .schedules import sigma_to_timestep
+
+
+def coeffs_eps(sigma, sigma_data):
+    # x0 = x - sigma * eps_hat
+    one = torch.ones_like(sigma)
+    return one, -sigma, 1 / (1 + sigma**2).sqrt()
+
+
+def coeffs_x0(sigma, sigma_data):
+    return torch.zeros_like(sigma), torch.ones_like(sigma), 1 / (1 + sigma**2).sqrt()
+
+
+def coeffs_v(sigma, sigma_data):
+    # v = alpha * eps - s * x0 on x_vp = alpha x0 + s eps  =>  x0 = x / (1 + sigma^2) - sigma / sqrt(1 + sigma^2) * v
+    return 1 / (1 + sigma**2), -sigma / (1 + sigma**2).sqrt(), 1 / (1 + sigma**2).sqrt()
+
+
+def coeffs_edm(sigma, sigma_data):
+    s2 = sigma**2 + sigma_data**2
+    return sigma_data**2 / s2, sigma * sigma_data / s2.sqrt(), 1 / s2.sqrt()
+
+
+PARAMETERIZATIONS = {"eps": coeffs_eps, "x0": coeffs_x0, "v": coeffs_v, "edm": coeffs_edm}
+
+
+def log_noise(sigma: torch.Tensor) -> torch.Tensor:
+    """EDM's c_noise = ln(sigma) / 4: continuous noise conditioning for our own networks."""
+    return sigma.log() / 4
+
+
+class Denoiser(torch.nn.Module):
+    """Wraps a raw network ``F(x, c_noise, class_labels)`` into ``D(x, sigma, class_labels)``.
+
+    ``alpha_bars`` (optional): condition F on the (fractional) timestep of a discrete VP table instead of
+    ln(sigma)/4 -- how DDPM-style models, ours or diffusers', become a sigma-space denoiser.
+    """
+
+    def __init__(self, net, parameterization="edm", sigma_data=0.5, alpha_bars=None, sigma_min=0.002, sigma_max=80.0):
+        super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise DiffusekitError(f"unknown parameterization {parameterization!r}; choose one of {sorted(PARAMETERIZATIONS)}")
+        self.net, self.parameterization, self.sigma_data = net, parameterization, float(sigma_data)
+        self.coeffs = PARAMETERIZATIONS[parameterization]
+        self.register_buffer("alpha_bars", None if alpha_bars is None else torch.as_tensor(alpha_bars, dtype=torch.float64), persistent=False)
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+
+    def c_noise(self, sigma):
+        if self.alpha_bars is None:
+            return log_noise(sigma)
+        return sigma_to_timestep(sigma, self.alpha_bars).to(sigma.dtype)
+
+    def forward(self, x, sigma, class_labels=None):
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+        if sigma.numel() == 1:
+            sigma = sigma.expand(x.shape[0])
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        c_skip, c_out, c_in = self.coeffs(s, self.sigma_data)
+        F = self.net(c_in * x, self.c_noise(sigma), class_labels)
+        return c_skip * x + c_out * F.to(x.dtype)
+
+
+def guided(denoiser, labels: torch.Tensor, guidance: float, null_label: int):
+    """Classifier-free guidance (Ho & Salimans 2022) as a denoiser: D_u + w (D_c - D_u); w = 1 is plain conditional."""
+
+    def D(x, sigma, class_labels=None):
+        if guidance == 1.0:
+            return denoiser(x, sigma, labels)
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
+        null = torch.full_like(labels, null_label)
+        d_c, d_u = denoiser(torch.cat([x, x]), sigma.repeat(2), torch.cat([labels, null])).chunk(2)
+        return d_u + guidance * (d_c - d_u)
+
+    return D
+
+
+class DiffusersUNet(torch.nn.Module):
+    """Adapts a diffusers ``UNet2DModel`` to our raw-network signature F(x, c_noise, class_labels)."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, t, class_labels=None):
+        return self.unet(x, t, class_labels=class_labels).sample
+
+
+def from_diffusers(unet, scheduler) -> Denoiser:
+    """A diffusers UNet2DModel + DDPM-family scheduler config as our denoiser (eps, v or sample prediction)."""
+    kind = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}.get(scheduler.config.prediction_type)
+    if kind is None:
+        raise DiffusekitError(f"unsupported diffusers prediction_type {scheduler.config.prediction_type!r}")
+    ab = scheduler.alphas_cumprod.double()
+    sig = ((1 - ab) / ab).sqrt()
+    return Denoiser(DiffusersUNet(unet), kind, 1.0, alpha_bars=ab, sigma_min=float(sig[0]), sigma_max=float(sig[-1]))

@@ -1,0 +1,194 @@
+"""Samplers: plain functions ``sample_*(denoiser, x, sigmas, *, temperature, generator, callback, **knobs) -> x``.
+
+``x`` is the state at ``sigmas[0]`` and ``sigmas`` is descending and ends in 0. ``denoiser(x, sigma)`` is
+D(x, sigma) in sigma space (DESIGN.md); condition it by wrapping (e.g. ``precond.guided``).
+
+Temperature (one meaning everywhere): it scales every Gaussian draw made while sampling -- the starting noise
+(drawn by ``generate``) and any noise a sampler injects. 1 samples the model's distribution, 0 is fully
+deterministic (and identical for every seed), above 1 is more random. ``eta`` / ``churn`` choose how
+stochastic the path is, not what it samples at temperature 1.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import DiffusekitError
+
+# ---------------------------------------------------------------------------------------------------------
+# The probability-flow ODE, written once
+
+
+def ode_derivative(x, sigma, denoised):
+    """dx/dsigma of the probability-flow ODE (Karras et al. 2022, eq. 3 with sigma(t) = t)."""
+    return (x - denoised) / sigma
+
+
+def score(x, sigma, denoised):
+    """grad_x log p_sigma(x) from the denoiser (Tweedie)."""
+    return (denoised - x) / sigma**2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Noise: per-sample generators make a seed give the same sample whatever the batch size
+
+
+class PerSampleNoise:
+    """One torch.Generator per sample (seeds[i] drives sample i and nothing else)."""
+
+    def __init__(self, seeds):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def randn(self, shape, dtype=torch.float32, device="cpu"):
+        if shape[0] != len(self.generators):
+            raise ValueError(f"batch of {shape[0]} but {len(self.generators)} per-sample generators")
+        return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype) for g in self.generators]).to(device)
+
+
+def randn_like(x, generator=None):
+    if generator is None:
+        return torch.randn_like(x)
+    if hasattr(generator, "randn"):
+        return generator.randn(x.shape, dtype=x.dtype, device=x.device)
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+
+def _denoise(denoiser, x, sigma: float):
+    return denoiser(x, x.new_full((x.shape[0],), sigma))
+
+
+def _report(callback, i, x, sigma, sigma_next, denoised):
+    if callback is not None:
+        callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
+
+
+def _floats(sigmas):
+    return [float(s) for s in torch.as_tensor(sigmas).reshape(-1)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Samplers
+
+
+def _sample_edm(denoiser, x, sigmas, temperature, generator, callback, churn, s_tmin, s_tmax, s_noise, second_order):
+    # EDM Algorithm 2 (Karras et al. 2022); second_order=False is its Euler variant.
+    s = _floats(sigmas)
+    n = len(s) - 1
+    for i in range(n):
+        sigma, sigma_next = s[i], s[i + 1]
+        gamma = min(churn / n, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
+        sigma_hat = sigma * (1 + gamma)
+        if gamma > 0:
+            x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * temperature * randn_like(x, generator)
+        denoised = _denoise(denoiser, x, sigma_hat)
+        d = ode_derivative(x, sigma_hat, denoised)
+        x_next = x + (sigma_next - sigma_hat) * d
+        if second_order and sigma_next > 0:
+            d2 = ode_derivative(x_next, sigma_next, _denoise(denoiser, x_next, sigma_next))
+            x_next = x + (sigma_next - sigma_hat) * 0.5 * (d + d2)
+        _report(callback, i, x, sigma_hat, sigma_next, denoised)
+        x = x_next
+    return x
+
+
+def sample_euler(denoiser, x, sigmas, *, temperature=1.0, generator=None, callback=None,
+                 churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Euler on the probability-flow ODE (optionally with EDM churn). One network call per step."""
+    return _sample_edm(denoiser, x, sigmas, temperature, generator, callback, churn, s_tmin, s_tmax, s_noise, False)
+
+
+def sample_heun(denoiser, x, sigmas, *, temperature=1.0, generator=None, callback=None,
+                churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """EDM Heun (2nd order), with churn. 2 network calls per step, 1 on the last."""
+    return _sample_edm(denoiser, x, sigmas, temperature, generator, callback, churn, s_tmin, s_tmax, s_noise, True)
+
+
+def sample_ddim(denoiser, x, sigmas, *, temperature=1.0, generator=None, callback=None, eta=0.0):
+    """DDIM (Song et al. 2021) in sigma space; eta=0 is Euler, eta=1 is ancestral DDPM sampling."""
+    s = _floats(sigmas)
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
+        denoised = _denoise(denoiser, x, sigma)
+        _report(callback, i, x, sigma, sigma_next, denoised)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        # DDIM's sigma_t(eta) mapped to sigma space: the noise added back on the way to sigma_next
+        sigma_up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+        sigma_down = math.sqrt(sigma_next**2 - sigma_up**2)
+        x = denoised + sigma_down * ode_derivative(x, sigma, denoised)
+        if sigma_up > 0:
+            x = x + sigma_up * temperature * randn_like(x, generator)
+    return x
+
+
+def sample_ddpm(denoiser, x, sigmas, *, temperature=1.0, generator=None, callback=None):
+    """Ancestral sampling (Ho et al. 2020): the DDPM posterior q(x_prev | x, x0_hat), i.e. DDIM with eta = 1."""
+    return sample_ddim(denoiser, x, sigmas, temperature=temperature, generator=generator, callback=callback, eta=1.0)
+
+
+def sample_dpmpp_2m(denoiser, x, sigmas, *, temperature=1.0, generator=None, callback=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) with data prediction; first order on the first and last step."""
+    return sample_dpmpp_2m_sde(denoiser, x, sigmas, temperature=temperature, generator=generator,
+                               callback=callback, eta=0.0)
+
+
+def sample_dpmpp_2m_sde(denoiser, x, sigmas, *, temperature=1.0, generator=None, callback=None, eta=1.0):
+    """DPM-Solver++(2M) SDE (midpoint form); eta = 0 is the ODE solver DPM-Solver++(2M)."""
+    s = _floats(sigmas)
+    old_denoised, h_last = None, None
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
+        denoised = _denoise(denoiser, x, sigma)
+        _report(callback, i, x, sigma, sigma_next, denoised)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        h = math.log(sigma / sigma_next)  # step in lambda = -log(sigma)
+        eta_h = eta * h
+        phi = -math.expm1(-h - eta_h)
+        x = (sigma_next / sigma) * math.exp(-eta_h) * x + phi * denoised
+        if old_denoised is not None:
+            r = h_last / h
+            x = x + phi * (0.5 / r) * (denoised - old_denoised)
+        if eta > 0:
+            x = x + sigma_next * math.sqrt(-math.expm1(-2 * eta_h)) * temperature * randn_like(x, generator)
+        old_denoised, h_last = denoised, h
+    return x
+
+
+SAMPLERS = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "dpmpp-2m": sample_dpmpp_2m,
+    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
+}
+
+# which knobs each sampler takes (so the CLI can reject a knob a sampler would ignore)
+KNOBS = {"ddpm": (), "ddim": ("eta",), "euler": ("churn",), "heun": ("churn",), "dpmpp-2m": (),
+         "dpmpp-2m-sde": ("eta",)}
+
+
+def get_sampler(name: str):
+    if name not in SAMPLERS:
+        raise DiffusekitError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def steps_for_nfe(name: str, nfe: int) -> int:
+    """Number of grid steps that spends about `nfe` network calls (Heun: 2 per step, 1 on the last)."""
+    return max(1, (nfe + 1) // 2) if name == "heun" else nfe
+
+
+def generate(denoiser, sampler, shape, sigmas, *, seeds, temperature=1.0, callback=None, device="cpu", **knobs):
+    """Draw per-sample starting noise at sigmas[0] (scaled by temperature) and run `sampler`."""
+    if temperature < 0 or not math.isfinite(temperature):
+        raise DiffusekitError(f"temperature must be a finite number >= 0, got {temperature}")
+    if isinstance(sampler, str):
+        sampler = get_sampler(sampler)
+    noise = PerSampleNoise(seeds)
+    x = noise.randn(shape, device=device) * (float(sigmas[0]) * temperature)
+    return sampler(denoiser, x, sigmas, temperature=temperature, generator=noise, callback=callback, **knobs)

@@ -1,0 +1,157 @@
+"""Noise schedules: the one place for alpha_bar <-> sigma <-> logSNR, sampling grids and training noise.
+
+Convention (DESIGN.md): a noisy sample is ``x_sigma = x0 + sigma * eps``. A variance-preserving sample is
+``x_vp = sqrt(alpha_bar) * x_sigma`` with ``alpha_bar = 1 / (1 + sigma**2)``; logSNR = -2 log(sigma).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import DiffusekitError
+
+# ---------------------------------------------------------------------------------------------------------
+# Conversions (used by losses, wrappers and samplers alike)
+
+
+def sigma_to_alpha_bar(sigma):
+    return 1.0 / (1.0 + sigma**2)
+
+
+def alpha_bar_to_sigma(alpha_bar):
+    return ((1.0 - alpha_bar) / alpha_bar) ** 0.5
+
+
+def sigma_to_logsnr(sigma):
+    return -2.0 * torch.log(torch.as_tensor(sigma))
+
+
+def logsnr_to_sigma(logsnr):
+    return torch.exp(-0.5 * torch.as_tensor(logsnr))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Discrete VP tables (float64)
+
+
+def vp_linear_alpha_bars(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """DDPM (Ho et al. 2020) linear betas; returns alpha_bar[t] for t = 0..T-1."""
+    betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+    return torch.cumprod(1.0 - betas, 0)
+
+
+def vp_cosine_alpha_bars(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal 2021 cosine schedule, betas clipped at max_beta (as diffusers' squaredcos_cap_v2)."""
+    f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    betas = torch.tensor([min(1 - f(i + 1) / f(i), max_beta) for i in range(T)], dtype=torch.float64)
+    return torch.cumprod(1.0 - betas, 0)
+
+
+VP_TABLES = {"linear": vp_linear_alpha_bars, "cosine": vp_cosine_alpha_bars}
+
+
+def vp_table(name: str, T: int = 1000) -> torch.Tensor:
+    if name not in VP_TABLES:
+        raise DiffusekitError(f"unknown VP schedule {name!r}; choose one of {sorted(VP_TABLES)}")
+    return VP_TABLES[name](T)
+
+
+def sigma_to_timestep(sigma: torch.Tensor, alpha_bars: torch.Tensor) -> torch.Tensor:
+    """Fractional timestep t with sigma(t) = sigma, by linear interpolation of log(sigma) over the table."""
+    log_sigmas = torch.log(alpha_bar_to_sigma(alpha_bars.double()))  # increasing in t
+    ls = torch.log(torch.as_tensor(sigma, dtype=torch.float64)).clamp(log_sigmas[0], log_sigmas[-1])
+    idx = torch.searchsorted(log_sigmas, ls.reshape(-1)).clamp(1, len(log_sigmas) - 1)
+    lo, hi = log_sigmas[idx - 1], log_sigmas[idx]
+    w = (ls.reshape(-1) - lo) / (hi - lo)
+    return (idx - 1 + w).reshape(ls.shape)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling grids: descending sigmas ending in 0 (float64; samplers cast as needed)
+
+
+def _append_zero(s: torch.Tensor) -> torch.Tensor:
+    return torch.cat([s, s.new_zeros(1)])
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """EDM (Karras et al. 2022, eq. 5) rho-spaced grid of n sigmas, plus a final 0."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return _append_zero((hi + ramp * (lo - hi)) ** rho)
+
+
+def loguniform_sigmas(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    return _append_zero(torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)))
+
+
+def vp_timesteps(T: int, n: int, spacing: str = "leading", offset: int = 0) -> torch.Tensor:
+    """The integer timesteps diffusers' DDIM/DDPM schedulers visit (descending), for their `timestep_spacing`."""
+    if spacing == "leading":
+        ts = torch.arange(0, n, dtype=torch.float64) * (T // n) + offset
+    elif spacing == "trailing":
+        ts = torch.round(torch.arange(T, 0, -T / n, dtype=torch.float64)) - 1
+        ts = ts.flip(0)
+    elif spacing == "linspace":
+        ts = torch.linspace(0, T - 1, n, dtype=torch.float64).round()
+    else:
+        raise DiffusekitError(f"unknown timestep spacing {spacing!r}; choose leading, trailing or linspace")
+    return ts.flip(0).long()
+
+
+def timestep_sigmas(alpha_bars: torch.Tensor, timesteps) -> torch.Tensor:
+    """Sigmas at given integer timesteps (e.g. a diffusers scheduler's), plus a final 0 (alpha_bar = 1)."""
+    ts = torch.as_tensor(timesteps).long()
+    return _append_zero(alpha_bar_to_sigma(alpha_bars.double()[ts]))
+
+
+def vp_uniform_sigmas(alpha_bars: torch.Tensor, n: int) -> torch.Tensor:
+    """n sigmas uniform in continuous time t in [T-1, 0] (fractional timesteps), plus a final 0."""
+    t = torch.linspace(len(alpha_bars) - 1, 0, n, dtype=torch.float64)
+    log_sigmas = torch.log(alpha_bar_to_sigma(alpha_bars.double()))
+    i = t.floor().long().clamp(max=len(alpha_bars) - 2)
+    w = t - i
+    return _append_zero(torch.exp((1 - w) * log_sigmas[i] + w * log_sigmas[i + 1]))
+
+
+GRIDS = ("karras", "loguniform", "vp")
+
+
+def sampling_sigmas(grid: str, n: int, sigma_min: float, sigma_max: float, alpha_bars=None, rho: float = 7.0):
+    """A descending grid of n noise levels (n network evaluations for a first-order sampler) ending in 0."""
+    if n < 1:
+        raise DiffusekitError(f"--steps must be at least 1, got {n}")
+    if grid == "karras":
+        return karras_sigmas(n, sigma_min, sigma_max, rho)
+    if grid == "loguniform":
+        return loguniform_sigmas(n, sigma_min, sigma_max)
+    if grid == "vp":
+        if alpha_bars is None:
+            raise DiffusekitError("the 'vp' grid needs a model trained on a VP table")
+        return vp_uniform_sigmas(alpha_bars, n)
+    raise DiffusekitError(f"unknown sigma grid {grid!r}; choose one of {', '.join(GRIDS)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training noise distributions: callables (n, generator) -> sigma of shape [n]
+
+
+class LogNormalSigma:
+    """EDM training noise: ln(sigma) ~ N(P_mean, P_std^2)."""
+
+    def __init__(self, p_mean: float = -1.2, p_std: float = 1.2):
+        self.p_mean, self.p_std = p_mean, p_std
+
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.exp(self.p_mean + self.p_std * torch.randn(n, generator=generator))
+
+
+class VPTimestepSigma:
+    """DDPM training noise: t ~ U{0..T-1} on an alpha_bar table, sigma = sigma(t)."""
+
+    def __init__(self, alpha_bars: torch.Tensor):
+        self.sigmas = alpha_bar_to_sigma(alpha_bars.double()).float()
+
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.sigmas[torch.randint(0, len(self.sigmas), (n,), generator=generator)]
