@@ -1,0 +1,207 @@
+"""The `diffusekit` command: a thin layer over the library (anything here is a few lines of Python)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from . import api
+from .checkpoint import load_run, read_run_config
+from .errors import DiffusekitError
+from .samplers import SAMPLERS
+from .schedules import GRIDS
+from .train import TrainConfig, Trainer, resume_config
+from .viz import image_grid, picture
+
+
+def _add_config_options(p: argparse.ArgumentParser, cls, skip=()):
+    """One --option per dataclass field (types from the defaults), so the CLI and the config never drift."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true", default=None)
+        else:
+            p.add_argument(flag, type=type(default) if default is not None else str, default=None,
+                           required=default is None and f.name not in ("data", "out"))
+
+
+def _device(name):
+    return "cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_train(a):
+    given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if getattr(a, f.name) is not None}
+    if a.resume:
+        if not a.out:
+            raise DiffusekitError("--resume needs --out RUN_DIR")
+        extra = sorted(set(given) - {"out", "steps", "minutes", "data"})
+        if extra:
+            raise DiffusekitError(f"--resume continues the saved config; only --steps/--minutes may change (got --{extra[0].replace('_', '-')})")
+        cfg = resume_config(a.out, steps=given.get("steps"), minutes=given.get("minutes"))
+    else:
+        if not a.data or not a.out:
+            raise DiffusekitError("train needs --data SPEC and --out RUN_DIR")
+        cfg = TrainConfig.from_dict(given)
+    out = Trainer(cfg, resume=a.resume, progress=not a.no_progress).run()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run saved in {out} (checkpoint {out / 'last'}, log {out / 'log.csv'}, samples {out / 'samples'})")
+
+
+def _sample_from_run(run, a, n, **over):
+    knobs = {k: getattr(a, k) for k in ("eta", "churn") if getattr(a, k) is not None}
+    labels = api.pick_labels(run.model_config, n, a.seed, a.class_label)
+    x = api.sample(run.denoiser, run.model_config, n, sampler=a.sampler, steps=a.steps, grid=a.schedule,
+                   temperature=over.get("temperature", a.temperature), seed=a.seed, labels=labels,
+                   guidance=a.guidance, batch_size=a.batch_size, device=_device(a.device),
+                   progress=not a.no_progress, callback=over.get("callback"), **knobs)
+    return x, labels
+
+
+def cmd_sample(a):
+    if a.n < 1:
+        raise DiffusekitError(f"--n must be at least 1, got {a.n}")
+    if not a.out and not a.grid:
+        raise DiffusekitError("nothing to write: give --out FILE.npz|DIR and/or --grid FILE.png")
+    run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=_device(a.device))
+    x, labels = _sample_from_run(run, a, a.n)
+    decoded = run.codec.decode(x)
+    if a.out:
+        api.save_samples(a.out, decoded, None if labels is None else labels.numpy(), run.codec.kind,
+                         columns=getattr(run.codec, "columns", None))
+        print(f"wrote {a.n} samples to {a.out}")
+    if a.grid:
+        picture(decoded[:256] if run.codec.kind == "image" else decoded, run.codec.kind).save(a.grid)
+        print(f"wrote grid {a.grid}")
+
+
+def cmd_info(a):
+    cfg = read_run_config(a.run)
+    run = load_run(a.run)
+    m = run.model_config
+    n_params = sum(p.numel() for p in run.denoiser.parameters())
+    t = cfg.get("train", {})
+    state = json.loads((Path(a.run) / "last" / "state.json").read_text())
+    lines = [
+        f"run          {Path(a.run).resolve()}",
+        f"data         {t.get('data')}  ({m.kind}, shape {tuple(m.in_shape)}"
+        + (f", {m.num_classes} classes: {', '.join(run.class_names)}" if m.num_classes else ", unconditional") + ")",
+        f"model        {m.preset} {'U-Net' if m.kind == 'image' else 'residual MLP'}, {n_params / 1e6:.2f}M parameters, "
+        f"{m.parameterization} parameterization, sigma_data {m.sigma_data}, sigma in [{m.sigma_min:.3g}, {m.sigma_max:.3g}]",
+        f"objective    noise {t.get('noise')}, weighting {t.get('weighting')}, lr {t.get('lr')}, batch {t.get('batch_size')}",
+        f"trained      {state['step']} steps, {state['nimg']} images, {state['elapsed'] / 60:.1f} min",
+        f"checkpoints  {', '.join(c for c in ('last', 'best') if (Path(a.run) / c).is_dir())}",
+    ]
+    log = Path(a.run) / "log.csv"
+    if log.exists():
+        rows = log.read_text().strip().splitlines()
+        if len(rows) > 1:
+            last = dict(zip(rows[0].split(","), rows[-1].split(",")))
+            lines.append(f"last log     step {last['step']}, loss {float(last['loss']):.4f}, {last['img_per_s']} img/s")
+    print("\n".join(lines))
+
+
+def cmd_demo(a):
+    out = Path(a.out)
+    k = 2
+    while (out / "config.json").exists():  # never overwrite an earlier demo
+        out = Path(f"{a.out}-{k}")
+        k += 1
+    cfg = TrainConfig(data="digits", out=str(out), preset="small", minutes=a.minutes, batch_size=128,
+                      seed=a.seed, sample_every=0, ckpt_every=500)
+    print(f"training a class-conditional U-Net on scikit-learn's 8x8 digits for {a.minutes} min -> {out}")
+    Trainer(cfg, progress=not a.no_progress).run()
+    run = load_run(out)
+    m = run.model_config
+    labels = torch.arange(100) % 10
+    x = api.sample(run.denoiser, m, 100, steps=20, seed=a.seed, labels=labels)
+    image_grid(run.codec.decode(x), nrow=10, scale=4).save(out / "demo_grid.png")
+    # temperature strip: the same 10 seeds (one per class) at temperatures 0, 0.5, 1, 1.5 (rows)
+    rows = [api.sample(run.denoiser, m, 10, steps=20, seed=a.seed, labels=torch.arange(10), temperature=t)
+            for t in (0.0, 0.5, 1.0, 1.5)]
+    image_grid(run.codec.decode(torch.cat(rows)), nrow=10, scale=4).save(out / "demo_temperature.png")
+    # trajectory: x (top) and D(x) (bottom) at each step, for one sample
+    frames_x, frames_d = [], []
+    # x is shown as x / sqrt(1 + sigma^2) (the VP view) so that high-noise frames stay in range
+    cb = lambda s: (frames_x.append(s["x"][:1] / (1 + s["sigma"] ** 2) ** 0.5), frames_d.append(s["denoised"][:1]))  # noqa: E731
+    final = api.sample(run.denoiser, m, 1, steps=20, seed=a.seed, labels=torch.tensor([3]), callback=cb)
+    strip = torch.cat(frames_x + [final] + frames_d + [final])
+    image_grid(run.codec.decode(strip), nrow=len(frames_x) + 1, scale=4).save(out / "demo_trajectory.png")
+    print(f"samples (one row per class 0-9):            {out / 'demo_grid.png'}\n"
+          f"temperature strip (rows: T = 0, 0.5, 1, 1.5): {out / 'demo_temperature.png'}\n"
+          f"denoising trajectory (top: x, bottom: D(x)): {out / 'demo_trajectory.png'}\n"
+          f"run (checkpoint, log, config):               {out}\n"
+          f"next: diffusekit sample {out} --n 64 --grid grid.png")
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffusekit", description="Train diffusion models and sample from them.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on a data spec (or --resume a run)")
+    _add_config_options(t, TrainConfig)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate samples from a trained run")
+    s.add_argument("run")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp-2m")
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--schedule", choices=list(GRIDS), default="karras", help="sigma grid")
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="FILE.npz, a folder for PNGs (images) or FILE.csv (vectors)")
+    s.add_argument("--grid", help="FILE.png: a grid of (up to 256) samples, or a scatter plot for vectors")
+    s.add_argument("--class", dest="class_label", type=int, default=None, help="class index (conditional runs)")
+    s.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (1: none)")
+    s.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde stochasticity")
+    s.add_argument("--churn", type=float, default=None, help="euler / heun EDM churn")
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--checkpoint", default="last", help="last or best")
+    s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_sample)
+
+    i = sub.add_parser("info", help="describe a run")
+    i.add_argument("run")
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("demo", help="train on built-in digits for a few minutes and draw what it learned")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--minutes", type=float, default=3.0)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DiffusekitError as e:
+        print(f"diffusekit {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"diffusekit {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""The training loop: AdamW with warm-up, gradient clipping, EMA with warm-up, bf16 autocast, gradient
+accumulation, a step or wall-clock budget, CSV log, sample grids, atomic checkpoints, exact resume, and
+data parallelism under torchrun (gloo on CPU, nccl on GPU; only rank 0 writes).
+
+Exact resume and rank-independence come from one rule: everything random in step k (batch indices,
+sigma, eps, label dropout) is drawn for the *global* batch from a generator seeded by (seed, k); each rank
+then takes its slice. So a resumed run, or a run on W processes, sees the same numbers as one process.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .api import sample
+from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_run_config,
+                         save_checkpoint, write_json_atomic)
+from .config import Config, check, check_choice
+from .data import load_data
+from .errors import DiffusekitError
+from .losses import WEIGHTINGS, DiffusionLoss, noise_distribution
+from .model import ModelConfig, build_denoiser
+from .viz import picture
+
+
+@dataclass
+class TrainConfig(Config):
+    data: str
+    out: str
+    preset: str = "small"
+    parameterization: str = "edm"  # eps | x0 | v | edm
+    weighting: str = "auto"  # auto: the parameterization's own (eps-MSE, v-MSE, EDM; x0 -> EDM); or min-snr
+    noise: str = "lognormal"  # lognormal (EDM) | vp (uniform timesteps of vp_schedule; timestep-conditioned net)
+    vp_schedule: str = "linear"
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    min_snr_gamma: float = 5.0
+    sigma_data: float = 0.0  # 0: auto (0.5 for images in [-1, 1], 1.0 for standardized vectors)
+    image_size: int = 0  # 0: the data's own size (image folders)
+    class_cond: str = "auto"  # auto (when the data has labels) | on | off
+    label_dropout: float = 0.1
+    dropout: float = 0.0
+    batch_size: int = 128  # global batch, over all ranks and accumulation steps
+    grad_accum: int = 1
+    lr: float = 2e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_halflife_kimg: float = 20.0
+    ema_rampup: float = 0.05
+    bf16: bool = False
+    steps: int = 0  # total optimizer steps (0: no step limit)
+    minutes: float = 0.0  # wall-clock budget of this invocation (0: no time limit)
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 0  # write a sample grid every N steps (0: only at the end)
+    ckpt_every: int = 1000
+    device: str = "auto"
+
+    def validate(self):
+        check_choice("parameterization", self.parameterization, ("eps", "x0", "v", "edm"))
+        check_choice("weighting", self.weighting, ("auto", *WEIGHTINGS))
+        check_choice("noise", self.noise, ("lognormal", "vp"))
+        check_choice("class_cond", self.class_cond, ("auto", "on", "off"))
+        check(self.steps > 0 or self.minutes > 0, "give a budget: --steps N or --minutes M")
+        check(self.steps >= 0 and self.minutes >= 0, "--steps and --minutes must not be negative")
+        check(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be at least 1")
+        check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}")
+        check(0 <= self.label_dropout < 1, f"--label-dropout must be in [0, 1), got {self.label_dropout}")
+        check(self.ema_halflife_kimg >= 0 and self.ema_rampup >= 0, "EMA half-life and ramp-up must be >= 0")
+        check(self.p_std > 0, "p_std must be positive")
+        check(self.sigma_data >= 0 and self.image_size >= 0, "sigma_data and image_size must be >= 0")
+        check(self.log_every >= 1 and self.ckpt_every >= 1 and self.sample_every >= 0, "log/ckpt/sample intervals must be positive")
+        check_choice("device", self.device, ("auto", "cpu", "cuda"))
+
+
+def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
+    cond = cfg.class_cond == "on" or (cfg.class_cond == "auto" and data.labels is not None)
+    if cond and data.labels is None:
+        raise DiffusekitError(f"--class-cond on, but {cfg.data} has no labels")
+    mcfg = ModelConfig(kind=data.codec.kind, in_shape=list(data.codec.shape), preset=cfg.preset,
+                       parameterization=cfg.parameterization,
+                       sigma_data=cfg.sigma_data or (0.5 if data.codec.kind == "image" else 1.0),
+                       num_classes=data.num_classes if cond else 0,
+                       time_conditioning="vp" if cfg.noise == "vp" else "log", vp_schedule=cfg.vp_schedule,
+                       dropout=cfg.dropout)
+    if cfg.noise == "vp":
+        mcfg.use_vp_range()
+    return mcfg
+
+
+def _distributed():
+    """(rank, world size, device) -- from torchrun's environment when present."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    return rank, world
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.rank, self.world = _distributed()
+        if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        else:
+            self.device = torch.device("cpu")
+        check(cfg.batch_size >= self.world * cfg.grad_accum,
+              f"--batch-size {cfg.batch_size} is smaller than processes x accumulation steps ({self.world * cfg.grad_accum})")
+        self.out = Path(cfg.out)
+        self.data = load_data(cfg.data, cfg.image_size or None)
+        if len(self.data) == 0:
+            raise DiffusekitError(f"{cfg.data} holds no samples")
+        self.mcfg = model_config_for(cfg, self.data)
+        if not resume and (self.out / "config.json").exists():
+            raise DiffusekitError(f"{self.out} already holds a run; use --resume to continue it or choose another --out")
+        torch.manual_seed(cfg.seed)
+        self.denoiser = build_denoiser(self.mcfg).to(self.device)
+        self.net = self.denoiser.net
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        weighting = cfg.weighting if cfg.weighting != "auto" else {"x0": "edm"}.get(cfg.parameterization, cfg.parameterization)
+        self.loss = DiffusionLoss(noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule), weighting,
+                                  self.mcfg.sigma_data, cfg.min_snr_gamma)
+        self.step, self.elapsed, self._perm = 0, 0.0, (None, None)
+        if resume:
+            self._load()
+        elif self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out / "config.json", {
+                "train": cfg.to_dict(), "model": self.mcfg.to_dict(), "codec": self.data.codec.to_dict(),
+                "class_names": self.data.class_names, "format": 1})
+
+    # ----- state -------------------------------------------------------------------------------------------
+
+    def _load(self):
+        saved = read_run_config(self.out)
+        if saved["model"] != self.mcfg.to_dict():
+            raise DiffusekitError(f"{self.out}: the data or settings differ from the run's saved config; cannot resume")
+        tensors, meta = load_checkpoint(self.out / "last", ("model", "ema", "optimizer"))
+        try:
+            self.net.load_state_dict(tensors["model"])
+            self.ema.load_state_dict(tensors["ema"])
+            optimizer_from_tensors(self.opt, tensors["optimizer"], meta["param_groups"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise DiffusekitError(f"checkpoint {self.out / 'last'} does not match the run: {str(e).splitlines()[0]}") from None
+        self.step, self.elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
+
+    def save(self, name: str = "last", extra: dict | None = None):
+        if self.rank != 0:
+            return
+        opt_tensors, groups = optimizer_to_tensors(self.opt)
+        save_checkpoint(self.out / name, {"model": self.net.state_dict(), "ema": self.ema.state_dict(),
+                                          "optimizer": opt_tensors},
+                        {"step": self.step, "nimg": self.step * self.cfg.batch_size, "elapsed": self.elapsed,
+                         "param_groups": groups, **(extra or {})})
+
+    # ----- one step ----------------------------------------------------------------------------------------
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Global batch of `step`: consecutive slices of per-epoch permutations (seeded by seed and epoch)."""
+        N, B = len(self.data), self.cfg.batch_size
+        out, pos = [], step * B
+        while sum(len(o) for o in out) < B:
+            epoch, off = divmod(pos, N)
+            if self._perm[0] != epoch:
+                g = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch + 1)
+                self._perm = (epoch, torch.randperm(N, generator=g))
+            take = min(B - sum(len(o) for o in out), N - off)
+            out.append(self._perm[1][off: off + take])
+            pos += take
+        return torch.cat(out)
+
+    def train_step(self):
+        cfg, B = self.cfg, self.cfg.batch_size
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        idx = self.batch_indices(self.step)
+        sigma, eps = self.loss.draw((B, *self.mcfg.in_shape), g)
+        labels = None
+        if self.mcfg.num_classes:
+            labels = self.data.labels[idx].clone()
+            labels[torch.rand(B, generator=g) < cfg.label_dropout] = self.mcfg.num_classes  # null label for CFG
+        chunks = torch.arange(B).chunk(self.world * cfg.grad_accum)
+        mine = chunks[self.rank * cfg.grad_accum: (self.rank + 1) * cfg.grad_accum]
+        self.opt.zero_grad(set_to_none=False)
+        total = torch.zeros((), device=self.device)
+        self.net.train()
+        for j, sl in enumerate(mine):
+            torch.manual_seed(cfg.seed * 1_000_003 + self.step * 65_537 + self.rank * 257 + j)  # dropout
+            x0 = self.data.x[idx[sl]].to(self.device)
+            lab = None if labels is None else labels[sl].to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                per_sample = self.loss(self.denoiser, x0, lab, sigma[sl], eps[sl])
+            part = per_sample.float().sum() / B
+            part.backward()
+            total += part.detach()
+        params = [p for p in self.net.parameters()]
+        if self.world > 1:  # one all-reduce of the flattened gradients (sum over ranks = the global mean)
+            flat = torch.cat([p.grad.reshape(-1) for p in params] + [total.reshape(1)])
+            dist.all_reduce(flat)
+            total = flat[-1].clone()
+            offset = 0
+            for p in params:
+                p.grad.copy_(flat[offset: offset + p.numel()].view_as(p.grad))
+                offset += p.numel()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        loss, grad_norm = float(total), float(grad_norm)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            return loss, grad_norm
+        lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.step()
+        self._update_ema()
+        return loss, grad_norm
+
+    @torch.no_grad()
+    def _update_ema(self):
+        # EDM's EMA: half-life in images, ramped up with the number of images seen.
+        cfg, B = self.cfg, self.cfg.batch_size
+        halflife = cfg.ema_halflife_kimg * 1000
+        if cfg.ema_rampup > 0:
+            halflife = min(halflife, (self.step + 1) * B * cfg.ema_rampup)
+        beta = 0.5 ** (B / max(halflife, 1e-8))
+        for p_ema, p in zip(self.ema.parameters(), self.net.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.ema.buffers(), self.net.buffers()):
+            b_ema.copy_(b)
+
+    # ----- the loop ----------------------------------------------------------------------------------------
+
+    def _should_stop(self, t_start):
+        stop = (self.cfg.steps and self.step >= self.cfg.steps) or \
+               (self.cfg.minutes and time.time() - t_start >= self.cfg.minutes * 60)
+        if self.world > 1:  # rank 0's clock decides, so every rank stops at the same step
+            flag = torch.tensor([1.0 if stop else 0.0])
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return bool(stop)
+
+    def write_samples(self, path: Path):
+        if self.rank != 0:
+            return
+        n = 64 if self.mcfg.kind == "image" else 1000
+        ema_denoiser = copy.copy(self.denoiser)
+        ema_denoiser.net = self.ema
+        self.ema.eval()
+        labels = torch.arange(n) % self.mcfg.num_classes if self.mcfg.num_classes else None
+        x = sample(ema_denoiser, self.mcfg, n, sampler="dpmpp-2m", steps=20, seed=0, labels=labels,
+                   device=self.device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nrow = self.mcfg.num_classes if self.mcfg.num_classes and n % self.mcfg.num_classes == 0 else None
+        picture(self.data.codec.decode(x), self.mcfg.kind, nrow=nrow).save(path)
+
+    def run(self):
+        cfg = self.cfg
+        t_start, t_prev, step_prev, elapsed0 = time.time(), time.time(), self.step, self.elapsed
+        log_path = self.out / "log.csv"
+        if self.rank == 0 and not log_path.exists():
+            with open(log_path, "w", newline="") as f:
+                csv.writer(f).writerow(["step", "nimg", "seconds", "loss", "grad_norm", "lr", "img_per_s"])
+        total = cfg.steps if cfg.steps else int(cfg.minutes * 60)
+        bar = tqdm(total=total, initial=self.step if cfg.steps else 0, disable=not self.progress or self.rank != 0,
+                   unit="step" if cfg.steps else "s", desc="training", dynamic_ncols=True,
+                   bar_format=None if cfg.steps else "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s [{elapsed}<{remaining}{postfix}]")
+        losses = []
+        try:
+            while not self._should_stop(t_start):
+                loss, grad_norm = self.train_step()
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    self.save()  # parameters are still those of the last good step
+                    raise DiffusekitError(f"loss became {loss} (gradient norm {grad_norm}) at step {self.step}; "
+                                          f"stopped; the last good state is saved in {self.out / 'last'}")
+                self.step += 1
+                losses.append(loss)
+                now = time.time()
+                if cfg.steps:
+                    bar.update(1)
+                else:
+                    bar.update(min(int(now - t_start), total) - bar.n)
+                if self.step % cfg.log_every == 0:
+                    rate = (self.step - step_prev) * cfg.batch_size / max(now - t_prev, 1e-9)
+                    bar.set_postfix(step=self.step, loss=f"{sum(losses) / len(losses):.4f}", img_s=f"{rate:.0f}")
+                    if self.rank == 0:
+                        with open(log_path, "a", newline="") as f:
+                            csv.writer(f).writerow([self.step, self.step * cfg.batch_size, round(elapsed0 + now - t_start, 2),
+                                                    sum(losses) / len(losses), grad_norm, self.opt.param_groups[0]["lr"], round(rate, 2)])
+                    losses, t_prev, step_prev = [], now, self.step
+                if self.step % cfg.ckpt_every == 0:
+                    self.elapsed = elapsed0 + time.time() - t_start
+                    self.save()
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.write_samples(self.out / "samples" / f"step_{self.step:07d}.png")
+        finally:
+            bar.close()
+        self.elapsed = elapsed0 + time.time() - t_start
+        self.save()
+        self.write_samples(self.out / "samples" / f"step_{self.step:07d}.png")
+        return self.out
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train (or resume) a run; returns its directory."""
+    return Trainer(cfg, resume=resume, progress=progress).run()
+
+
+def resume_config(out: str, **budget) -> TrainConfig:
+    """The saved TrainConfig of a run, with a new budget (steps / minutes) for the resumed part."""
+    saved = read_run_config(out)
+    d = dict(saved.get("train", {}))
+    d.update({k: v for k, v in budget.items() if v is not None})
+    d["out"] = str(out)
+    return TrainConfig.from_dict(d)
