@@ -25,8 +25,9 @@ def sigma_grid(model_config, steps: int, grid: str = "karras", rho: float = 7.0)
 
 
 def sample_seeds(seed: int, n: int, start: int = 0):
-    """Per-sample seeds: sample i of seed s is the same whatever the batch size or n."""
-    return [(seed << 32) + i for i in range(start, start + n)]
+    """Per-sample seeds: sample i of seed s is the same whatever the batch size or n. Mixed by SeedSequence
+    because torch's CPU generator keeps only 32 bits of a seed (so seed << 32 + i would collide)."""
+    return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(start, start + n)]
 
 
 def pick_labels(model_config, n: int, seed: int, class_label=None):
