@@ -1,0 +1,175 @@
+"""The command line: a real digits run trained and sampled through the CLI, and every bad input of the issue."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffusekit.cli import main
+
+
+def cli(*argv):
+    """Run the CLI in-process; returns the exit code (0 when it returns normally)."""
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    return 0
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    assert cli("train", "--data", "digits", "--out", out, "--preset", "tiny", "--steps", "40", "--batch-size", "64",
+               "--no-progress") == 0
+    return out
+
+
+def one_line_error(capsys, code, *needles):
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) >= 1
+    msg = lines[-1]
+    for n in needles:
+        assert n.lower() in msg.lower(), msg
+    return msg
+
+
+def test_train_sample_info(digits_run, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    assert cli("sample", digits_run, "--n", 12, "--steps", 5, "--out", out, "--grid", tmp_path / "g.png",
+               "--no-progress") == 0
+    with np.load(out) as f:
+        assert f["arr_0"].shape == (12, 8, 8, 1) and f["arr_0"].dtype == np.uint8
+        assert f["arr_1"].shape == (12,)
+    assert Image.open(tmp_path / "g.png").size[0] > 8
+    assert cli("sample", digits_run, "--n", 3, "--class", 7, "--guidance", 2.0, "--sampler", "heun", "--steps", 3,
+               "--out", tmp_path / "pngs", "--no-progress") == 0
+    assert sorted(os.listdir(tmp_path / "pngs")) == [f"00000{i}_class7.png" for i in range(3)]
+    capsys.readouterr()
+    assert cli("info", digits_run) == 0
+    info = capsys.readouterr().out
+    assert "40 steps" in info and "10 classes" in info
+    cfg = json.loads((digits_run / "config.json").read_text())
+    assert cfg["train"]["data"] == "digits" and cfg["codec"]["kind"] == "image"
+
+
+def test_seed_gives_same_samples_whatever_the_batch(digits_run, tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    common = ["--n", 6, "--steps", 4, "--sampler", "ddpm", "--seed", 5, "--no-progress"]
+    assert cli("sample", digits_run, *common, "--batch-size", 6, "--out", a) == 0
+    assert cli("sample", digits_run, *common, "--batch-size", 4, "--out", b) == 0
+    with np.load(a) as fa, np.load(b) as fb:
+        assert np.abs(fa["arr_0"].astype(int) - fb["arr_0"].astype(int)).max() <= 1  # float rounding only
+        assert (fa["arr_1"] == fb["arr_1"]).all()
+
+
+def test_vector_run_writes_csv(tmp_path):
+    out = tmp_path / "toy"
+    assert cli("train", "--data", "toy:moons:500", "--out", out, "--preset", "tiny", "--steps", 10, "--no-progress") == 0
+    assert cli("sample", out, "--n", 5, "--steps", 3, "--out", tmp_path / "s.csv", "--no-progress") == 0
+    rows = (tmp_path / "s.csv").read_text().strip().splitlines()
+    assert rows[0] == "x0,x1" and len(rows) == 6
+
+
+def test_resume_refuses_changed_settings_and_existing_run(digits_run, capsys):
+    code = cli("train", "--data", "digits", "--out", digits_run, "--steps", 5, "--no-progress")
+    one_line_error(capsys, code, "already holds a run")
+    code = cli("train", "--out", digits_run, "--resume", "--lr", "0.1", "--steps", 50, "--no-progress")
+    one_line_error(capsys, code, "only --steps/--minutes")
+
+
+BAD_TRAIN = [
+    (["--data", "nonexistent_dir/"], "not found"),
+    (["--data", "nope.npz"], "cannot read"),
+    (["--data", "toy:spiral"], "unknown toy"),
+    (["--data", "fashion-mnist:/nonexistent"], "not found"),
+    (["--data", "digits", "--preset", "huge"], "preset"),
+    (["--data", "digits", "--parameterization", "score"], "parameterization"),
+    (["--data", "digits", "--lr", "-1"], "lr"),
+    (["--data", "digits", "--steps", "0"], "budget"),
+    (["--data", "toy:moons", "--class-cond", "on"], "no labels"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_TRAIN)
+def test_bad_train_input(tmp_path, capsys, args, needle):
+    code = cli("train", "--out", tmp_path / "r", *(["--steps", "5"] if "--steps" not in args else []), *args, "--no-progress")
+    one_line_error(capsys, code, needle)
+    assert not (tmp_path / "r" / "last").exists()
+
+
+def test_fashion_mnist_missing_says_how_to_install(monkeypatch, tmp_path, capsys):
+    import diffusekit.data as data
+
+    monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(tmp_path / "absent"))
+    code = cli("train", "--data", "fashion-mnist", "--out", tmp_path / "r", "--steps", 1)
+    one_line_error(capsys, code, "apt-get install dataset-fashion-mnist")
+
+
+def test_bad_data_files(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(capsys, cli("train", "--data", f"{empty}/", "--out", tmp_path / "r1", "--steps", 2), "no images")
+    bad = tmp_path / "badimg"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"not a png")
+    one_line_error(capsys, cli("train", "--data", bad, "--out", tmp_path / "r2", "--steps", 2), "cannot read image")
+    csvf = tmp_path / "t.csv"
+    csvf.write_text("a,b\n1,2\n3,oops\n")
+    one_line_error(capsys, cli("train", "--data", csvf, "--out", tmp_path / "r3", "--steps", 2), "non-numeric", "oops")
+    nanf = tmp_path / "n.csv"
+    nanf.write_text("a,b\n1,2\nnan,3\n")
+    one_line_error(capsys, cli("train", "--data", nanf, "--out", tmp_path / "r4", "--steps", 2), "nan")
+    e = tmp_path / "e.csv"
+    e.write_text("")
+    one_line_error(capsys, cli("train", "--data", e, "--out", tmp_path / "r5", "--steps", 2), "empty")
+    z = tmp_path / "z.npz"
+    np.savez(z, arr_0=np.zeros((0, 8, 8, 1), np.uint8))
+    one_line_error(capsys, cli("train", "--data", z, "--out", tmp_path / "r6", "--steps", 2), "no samples")
+
+
+def test_image_folder_with_classes(tmp_path):
+    for c in ("cats", "dogs"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / c / f"{i}.jpg")
+    from diffusekit.data import load_data
+
+    d = load_data(str(tmp_path / "imgs"), image_size=16)
+    assert d.x.shape == (6, 3, 16, 16) and d.class_names == ["cats", "dogs"] and d.labels.tolist() == [0] * 3 + [1] * 3
+    assert -1 <= float(d.x.min()) and float(d.x.max()) <= 1
+
+
+def test_bad_sample_input(digits_run, tmp_path, capsys):
+    one_line_error(capsys, cli("sample", tmp_path, "--n", 2, "--out", tmp_path / "a.npz"), "not a run directory")
+    one_line_error(capsys, cli("sample", tmp_path / "missing", "--n", 2, "--out", tmp_path / "a.npz"), "does not exist")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 0, "--out", tmp_path / "a.npz"), "--n")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--class", 10, "--out", tmp_path / "a.npz"), "class 10")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--eta", 0.5, "--sampler", "heun",
+                               "--out", tmp_path / "a.npz"), "takes no eta")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--temperature", -1, "--out", tmp_path / "a.npz"),
+                   "temperature")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--checkpoint", "best", "--out", tmp_path / "a.npz"),
+                   "no checkpoint")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2), "nothing to write")
+    # argparse's own errors (unknown sampler / option) also exit non-zero with a one-line message
+    assert cli("sample", digits_run, "--sampler", "plms", "--out", tmp_path / "a.npz") == 2
+    assert cli("sample", digits_run, "--frobnicate") == 2
+
+
+def test_corrupt_checkpoint(digits_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(digits_run, run)
+    model = run / "last" / "ema.safetensors"
+    model.write_bytes(model.read_bytes()[:1000])  # truncated
+    one_line_error(capsys, cli("sample", run, "--n", 2, "--out", tmp_path / "a.npz"), "corrupt or truncated")
+    (run / "config.json").write_text("{not json")
+    one_line_error(capsys, cli("info", run), "not valid json")
+    assert (digits_run / "last" / "ema.safetensors").stat().st_size > 1000  # the original is untouched
