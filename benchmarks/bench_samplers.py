@@ -113,9 +113,9 @@ def bench_vs_diffusers(batch, repeats):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
     torch.manual_seed(0)
-    unet = TimedUNet(UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(16, 32), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8)).eval()
+    unet = TimedUNet(UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(16, 32),
+                                 layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8)).eval()
     x_T = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     cases = [
         ("ddim", 50, DDIMScheduler(clip_sample=False, set_alpha_to_one=True), samplers.sample_ddim, {"eta": 0.0}),

@@ -14,7 +14,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel  # noqa: E402
-from diffusers.schedulers import scheduling_ddim, scheduling_ddpm  # noqa: E402
+from diffusers.schedulers import scheduling_ddim, scheduling_ddpm, scheduling_dpmsolver_multistep  # noqa: E402
 
 from diffusekit import precond, samplers, schedules  # noqa: E402
 
@@ -77,9 +77,11 @@ def make_scheduler(kind, beta_schedule="linear", **overrides):
                   prediction_type="epsilon")
     if kind == "ddim":
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True, **overrides)
-    if kind == "dpmpp-2m":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
-                                           final_sigmas_type="zero", lower_order_final=True, **overrides)
+    if kind in ("dpmpp-2m", "dpmpp-2m-sde"):
+        algorithm_type = "sde-dpmsolver++" if kind == "dpmpp-2m-sde" else "dpmsolver++"
+        return DPMSolverMultistepScheduler(**common, algorithm_type=algorithm_type, solver_order=2,
+                                           solver_type="midpoint", final_sigmas_type="zero", lower_order_final=True,
+                                           **overrides)
     if kind == "ddpm":
         return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small", **overrides)
     raise ValueError(kind)
@@ -122,7 +124,7 @@ def run_diffusers(net, scheduler, n, x_T, step_kwargs=None):
 
 
 def run_ours(net, scheduler, sampler, x_T, **kwargs):
-    """Our sampler on the scheduler's timesteps, in sigma space. Returns the same states as run_diffusers, in VP space."""
+    """Our sampler on the scheduler's timesteps, in sigma space; returns run_diffusers' states, mapped to VP space."""
     D = precond.from_diffusers(net, scheduler)
     sigmas = schedules.timestep_sigmas(scheduler.alphas_cumprod, scheduler.timesteps)
     x = (x_T.double() / scheduler.alphas_cumprod.double()[scheduler.timesteps[0]].sqrt()).float()
@@ -147,8 +149,9 @@ def _x_T(seed=1):
     return torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed))
 
 
-SAMPLER_FN = {"ddim": samplers.sample_ddim, "dpmpp-2m": samplers.sample_dpmpp_2m, "ddpm": samplers.sample_ddpm}
-NOISE_MODULE = {"ddim": scheduling_ddim, "ddpm": scheduling_ddpm}
+SAMPLER_FN = {"ddim": samplers.sample_ddim, "dpmpp-2m": samplers.sample_dpmpp_2m, "ddpm": samplers.sample_ddpm,
+              "dpmpp-2m-sde": samplers.sample_dpmpp_2m_sde}
+NOISE_MODULE = {"ddim": scheduling_ddim, "ddpm": scheduling_ddpm, "dpmpp-2m-sde": scheduling_dpmsolver_multistep}
 
 
 def _check(unet, kind, n, beta_schedule, monkeypatch, eta=None, **overrides):
@@ -159,7 +162,7 @@ def _check(unet, kind, n, beta_schedule, monkeypatch, eta=None, **overrides):
     if kind == "ddim":
         step_kwargs["eta"] = our_kwargs["eta"] = eta or 0.0
     recorder = None
-    if kind == "ddpm" or (kind == "ddim" and eta):
+    if kind in ("ddpm", "dpmpp-2m-sde") or (kind == "ddim" and eta):
         recorder = NoiseRecorder(NOISE_MODULE[kind].randn_tensor)
         monkeypatch.setattr(NOISE_MODULE[kind], "randn_tensor", recorder)
         step_kwargs["generator"] = torch.Generator().manual_seed(2)
@@ -169,8 +172,9 @@ def _check(unet, kind, n, beta_schedule, monkeypatch, eta=None, **overrides):
             # diffusers adds sqrt(variance) * z to x_vp; we add sigma_up * z to x_sigma. Under x_vp = sqrt(ab) x_sigma
             # these are the same Gaussian iff sqrt(ab_prev) * sigma_up = sqrt(variance) -- which the state-by-state
             # comparison below verifies, given the *same* z. We draw no noise on the last step (sigma_next = 0);
-            # DDPMScheduler draws none at t = 0, DDIMScheduler draws one and multiplies it by std_dev_t = 0.
-            draws = recorder.draws[:-1] if kind == "ddim" else recorder.draws
+            # DDPMScheduler draws none at t = 0; DDIMScheduler and sde-dpmsolver++ draw one there and multiply it
+            # by 0 (std_dev_t = 0, resp. sigma_t = 0).
+            draws = recorder.draws if kind == "ddpm" else recorder.draws[:-1]
             assert len(draws) == n - 1
             replay = Replay(draws)
             our_kwargs["generator"] = replay
@@ -191,8 +195,9 @@ def test_matches_diffusers_cosine(unet, kind, monkeypatch):
     # squaredcos_cap_v2 (betas clipped at 0.999). DPM-Solver's linspace grid would start at t = 999, where
     # sigma = 2e4: there eps -> x0 is cancellation-limited in float32 on *both* sides (diffusers computes
     # sigma_t = sqrt(1 - ab) = 1.0 in float32; x0 = (x - sigma_t eps) / alpha_t with alpha_t = 5e-5): the two
-    # float32 runs then differ by ~1e-3, and each is ~1e-3 from the same sampler run in float64. diffusers' own remedy is lambda_min_clipped (documented as
-    # "critical for the cosine schedule"); -5.1 starts at t = 995, sigma = 160, as for the linear table.
+    # float32 runs then differ by ~1e-3, and each is ~1e-3 from the same sampler run in float64. diffusers' own
+    # remedy is lambda_min_clipped (documented as "critical for the cosine schedule"); -5.1 starts at t = 995,
+    # sigma = 160, as for the linear table.
     overrides = {"lambda_min_clipped": -5.1} if kind == "dpmpp-2m" else {}
     _check(unet, kind, 10, "squaredcos_cap_v2", monkeypatch, **overrides)
 
@@ -200,6 +205,12 @@ def test_matches_diffusers_cosine(unet, kind, monkeypatch):
 def test_ddim_eta_matches_diffusers(unet, monkeypatch):
     # DDIM's sigma_t(eta) mapped to sigma space: partial stochasticity, same z
     _check(unet, "ddim", 10, "linear", monkeypatch, eta=0.5)
+
+
+@pytest.mark.parametrize("n", [10, 25])
+def test_dpmpp_2m_sde_matches_diffusers(unet, n, monkeypatch):
+    # our dpmpp-2m-sde at eta = 1 is diffusers' sde-dpmsolver++ (midpoint), same z at every step
+    _check(unet, "dpmpp-2m-sde", n, "linear", monkeypatch)
 
 
 @pytest.mark.parametrize("n", [5, 14, 15, 20])

@@ -54,12 +54,14 @@ class Denoiser(torch.nn.Module):
         self.net, self.parameterization, self.sigma_data = net, parameterization, float(sigma_data)
         self.coeffs = PARAMETERIZATIONS[parameterization]
         self.register_buffer("alpha_bars", None if alpha_bars is None else torch.as_tensor(alpha_bars, dtype=torch.float64), persistent=False)
+        self.register_buffer("log_sigmas", None if alpha_bars is None else self.alpha_bars.div(1 - self.alpha_bars).log().neg() / 2,
+                             persistent=False)  # log sigma(t), increasing in t
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
 
     def c_noise(self, sigma):
         if self.alpha_bars is None:
             return log_noise(sigma)
-        return sigma_to_timestep(sigma, self.alpha_bars).to(sigma.dtype)
+        return sigma_to_timestep(sigma, log_sigmas=self.log_sigmas).to(sigma.dtype)
 
     def forward(self, x, sigma, class_labels=None):
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
@@ -68,7 +70,7 @@ class Denoiser(torch.nn.Module):
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         c_skip, c_out, c_in = self.coeffs(s, self.sigma_data)
         F = self.net(c_in * x, self.c_noise(sigma), class_labels)
-        return c_skip * x + c_out * F.to(x.dtype)
+        return torch.addcmul(c_skip * x, c_out, F.to(x.dtype))
 
 
 def guided(denoiser, labels: torch.Tensor, guidance: float, null_label: int):

@@ -117,7 +117,7 @@ def sample_ddim(denoiser, x, sigmas, *, temperature=1.0, generator=None, callbac
         # DDIM's sigma_t(eta) mapped to sigma space: the noise added back on the way to sigma_next
         sigma_up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
         sigma_down = math.sqrt(sigma_next**2 - sigma_up**2)
-        x = denoised + sigma_down * ode_derivative(x, sigma, denoised)
+        x = torch.lerp(denoised, x, sigma_down / sigma)  # = denoised + sigma_down * ode_derivative(x, sigma, denoised)
         if sigma_up > 0:
             x = x + sigma_up * temperature * randn_like(x, generator)
     return x
@@ -189,6 +189,9 @@ def generate(denoiser, sampler, shape, sigmas, *, seeds, temperature=1.0, callba
         raise DiffusekitError(f"temperature must be a finite number >= 0, got {temperature}")
     if isinstance(sampler, str):
         sampler = get_sampler(sampler)
+    s = torch.as_tensor(sigmas)
+    if s.ndim != 1 or len(s) < 2 or s[-1] != 0 or not (s[:-1] > s[1:]).all():
+        raise DiffusekitError("sigmas must be a strictly descending 1-D grid that ends in 0")
     noise = PerSampleNoise(seeds)
     x = noise.randn(shape, device=device) * (float(sigmas[0]) * temperature)
     return sampler(denoiser, x, sigmas, temperature=temperature, generator=noise, callback=callback, **knobs)

@@ -57,9 +57,11 @@ def vp_table(name: str, T: int = 1000) -> torch.Tensor:
     return VP_TABLES[name](T)
 
 
-def sigma_to_timestep(sigma: torch.Tensor, alpha_bars: torch.Tensor) -> torch.Tensor:
-    """Fractional timestep t with sigma(t) = sigma, by linear interpolation of log(sigma) over the table."""
-    log_sigmas = torch.log(alpha_bar_to_sigma(alpha_bars.double()))  # increasing in t
+def sigma_to_timestep(sigma: torch.Tensor, alpha_bars: torch.Tensor | None = None, log_sigmas=None) -> torch.Tensor:
+    """Fractional timestep t with sigma(t) = sigma, by linear interpolation of log(sigma) over the table.
+    Pass the table's precomputed ``log_sigmas`` (increasing in t) to skip recomputing it on every call."""
+    if log_sigmas is None:
+        log_sigmas = torch.log(alpha_bar_to_sigma(alpha_bars.double()))
     ls = torch.log(torch.as_tensor(sigma, dtype=torch.float64)).clamp(log_sigmas[0], log_sigmas[-1])
     idx = torch.searchsorted(log_sigmas, ls.reshape(-1)).clamp(1, len(log_sigmas) - 1)
     lo, hi = log_sigmas[idx - 1], log_sigmas[idx]
