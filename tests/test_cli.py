@@ -67,6 +67,19 @@ def test_seed_gives_same_samples_whatever_the_batch(digits_run, tmp_path):
         assert (fa["arr_1"] == fb["arr_1"]).all()
 
 
+def test_architecture_flags(tmp_path):
+    out = tmp_path / "arch"
+    assert cli("train", "--data", "digits", "--out", out, "--steps", 2, "--channels", 8, "--channel-mults", "1,2",
+               "--attn-resolutions", "4", "--num-res-blocks", 1, "--no-progress") == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["overrides"] == {"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+                                         "attn_resolutions": [4]}
+    from diffusekit import load_run
+
+    net = load_run(out).denoiser.net
+    assert any(type(m).__name__ == "Attention" for m in net.down.modules())
+
+
 def test_vector_run_writes_csv(tmp_path):
     out = tmp_path / "toy"
     assert cli("train", "--data", "toy:moons:500", "--out", out, "--preset", "tiny", "--steps", 10, "--no-progress") == 0
@@ -92,6 +105,9 @@ BAD_TRAIN = [
     (["--data", "digits", "--lr", "-1"], "lr"),
     (["--data", "digits", "--steps", "0"], "budget"),
     (["--data", "toy:moons", "--class-cond", "on"], "no labels"),
+    (["--data", "digits", "--channel-mults", "1,x"], "comma-separated"),
+    (["--data", "digits", "--channel-mults", "1,2,2,2,2"], "not divisible"),
+    (["--data", "toy:moons", "--attn-resolutions", "4"], "U-Net settings"),
 ]
 
 

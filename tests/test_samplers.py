@@ -150,3 +150,26 @@ def test_callback_sees_every_step():
     generate(D, "heun", (4, 2), SIGMAS, seeds=sample_seeds(0, 4), callback=seen.append)
     assert [s["i"] for s in seen] == list(range(len(SIGMAS) - 1))
     assert all(math.isfinite(s["sigma"]) for s in seen)
+
+
+def test_classifier_free_guidance_formula():
+    from diffusekit.precond import guided
+
+    # D_c(x) = x + label, D_u(x) = x - 1 (null label 9): guided = D_u + w (D_c - D_u)
+    def D(x, sigma, labels):
+        return x + torch.where(labels == 9, -1.0, labels.float())[:, None]
+
+    x, labels = torch.zeros(3, 2), torch.tensor([0, 2, 5])
+    for w in (0.0, 1.0, 3.0):
+        out = guided(D, labels, w, null_label=9)(x, torch.tensor(1.0))
+        expected = -1 + w * (labels.float() + 1)
+        torch.testing.assert_close(out, expected[:, None].expand(3, 2))
+
+
+def test_bad_sigma_grid_is_a_clear_error():
+    from diffusekit.errors import DiffusekitError
+
+    D = lambda x, sigma: x  # noqa: E731
+    for bad in ([1.0, 2.0, 0.0], [2.0, 1.0], [3.0]):
+        with pytest.raises(DiffusekitError):
+            generate(D, "ddim", (2, 2), torch.tensor(bad), seeds=[0, 1])

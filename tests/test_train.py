@@ -101,3 +101,16 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     params = load_file(f"{out}/last/model.safetensors")
     assert all(torch.isfinite(v).all() for v in params.values())
     load_run(out)  # the kept checkpoint loads
+
+
+@pytest.mark.slow
+def test_bf16_and_vp_eps_recipe_train(tmp_path):
+    # the DDPM recipe (eps, uniform VP timesteps, timestep-conditioned) and bf16 autocast both train and sample
+    out = str(tmp_path / "vp")
+    train(TrainConfig(data="digits", out=out, preset="tiny", steps=3, batch_size=16, parameterization="eps",
+                      noise="vp", vp_schedule="cosine", bf16=True), progress=False)
+    run = load_run(out)
+    assert run.denoiser.alpha_bars is not None and run.model_config.sigma_max > 100
+    x = sample(run.denoiser, run.model_config, 4, sampler="ddim", steps=5, grid="vp",
+               labels=torch.arange(4))
+    assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()

@@ -12,24 +12,27 @@ from .errors import DiffusekitError
 from .schedules import sigma_to_timestep
 
 
+# Plain arithmetic only, so the same functions serve a python float (one sigma for the whole batch) and a
+# tensor of per-sample sigmas.
+
+
 def coeffs_eps(sigma, sigma_data):
     # x0 = x - sigma * eps_hat
-    one = torch.ones_like(sigma)
-    return one, -sigma, 1 / (1 + sigma**2).sqrt()
+    return 1 + 0 * sigma, -sigma, (1 + sigma**2) ** -0.5
 
 
 def coeffs_x0(sigma, sigma_data):
-    return torch.zeros_like(sigma), torch.ones_like(sigma), 1 / (1 + sigma**2).sqrt()
+    return 0 * sigma, 1 + 0 * sigma, (1 + sigma**2) ** -0.5
 
 
 def coeffs_v(sigma, sigma_data):
     # v = alpha * eps - s * x0 on x_vp = alpha x0 + s eps  =>  x0 = x / (1 + sigma^2) - sigma / sqrt(1 + sigma^2) * v
-    return 1 / (1 + sigma**2), -sigma / (1 + sigma**2).sqrt(), 1 / (1 + sigma**2).sqrt()
+    return 1 / (1 + sigma**2), -sigma * (1 + sigma**2) ** -0.5, (1 + sigma**2) ** -0.5
 
 
 def coeffs_edm(sigma, sigma_data):
     s2 = sigma**2 + sigma_data**2
-    return sigma_data**2 / s2, sigma * sigma_data / s2.sqrt(), 1 / s2.sqrt()
+    return sigma_data**2 / s2, sigma * sigma_data * s2**-0.5, s2**-0.5
 
 
 PARAMETERIZATIONS = {"eps": coeffs_eps, "x0": coeffs_x0, "v": coeffs_v, "edm": coeffs_edm}
@@ -64,9 +67,16 @@ class Denoiser(torch.nn.Module):
         return sigma_to_timestep(sigma, log_sigmas=self.log_sigmas).to(sigma.dtype)
 
     def forward(self, x, sigma, class_labels=None):
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
-        if sigma.numel() == 1:
-            sigma = sigma.expand(x.shape[0])
+        """sigma: a number or 0-dim tensor (one level for the batch) or a tensor of N per-sample levels."""
+        if not torch.is_tensor(sigma) or sigma.numel() == 1:
+            # One noise level for the whole batch (sampling): scalar coefficients keep the per-step cost to a
+            # few tensor ops (see benchmarks/bench_samplers.py).
+            s = float(sigma)
+            c_skip, c_out, c_in = self.coeffs(s, self.sigma_data)
+            c_noise = self.c_noise(torch.tensor([s], dtype=torch.float64)).to(x.device, x.dtype).expand(x.shape[0])
+            F = self.net(c_in * x, c_noise, class_labels)
+            return torch.add(c_skip * x if c_skip != 1 else x, F.to(x.dtype), alpha=c_out)
+        sigma = sigma.to(x.device, x.dtype).reshape(-1)
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         c_skip, c_out, c_in = self.coeffs(s, self.sigma_data)
         F = self.net(c_in * x, self.c_noise(sigma), class_labels)
@@ -79,9 +89,10 @@ def guided(denoiser, labels: torch.Tensor, guidance: float, null_label: int):
     def D(x, sigma, class_labels=None):
         if guidance == 1.0:
             return denoiser(x, sigma, labels)
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
+        if torch.is_tensor(sigma) and sigma.numel() > 1:
+            sigma = sigma.reshape(-1).repeat(2)
         null = torch.full_like(labels, null_label)
-        d_c, d_u = denoiser(torch.cat([x, x]), sigma.repeat(2), torch.cat([labels, null])).chunk(2)
+        d_c, d_u = denoiser(torch.cat([x, x]), sigma, torch.cat([labels, null])).chunk(2)
         return d_u + guidance * (d_c - d_u)
 
     return D

@@ -55,7 +55,8 @@ def randn_like(x, generator=None):
 
 
 def _denoise(denoiser, x, sigma: float):
-    return denoiser(x, x.new_full((x.shape[0],), sigma))
+    # one noise level for the batch, as a 0-dim tensor in x's dtype (broadcasts in user-written denoisers too)
+    return denoiser(x, x.new_tensor(sigma))
 
 
 def _report(callback, i, x, sigma, sigma_next, denoised):

@@ -36,6 +36,11 @@ class TrainConfig(Config):
     data: str
     out: str
     preset: str = "small"
+    # explicit network settings on top of the preset (0 / "": the preset's own)
+    channels: int = 0  # U-Net base channels or MLP width
+    channel_mults: str = ""  # U-Net, e.g. "1,2,2"
+    num_res_blocks: int = 0  # U-Net residual blocks per level, or MLP depth
+    attn_resolutions: str = ""  # U-Net self-attention resolutions, e.g. "14,7" ("none": no attention)
     parameterization: str = "edm"  # eps | x0 | v | edm
     weighting: str = "auto"  # auto: the parameterization's own (eps-MSE, v-MSE, EDM; x0 -> EDM); or min-snr
     noise: str = "lognormal"  # lognormal (EDM) | vp (uniform timesteps of vp_schedule; timestep-conditioned net)
@@ -80,6 +85,35 @@ class TrainConfig(Config):
         check(self.sigma_data >= 0 and self.image_size >= 0, "sigma_data and image_size must be >= 0")
         check(self.log_every >= 1 and self.ckpt_every >= 1 and self.sample_every >= 0, "log/ckpt/sample intervals must be positive")
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        check(self.channels >= 0 and self.num_res_blocks >= 0, "--channels and --num-res-blocks must be >= 0")
+
+
+def _int_list(name, text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DiffusekitError(f"--{name} must be comma-separated integers, got {text!r}") from None
+
+
+def net_overrides(cfg: TrainConfig, kind: str) -> dict:
+    o = {}
+    if kind == "image":
+        if cfg.channels:
+            o["channels"] = cfg.channels
+        if cfg.channel_mults:
+            o["channel_mults"] = _int_list("channel-mults", cfg.channel_mults)
+        if cfg.num_res_blocks:
+            o["num_res_blocks"] = cfg.num_res_blocks
+        if cfg.attn_resolutions:
+            o["attn_resolutions"] = [] if cfg.attn_resolutions == "none" else _int_list("attn-resolutions", cfg.attn_resolutions)
+    else:
+        if cfg.channel_mults or cfg.attn_resolutions:
+            raise DiffusekitError("--channel-mults and --attn-resolutions are U-Net settings; this data is vectors")
+        if cfg.channels:
+            o["width"] = cfg.channels
+        if cfg.num_res_blocks:
+            o["depth"] = cfg.num_res_blocks
+    return o
 
 
 def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
@@ -91,7 +125,7 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
                        sigma_data=cfg.sigma_data or (0.5 if data.codec.kind == "image" else 1.0),
                        num_classes=data.num_classes if cond else 0,
                        time_conditioning="vp" if cfg.noise == "vp" else "log", vp_schedule=cfg.vp_schedule,
-                       dropout=cfg.dropout)
+                       dropout=cfg.dropout, overrides=net_overrides(cfg, data.codec.kind))
     if cfg.noise == "vp":
         mcfg.use_vp_range()
     return mcfg

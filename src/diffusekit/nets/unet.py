@@ -54,6 +54,8 @@ class UNet(nn.Module):
         if image_size % (2 ** (len(channel_mults) - 1)):
             raise DiffusekitError(f"image size {image_size} is not divisible by {2 ** (len(channel_mults) - 1)} "
                                   f"(the U-Net halves it {len(channel_mults) - 1} times); pick another --image-size or preset")
+        if not channel_mults or min(channel_mults) < 1 or channels < 8:
+            raise DiffusekitError(f"need channels >= 8 and positive channel multipliers, got {channels}, {list(channel_mults)}")
         emb_dim = 4 * channels
         self.embed = NoiseEmbedding(channels, emb_dim, emb_scale, num_classes)
         self.inp = nn.Conv2d(in_channels, channels, 3, padding=1)
