@@ -6,6 +6,8 @@ sigma_data. Each function returns (c_skip, c_out, c_in) as tensors broadcastable
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .errors import DiffusekitError
@@ -60,10 +62,16 @@ class Denoiser(torch.nn.Module):
         self.register_buffer("log_sigmas", None if alpha_bars is None else self.alpha_bars.div(1 - self.alpha_bars).log().neg() / 2,
                              persistent=False)  # log sigma(t), increasing in t
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._log_sigma_list = None  # python copy of log_sigmas for the scalar path
 
     def c_noise(self, sigma):
+        """c_noise for a tensor of sigmas, or a python float for a float."""
         if self.alpha_bars is None:
-            return log_noise(sigma)
+            return math.log(sigma) / 4 if isinstance(sigma, float) else log_noise(sigma)
+        if isinstance(sigma, float):
+            if self._log_sigma_list is None:
+                self._log_sigma_list = self.log_sigmas.tolist()
+            return sigma_to_timestep(sigma, log_sigmas=self._log_sigma_list)
         return sigma_to_timestep(sigma, log_sigmas=self.log_sigmas).to(sigma.dtype)
 
     def forward(self, x, sigma, class_labels=None):
@@ -73,7 +81,7 @@ class Denoiser(torch.nn.Module):
             # few tensor ops (see benchmarks/bench_samplers.py).
             s = float(sigma)
             c_skip, c_out, c_in = self.coeffs(s, self.sigma_data)
-            c_noise = self.c_noise(torch.tensor([s], dtype=torch.float64)).to(x.device, x.dtype).expand(x.shape[0])
+            c_noise = torch.full((x.shape[0],), self.c_noise(s), dtype=x.dtype, device=x.device)
             F = self.net(c_in * x, c_noise, class_labels)
             return torch.add(c_skip * x if c_skip != 1 else x, F.to(x.dtype), alpha=c_out)
         sigma = sigma.to(x.device, x.dtype).reshape(-1)

@@ -5,6 +5,7 @@ Convention (DESIGN.md): a noisy sample is ``x_sigma = x0 + sigma * eps``. A vari
 """
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
@@ -62,6 +63,11 @@ def sigma_to_timestep(sigma: torch.Tensor, alpha_bars: torch.Tensor | None = Non
     Pass the table's precomputed ``log_sigmas`` (increasing in t) to skip recomputing it on every call."""
     if log_sigmas is None:
         log_sigmas = torch.log(alpha_bar_to_sigma(alpha_bars.double()))
+    if isinstance(sigma, float):  # one level (sampling): plain Python, no tensor ops
+        table = log_sigmas.tolist() if torch.is_tensor(log_sigmas) else log_sigmas
+        ls = min(max(math.log(sigma), table[0]), table[-1])
+        i = min(max(bisect.bisect_left(table, ls), 1), len(table) - 1)
+        return i - 1 + (ls - table[i - 1]) / (table[i] - table[i - 1])
     ls = torch.log(torch.as_tensor(sigma, dtype=torch.float64)).clamp(log_sigmas[0], log_sigmas[-1])
     idx = torch.searchsorted(log_sigmas, ls.reshape(-1)).clamp(1, len(log_sigmas) - 1)
     lo, hi = log_sigmas[idx - 1], log_sigmas[idx]
