@@ -111,6 +111,18 @@ def cmd_info(a):
     print("\n".join(lines))
 
 
+def cmd_evaluate(a):
+    from .evaluate import Evaluator
+
+    ev = Evaluator(a.reference, cache_dir=a.cache_dir, n_boot=a.bootstrap, progress=True)
+    result = ev(a.samples)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.json:
+        Path(a.json).write_text(text + "\n")
+        print(f"wrote {a.json}", file=sys.stderr)
+
+
 def cmd_demo(a):
     out = Path(a.out)
     k = 2
@@ -181,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a run")
     i.add_argument("run")
     i.set_defaults(func=cmd_info)
+
+    e = sub.add_parser("evaluate", help="sample quality against a data spec (FCD, KID, precision/recall; vectors: "
+                                         "energy distance)")
+    e.add_argument("samples", help=".npz (arr_0) or a folder of images")
+    e.add_argument("--reference", required=True, help="data spec, e.g. fashion-mnist:test")
+    e.add_argument("--json", help="also write the figures to this JSON file")
+    e.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamples for standard errors")
+    e.add_argument("--cache-dir", default=".diffusekit-cache", help="where a trained feature classifier is cached")
+    e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="train on built-in digits for a few minutes and draw what it learned")
     d.add_argument("--out", default="runs/demo")

@@ -64,6 +64,10 @@ class Denoiser(torch.nn.Module):
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self._log_sigma_list = None  # python copy of log_sigmas for the scalar path
 
+    def with_net(self, net) -> "Denoiser":
+        """The same preconditioning around another network (e.g. the EMA copy)."""
+        return Denoiser(net, self.parameterization, self.sigma_data, self.alpha_bars, self.sigma_min, self.sigma_max)
+
     def c_noise(self, sigma):
         """c_noise for a tensor of sigmas, or a python float for a float."""
         if self.alpha_bars is None:

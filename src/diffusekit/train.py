@@ -68,6 +68,9 @@ class TrainConfig(Config):
     log_every: int = 50
     sample_every: int = 0  # write a sample grid every N steps (0: only at the end)
     ckpt_every: int = 1000
+    eval_every: int = 0  # every N steps: sample eval_samples with the EMA model, log FCD (eval.csv), keep best/
+    eval_samples: int = 500
+    eval_reference: str = ""  # data spec to evaluate against ("": the training data)
     device: str = "auto"
 
     def validate(self):
@@ -86,6 +89,7 @@ class TrainConfig(Config):
         check(self.log_every >= 1 and self.ckpt_every >= 1 and self.sample_every >= 0, "log/ckpt/sample intervals must be positive")
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
         check(self.channels >= 0 and self.num_res_blocks >= 0, "--channels and --num-res-blocks must be >= 0")
+        check(self.eval_every >= 0 and self.eval_samples >= 2, "--eval-every must be >= 0 and --eval-samples >= 2")
 
 
 def _int_list(name, text):
@@ -166,6 +170,11 @@ class Trainer:
         self.loss = DiffusionLoss(noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule), weighting,
                                   self.mcfg.sigma_data, cfg.min_snr_gamma)
         self.step, self.elapsed, self._perm = 0, 0.0, (None, None)
+        self.evaluator, self.best = None, float("inf")
+        if cfg.eval_every and self.rank == 0:
+            from .evaluate import Evaluator
+
+            self.evaluator = Evaluator(cfg.eval_reference or cfg.data, cache_dir=self.out / "evaluator", n_boot=5)
         if resume:
             self._load()
         elif self.rank == 0:
@@ -188,6 +197,7 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as e:
             raise DiffusekitError(f"checkpoint {self.out / 'last'} does not match the run: {str(e).splitlines()[0]}") from None
         self.step, self.elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
+        self.best = float(meta.get("best_score", float("inf")))
 
     def save(self, name: str = "last", extra: dict | None = None):
         if self.rank != 0:
@@ -196,7 +206,34 @@ class Trainer:
         save_checkpoint(self.out / name, {"model": self.net.state_dict(), "ema": self.ema.state_dict(),
                                           "optimizer": opt_tensors},
                         {"step": self.step, "nimg": self.step * self.cfg.batch_size, "elapsed": self.elapsed,
-                         "param_groups": groups, **(extra or {})})
+                         "param_groups": groups, "best_score": self.best, **(extra or {})})
+
+    def ema_denoiser(self):
+        return self.denoiser.with_net(self.ema.eval())
+
+    def evaluate(self):
+        """Sample with the EMA weights, log the figures to eval.csv, and keep the best checkpoint in best/."""
+        if self.rank != 0:
+            return
+        n = self.cfg.eval_samples
+        labels = torch.randint(0, self.mcfg.num_classes, (n,), generator=torch.Generator().manual_seed(1)) \
+            if self.mcfg.num_classes else None
+        x = sample(self.ema_denoiser(), self.mcfg, n, steps=20, seed=1, labels=labels, device=self.device)
+        result = self.evaluator(self.data.codec.decode(x))
+        score = self.evaluator.headline(result)
+        keys = [k for k in ("fcd", "fcd_se", "kid", "precision", "recall", "energy_distance", "energy_distance_se")
+                if k in result]
+        path = self.out / "eval.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "n_samples", *keys])
+            w.writerow([self.step, n, *[round(result[k], 6) for k in keys]])
+        if score < self.best:
+            self.best = score
+            self.save("best", {"score": score})
+        return score
 
     # ----- one step ----------------------------------------------------------------------------------------
 
@@ -285,9 +322,7 @@ class Trainer:
         if self.rank != 0:
             return
         n = 64 if self.mcfg.kind == "image" else 1000
-        ema_denoiser = copy.copy(self.denoiser)
-        ema_denoiser.net = self.ema
-        self.ema.eval()
+        ema_denoiser = self.ema_denoiser()
         labels = torch.arange(n) % self.mcfg.num_classes if self.mcfg.num_classes else None
         x = sample(ema_denoiser, self.mcfg, n, sampler="dpmpp-2m", steps=20, seed=0, labels=labels,
                    device=self.device)
@@ -332,10 +367,16 @@ class Trainer:
                 if self.step % cfg.ckpt_every == 0:
                     self.elapsed = elapsed0 + time.time() - t_start
                     self.save()
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    score = self.evaluate()
+                    if score is not None:
+                        bar.set_postfix(step=self.step, eval=f"{score:.4g}", best=f"{self.best:.4g}")
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.write_samples(self.out / "samples" / f"step_{self.step:07d}.png")
         finally:
             bar.close()
+        if cfg.eval_every and self.step % cfg.eval_every:
+            self.evaluate()  # the final state is a candidate for best/ too
         self.elapsed = elapsed0 + time.time() - t_start
         self.save()
         self.write_samples(self.out / "samples" / f"step_{self.step:07d}.png")
