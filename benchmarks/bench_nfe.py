@@ -1,0 +1,91 @@
+"""Few-step sampling: FCD against network calls (NFE) for every sampler, on one trained Fashion-MNIST run.
+
+    python benchmarks/bench_nfe.py RUN [--n 500] [--nfe 5 10 20 50] [--samplers ...]
+
+Writes benchmarks/results/nfe.json and benchmarks/results/nfe.png (FCD vs NFE, one line per sampler).
+Every point uses the same seeds; FCD by our evaluator against fashion-mnist:test (with bootstrap SE).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from diffusekit import load_run, sample
+from diffusekit.evaluate import Evaluator
+from diffusekit.samplers import SAMPLERS, steps_for_nfe
+
+RESULTS = Path(__file__).parent / "results"
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def plot(table, path, title):
+    """FCD (log) vs NFE (log), drawn with PIL so the benchmark needs no plotting library."""
+    W, H, m = 640, 420, 60
+    pts = [(r["nfe"], r["fcd"]) for rows in table.values() for r in rows]
+    lx = np.log([p[0] for p in pts])
+    ly = np.log([p[1] for p in pts])
+    x0, x1, y0, y1 = lx.min(), lx.max(), ly.min(), ly.max()
+    sx = lambda v: m + (np.log(v) - x0) / max(x1 - x0, 1e-9) * (W - 2 * m)  # noqa: E731
+    sy = lambda v: H - m - (np.log(v) - y0) / max(y1 - y0, 1e-9) * (H - 2 * m)  # noqa: E731
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    d.rectangle((m, m, W - m, H - m), outline="black")
+    d.text((m, 10), title, fill="black")
+    for nfe in sorted({p[0] for p in pts}):
+        d.text((sx(nfe) - 6, H - m + 5), str(nfe), fill="black")
+    for v in np.exp(np.linspace(y0, y1, 5)):
+        d.text((5, sy(v) - 5), f"{v:.2f}", fill="black")
+    d.text((W // 2 - 10, H - 25), "NFE", fill="black")
+    for k, (name, rows) in enumerate(table.items()):
+        c = COLOURS[k % len(COLOURS)]
+        xy = [(sx(r["nfe"]), sy(r["fcd"])) for r in rows]
+        d.line(xy, fill=c, width=2)
+        for x, y in xy:
+            d.ellipse((x - 3, y - 3, x + 3, y + 3), fill=c)
+        d.text((W - m - 110, m + 8 + 14 * k), name, fill=c)
+    img.save(path)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50])
+    p.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
+    a = p.parse_args()
+    run = load_run(a.run)
+    ev = Evaluator("fashion-mnist:test", n_boot=10)
+    table = {}
+    for name in a.samplers:
+        table[name] = []
+        for nfe in a.nfe:
+            steps = steps_for_nfe(name, nfe)
+            if name == "heun" and steps < 2:
+                continue
+            t0 = time.time()
+            x = sample(run.denoiser, run.model_config, a.n, sampler=name, steps=steps, seed=0)
+            r = ev(run.codec.decode(x))
+            real_nfe = 2 * steps - 1 if name == "heun" else steps
+            table[name].append({"nfe": real_nfe, "steps": steps, "fcd": r["fcd"], "fcd_se": r["fcd_se"],
+                                "precision": r["precision"], "recall": r["recall"], "seconds": round(time.time() - t0, 1)})
+            print(name, table[name][-1], flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = {"run": a.run, "n_samples": a.n, "load_avg_end": list(os.getloadavg()), "table": table}
+    (RESULTS / "nfe.json").write_text(json.dumps(out, indent=2))
+    plot(table, RESULTS / "nfe.png", f"FCD vs NFE, {a.n} samples, {a.run}")
+    best = min(r["fcd"] for rows in table.values() for r in rows)
+    at10 = min((r["fcd"] for rows in table.values() for r in rows if r["nfe"] <= 10), default=float("nan"))
+    print("| sampler | " + " | ".join(f"NFE {n}" for n in a.nfe) + " |")
+    for name, rows in table.items():
+        print(f"| {name} | " + " | ".join(f"{r['fcd']:.3f}" for r in rows) + " |")
+    print(f"best at <= 10 NFE: {at10:.3f}; best overall: {best:.3f}; ratio {at10 / best:.3f} (goal <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()
