@@ -189,3 +189,57 @@ def test_corrupt_checkpoint(digits_run, tmp_path, capsys):
     (run / "config.json").write_text("{not json")
     one_line_error(capsys, cli("info", run), "not valid json")
     assert (digits_run / "last" / "ema.safetensors").stat().st_size > 1000  # the original is untouched
+
+
+def test_more_bad_sample_options(digits_run, tmp_path, capsys):
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--grid", tmp_path / "grid"), ".png")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--seed", -1, "--out", tmp_path / "a.npz"), "seed")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--batch-size", 0, "--out", tmp_path / "a.npz"), "batch")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--sampler", "ddim", "--eta", -1,
+                               "--out", tmp_path / "a.npz"), ">= 0")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "no" / "such" / "dir" / "a.npz"),
+                   "no such file")
+
+
+def test_image_folder_edge_cases(tmp_path, capsys):
+    from diffusekit.data import load_data
+
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / "empty").mkdir()
+    rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent black -> white after compositing
+    Image.fromarray(rgba, "RGBA").save(root / "a" / "t.png")
+    Image.fromarray((np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)).save(root / "a" / "deep.png")
+    d = load_data(str(root))
+    assert d.class_names == ["a"] and d.x.shape == (2, 3, 8, 8)
+    deep, transparent = d.x[0], d.x[1]  # files in sorted order: deep.png, t.png
+    assert float(transparent.min()) == 1.0  # transparent -> white, not black
+    assert float(deep.max()) > 0.5 and float(deep.min()) < -0.9  # 16-bit range scaled, not clipped
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "loose.png")
+    one_line_error(capsys, cli("train", "--data", root, "--out", tmp_path / "r", "--steps", 1), "mixes images")
+
+
+def test_bad_npz_labels_and_float_images(tmp_path, capsys):
+    bad = tmp_path / "labels.npz"
+    np.savez(bad, arr_0=np.zeros((5, 8, 8, 1), np.uint8), arr_1=np.array([0, 1, 2]))
+    one_line_error(capsys, cli("train", "--data", bad, "--out", tmp_path / "r", "--steps", 1), "arr_1")
+    f = tmp_path / "f.npz"
+    np.savez(f, arr_0=np.full((5, 8, 8, 1), 200.0))
+    one_line_error(capsys, cli("train", "--data", f, "--out", tmp_path / "r2", "--steps", 1), "[0, 1]")
+    trunc = tmp_path / "t.npz"
+    np.savez(trunc, arr_0=np.zeros((50, 8, 8, 1), np.uint8))
+    trunc.write_bytes(trunc.read_bytes()[:300])
+    one_line_error(capsys, cli("train", "--data", trunc, "--out", tmp_path / "r3", "--steps", 1), "")
+
+
+def test_uneven_micro_batches_and_resume_budget(tmp_path):
+    from diffusekit.train import TrainConfig, Trainer, resume_config
+
+    out = tmp_path / "u"
+    t = Trainer(TrainConfig(data="toy:moons:200", out=str(out), preset="tiny", steps=2, batch_size=6, grad_accum=4),
+                progress=False)
+    assert (out / "last" / "state.json").exists()  # step-0 checkpoint: an early stop can still --resume
+    t.run()
+    cfg = resume_config(str(out), minutes=0.01)
+    assert cfg.steps == 0 and cfg.minutes == 0.01  # a new budget replaces the old one

@@ -31,6 +31,8 @@ def sample_seeds(seed: int, n: int, start: int = 0):
 
 
 def pick_labels(model_config, n: int, seed: int, class_label=None):
+    if seed < 0:
+        raise DiffusekitError(f"seed must be >= 0, got {seed}")
     """Labels for a conditional model: the chosen class, or uniform random classes (seeded)."""
     if model_config.num_classes == 0:
         if class_label is not None:
@@ -48,6 +50,13 @@ def sample(denoiser, model_config, n: int, *, sampler="dpmpp-2m", steps=20, grid
     """n samples in model space (decode with the run's codec). labels: LongTensor [n] for a conditional model."""
     if n < 1:
         raise DiffusekitError(f"number of samples must be at least 1, got {n}")
+    if batch_size < 1:
+        raise DiffusekitError(f"batch size must be at least 1, got {batch_size}")
+    if seed < 0:
+        raise DiffusekitError(f"seed must be >= 0, got {seed}")
+    bad_knob = [f"{k} {v}" for k, v in knobs.items() if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v))]
+    if bad_knob:
+        raise DiffusekitError(f"sampler knobs must be finite and >= 0, got {', '.join(bad_knob)}")
     if guidance < 0 or not math.isfinite(guidance):
         raise DiffusekitError(f"guidance must be a finite number >= 0, got {guidance}")
     if guidance != 1.0 and model_config.num_classes == 0:
@@ -89,6 +98,8 @@ def save_samples(path: str, decoded: np.ndarray, labels=None, kind="image", colu
             name = f"{i:06d}" + (f"_class{int(labels[i])}" if labels is not None else "") + ".png"
             Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(os.path.join(path, name))
     elif path.endswith(".csv"):
-        np.savetxt(path, decoded, delimiter=",", fmt="%.6g", header=",".join(columns or []), comments="")
+        tmp = f"{path}.tmp-{os.getpid()}"
+        np.savetxt(tmp, decoded, delimiter=",", fmt="%.6g", header=",".join(columns or []), comments="")
+        os.replace(tmp, path)
     else:
         raise DiffusekitError(f"--out for vectors must end in .npz or .csv, got {path!r}")

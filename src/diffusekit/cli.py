@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import torch
 
 from . import api
-from .checkpoint import load_run, read_run_config
+from .checkpoint import load_checkpoint, load_run, read_run_config
 from .errors import DiffusekitError
 from .samplers import SAMPLERS
 from .schedules import GRIDS
-from .train import TrainConfig, Trainer, resume_config
+from .train import TrainConfig, Trainer, _pick_device, resume_config
 from .viz import image_grid, picture
 
 
@@ -34,7 +36,7 @@ def _add_config_options(p: argparse.ArgumentParser, cls, skip=()):
 
 
 def _device(name):
-    return "cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu"
+    return _pick_device(name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -45,7 +47,7 @@ def cmd_train(a):
     if a.resume:
         if not a.out:
             raise DiffusekitError("--resume needs --out RUN_DIR")
-        extra = sorted(set(given) - {"out", "steps", "minutes", "data"})
+        extra = sorted(set(given) - {"out", "steps", "minutes"})
         if extra:
             raise DiffusekitError(f"--resume continues the saved config; only --steps/--minutes may change (got --{extra[0].replace('_', '-')})")
         cfg = resume_config(a.out, steps=given.get("steps"), minutes=given.get("minutes"))
@@ -73,6 +75,8 @@ def cmd_sample(a):
         raise DiffusekitError(f"--n must be at least 1, got {a.n}")
     if not a.out and not a.grid:
         raise DiffusekitError("nothing to write: give --out FILE.npz|DIR and/or --grid FILE.png")
+    if a.grid and not a.grid.lower().endswith(".png"):
+        raise DiffusekitError(f"--grid must be a .png file, got {a.grid!r}")
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=_device(a.device))
     x, labels = _sample_from_run(run, a, a.n)
     decoded = run.codec.decode(x)
@@ -91,7 +95,7 @@ def cmd_info(a):
     m = run.model_config
     n_params = sum(p.numel() for p in run.denoiser.parameters())
     t = cfg.get("train", {})
-    state = json.loads((Path(a.run) / "last" / "state.json").read_text())
+    _, state = load_checkpoint(Path(a.run) / "last", stems=())
     lines = [
         f"run          {Path(a.run).resolve()}",
         f"data         {t.get('data')}  ({m.kind}, shape {tuple(m.in_shape)}"
@@ -119,7 +123,9 @@ def cmd_evaluate(a):
     text = json.dumps(result, indent=2)
     print(text)
     if a.json:
-        Path(a.json).write_text(text + "\n")
+        tmp = Path(f"{a.json}.tmp-{os.getpid()}")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, a.json)
         print(f"wrote {a.json}", file=sys.stderr)
 
 
@@ -216,8 +222,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except DiffusekitError as e:
-        print(f"diffusekit {args.command}: error: {e}", file=sys.stderr)
+    except (DiffusekitError, OSError, zipfile.BadZipFile, csv.Error) as e:
+        # our own errors, and files that cannot be read or written (missing folder, full disk, corrupt zip)
+        msg = str(e) if isinstance(e, DiffusekitError) else f"{type(e).__name__}: {e}"
+        print(f"diffusekit {args.command}: error: {msg}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"diffusekit {args.command}: interrupted", file=sys.stderr)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import zipfile
 import time
 from pathlib import Path
 
@@ -87,8 +88,11 @@ def train_classifier(data: Data, test: Data | None = None, seed: int = 0, epochs
 
 def save_classifier(model, meta, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path) + ".safetensors")
+    # JSON first, weights last and renamed into place: the weights' presence marks a complete cache entry
     Path(str(path) + ".json").write_text(json.dumps(meta, indent=2))
+    tmp = f"{path}.tmp-{os.getpid()}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, str(path) + ".safetensors")
 
 
 def load_classifier(path: Path):
@@ -158,7 +162,7 @@ def read_samples(path: str) -> np.ndarray:
             if "arr_0" not in f:
                 raise DiffusekitError(f"{path} has no arr_0 array")
             a = f["arr_0"]
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DiffusekitError(f"cannot read {path}: {e}") from None
     if a.size == 0 or len(a) == 0:
         raise DiffusekitError(f"{path} holds no samples")
@@ -190,8 +194,8 @@ class Evaluator:
         """samples: a path (.npz / image folder) or an array in user units (uint8 images, float vectors)."""
         is_path = isinstance(samples, (str, os.PathLike))
         a = read_samples(samples) if is_path else np.asarray(samples)
-        if len(a) < 2:
-            raise DiffusekitError(f"need at least 2 samples to evaluate, got {len(a)}")
+        if len(a) < 4:  # k-NN precision/recall with k = 3 needs 4 points
+            raise DiffusekitError(f"need at least 4 samples to evaluate, got {len(a)}")
         out = {"samples": str(samples) if is_path else "array", "reference": self.spec,
                "n_samples": int(len(a)), "n_reference": int(len(self.f_ref) if self.is_image else len(self.ref_x))}
         if self.is_image:

@@ -89,7 +89,8 @@ class TrainConfig(Config):
         check(self.log_every >= 1 and self.ckpt_every >= 1 and self.sample_every >= 0, "log/ckpt/sample intervals must be positive")
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
         check(self.channels >= 0 and self.num_res_blocks >= 0, "--channels and --num-res-blocks must be >= 0")
-        check(self.eval_every >= 0 and self.eval_samples >= 2, "--eval-every must be >= 0 and --eval-samples >= 2")
+        check(self.eval_every >= 0 and self.eval_samples >= 4, "--eval-every must be >= 0 and --eval-samples >= 4")
+        check(self.min_snr_gamma > 0, f"--min-snr-gamma must be positive, got {self.min_snr_gamma}")
 
 
 def _int_list(name, text):
@@ -135,23 +136,30 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
     return mcfg
 
 
-def _distributed():
-    """(rank, world size, device) -- from torchrun's environment when present."""
+def _distributed(device: torch.device):
+    """(rank, world size) from torchrun's environment when present; nccl for CUDA, gloo for CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
     return rank, world
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DiffusekitError("--device cuda, but no CUDA device is available")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
         self.cfg, self.progress = cfg, progress
-        self.rank, self.world = _distributed()
-        if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        else:
-            self.device = torch.device("cpu")
+        self.device = _pick_device(cfg.device)
+        self.rank, self.world = _distributed(self.device)
         check(cfg.batch_size >= self.world * cfg.grad_accum,
               f"--batch-size {cfg.batch_size} is smaller than processes x accumulation steps ({self.world * cfg.grad_accum})")
         self.out = Path(cfg.out)
@@ -159,7 +167,10 @@ class Trainer:
         if len(self.data) == 0:
             raise DiffusekitError(f"{cfg.data} holds no samples")
         self.mcfg = model_config_for(cfg, self.data)
-        if not resume and (self.out / "config.json").exists():
+        exists = (self.out / "config.json").exists()
+        if self.world > 1:  # every rank must decide before rank 0 writes config.json
+            dist.barrier()
+        if not resume and exists:
             raise DiffusekitError(f"{self.out} already holds a run; use --resume to continue it or choose another --out")
         torch.manual_seed(cfg.seed)
         self.denoiser = build_denoiser(self.mcfg).to(self.device)
@@ -182,12 +193,14 @@ class Trainer:
             write_json_atomic(self.out / "config.json", {
                 "train": cfg.to_dict(), "model": self.mcfg.to_dict(), "codec": self.data.codec.to_dict(),
                 "class_names": self.data.class_names, "format": 1})
+            self.save()  # a step-0 checkpoint, so a run stopped before its first checkpoint can still --resume
 
     # ----- state -------------------------------------------------------------------------------------------
 
     def _load(self):
         saved = read_run_config(self.out)
-        if saved["model"] != self.mcfg.to_dict():
+        if saved["model"] != self.mcfg.to_dict() or saved["codec"] != self.data.codec.to_dict() \
+                or saved.get("class_names", []) != self.data.class_names:
             raise DiffusekitError(f"{self.out}: the data or settings differ from the run's saved config; cannot resume")
         tensors, meta = load_checkpoint(self.out / "last", ("model", "ema", "optimizer"))
         try:
@@ -198,6 +211,9 @@ class Trainer:
             raise DiffusekitError(f"checkpoint {self.out / 'last'} does not match the run: {str(e).splitlines()[0]}") from None
         self.step, self.elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
         self.best = float(meta.get("best_score", float("inf")))
+        if self.rank == 0:
+            for name in ("log.csv", "eval.csv"):
+                _truncate_log(self.out / name, self.step)
 
     def save(self, name: str = "last", extra: dict | None = None):
         if self.rank != 0:
@@ -260,7 +276,7 @@ class Trainer:
         if self.mcfg.num_classes:
             labels = self.data.labels[idx].clone()
             labels[torch.rand(B, generator=g) < cfg.label_dropout] = self.mcfg.num_classes  # null label for CFG
-        chunks = torch.arange(B).chunk(self.world * cfg.grad_accum)
+        chunks = torch.tensor_split(torch.arange(B), self.world * cfg.grad_accum)  # never empty: B >= world * accum
         mine = chunks[self.rank * cfg.grad_accum: (self.rank + 1) * cfg.grad_accum]
         self.opt.zero_grad(set_to_none=False)
         total = torch.zeros((), device=self.device)
@@ -313,7 +329,7 @@ class Trainer:
         stop = (self.cfg.steps and self.step >= self.cfg.steps) or \
                (self.cfg.minutes and time.time() - t_start >= self.cfg.minutes * 60)
         if self.world > 1:  # rank 0's clock decides, so every rank stops at the same step
-            flag = torch.tensor([1.0 if stop else 0.0])
+            flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
             dist.broadcast(flag, 0)
             stop = bool(flag.item())
         return bool(stop)
@@ -373,6 +389,10 @@ class Trainer:
                         bar.set_postfix(step=self.step, eval=f"{score:.4g}", best=f"{self.best:.4g}")
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.write_samples(self.out / "samples" / f"step_{self.step:07d}.png")
+        except KeyboardInterrupt:
+            self.elapsed = elapsed0 + time.time() - t_start
+            self.save()  # keep everything trained so far; --resume continues from here
+            raise
         finally:
             bar.close()
         if cfg.eval_every and self.step % cfg.eval_every:
@@ -381,6 +401,18 @@ class Trainer:
         self.save()
         self.write_samples(self.out / "samples" / f"step_{self.step:07d}.png")
         return self.out
+
+
+def _truncate_log(path: Path, step: int):
+    """Drop rows logged after `step` (a crashed run logs past its last checkpoint; resume repeats those steps)."""
+    if not path.exists():
+        return
+    rows = path.read_text().splitlines()
+    keep = rows[:1] + [r for r in rows[1:] if r and int(r.split(",")[0]) <= step]
+    if len(keep) != len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join(keep) + "\n")
+        os.replace(tmp, path)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -392,6 +424,8 @@ def resume_config(out: str, **budget) -> TrainConfig:
     """The saved TrainConfig of a run, with a new budget (steps / minutes) for the resumed part."""
     saved = read_run_config(out)
     d = dict(saved.get("train", {}))
-    d.update({k: v for k, v in budget.items() if v is not None})
+    given = {k: v for k, v in budget.items() if v is not None}
+    if given:  # a new budget replaces the saved one entirely (steps: total to reach; minutes: this invocation)
+        d.update({"steps": 0, "minutes": 0.0, **given})
     d["out"] = str(out)
     return TrainConfig.from_dict(d)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,10 +126,14 @@ def _npz(path: str) -> Data:
                 raise DiffusekitError(f"{path} has no arr_0 array")
             a = f["arr_0"]
             labels = f["arr_1"] if "arr_1" in f else None
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DiffusekitError(f"cannot read {path}: {e}") from None
     if len(a) == 0:
         raise DiffusekitError(f"{path} holds no samples")
+    if labels is not None:
+        if labels.ndim != 1 or len(labels) != len(a) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+            raise DiffusekitError(f"{path}: arr_1 must hold one integer label >= 0 per sample "
+                                  f"({len(a)}), got shape {labels.shape} of {labels.dtype}")
     names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
     if a.ndim == 2:
         if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
@@ -149,7 +154,7 @@ def _npz(path: str) -> Data:
 
 def _csv(path: str) -> Data:
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a byte-order mark
             rows = [r for r in csv.reader(f) if r]
     except (OSError, UnicodeDecodeError) as e:
         raise DiffusekitError(f"cannot read {path}: {e}") from None
@@ -181,15 +186,22 @@ def _csv(path: str) -> Data:
 def _image_folder(root: str, image_size: int | None) -> Data:
     from PIL import Image, UnidentifiedImageError
 
+    def images_under(folder):
+        return [os.path.join(dp, n) for dp, dns, ns in sorted(os.walk(folder)) for n in sorted(ns)
+                if n.lower().endswith(IMAGE_EXTS) and not n.startswith(".") and "/." not in dp[len(root):]]
+
     files, labels = [], []
-    subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    groups = [(i, os.path.join(root, d)) for i, d in enumerate(subdirs)] or [(None, root)]
-    for label, folder in groups:
-        for dirpath, _, names in sorted(os.walk(folder)):
-            for n in sorted(names):
-                if n.lower().endswith(IMAGE_EXTS):
-                    files.append(os.path.join(dirpath, n))
-                    labels.append(label)
+    # sub-folders holding images are classes (hidden and image-less ones are ignored)
+    subdirs = [d for d in sorted(os.listdir(root)) if not d.startswith(".") and os.path.isdir(os.path.join(root, d))
+               and images_under(os.path.join(root, d))]
+    loose = [os.path.join(root, n) for n in sorted(os.listdir(root)) if n.lower().endswith(IMAGE_EXTS)]
+    if subdirs and loose:
+        raise DiffusekitError(f"{root} mixes images ({os.path.basename(loose[0])}, ...) with class sub-folders; "
+                              "put every image in a class folder, or none")
+    for label, folder in ([(i, os.path.join(root, d)) for i, d in enumerate(subdirs)] or [(None, root)]):
+        found = images_under(folder)
+        files += found
+        labels += [label] * len(found)
     if not files:
         raise DiffusekitError(f"no images ({', '.join(IMAGE_EXTS)}) in {root}")
     images = []
@@ -200,13 +212,27 @@ def _image_folder(root: str, image_size: int | None) -> Data:
                 images.append(im.copy())
         except (UnidentifiedImageError, OSError) as e:
             raise DiffusekitError(f"cannot read image {p}: {e}") from None
-    grey = all(im.mode in ("L", "1", "I", "I;16", "LA") for im in images)
+    grey = all(im.mode in ("L", "1", "I", "I;16", "I;16B", "LA") for im in images)
     size = image_size or min(min(im.size) for im in images)
-    a = np.stack([np.asarray(_center_square(im.convert("L" if grey else "RGB"), size)) for im in images])
+    a = np.stack([np.asarray(_center_square(_to_8bit(im, grey), size)) for im in images])
     if grey:
         a = a[..., None]
     has_labels = subdirs and all(lab is not None for lab in labels)
     return _images(a, labels if has_labels else None, subdirs if has_labels else [])
+
+
+def _to_8bit(im, grey: bool):
+    """8-bit L or RGB: 16-bit greys are scaled (not clipped); transparency is composited onto white."""
+    from PIL import Image
+
+    if im.mode.startswith("I"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if a.max() > 255 else 255.0
+        im = Image.fromarray(np.round(a / hi * 255).astype(np.uint8))
+    if im.mode in ("LA", "RGBA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return im.convert("L" if grey else "RGB")
 
 
 def _center_square(im, size):

@@ -37,11 +37,15 @@ class ImageCodec:
         if a.shape[1:] != (self.size, self.size, self.channels):
             raise DiffusekitError(f"images are {a.shape[1]}x{a.shape[2]} with {a.shape[3]} channel(s); the model "
                                   f"expects {self.size}x{self.size} with {self.channels} channel(s)")
+        if a.dtype != np.uint8 and not np.issubdtype(a.dtype, np.floating):
+            raise DiffusekitError(f"images must be uint8 (0-255) or float in [0, 1], got {a.dtype}")
         x = torch.from_numpy(a.astype(np.float32))
         if a.dtype == np.uint8:
             x = x / 255.0
-        if not torch.isfinite(x).all():
+        elif not torch.isfinite(x).all():
             raise DiffusekitError("images contain NaN or infinite values")
+        elif x.min() < 0 or x.max() > 1:
+            raise DiffusekitError(f"float images must be in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
         return (x * 2 - 1).permute(0, 3, 1, 2).contiguous()
 
     def to_dict(self):

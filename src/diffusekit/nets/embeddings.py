@@ -16,7 +16,7 @@ class NoiseEmbedding(nn.Module):
     def __init__(self, channels: int, emb_dim: int, emb_scale: float, num_classes: int = 0):
         super().__init__()
         self.channels, self.emb_scale = channels, emb_scale
-        self.mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.mlp = nn.Sequential(nn.Linear(2 * (channels // 2), emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
 
     def forward(self, c_noise, class_labels=None):

@@ -2,6 +2,8 @@
 self-attention at chosen resolutions, optional class conditioning)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -11,7 +13,7 @@ from .embeddings import NoiseEmbedding
 
 
 def _norm(c):
-    return nn.GroupNorm(min(32, c // 4) if c >= 8 else 1, c)
+    return nn.GroupNorm(math.gcd(c, 32), c)  # up to 32 groups, always a divisor of c
 
 
 class ResBlock(nn.Module):
@@ -35,7 +37,7 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     def __init__(self, c, head_dim=32):
         super().__init__()
-        self.heads = max(1, c // head_dim)
+        self.heads = c // head_dim if c % head_dim == 0 else 1
         self.norm, self.qkv, self.proj = _norm(c), nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
