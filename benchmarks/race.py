@@ -35,6 +35,7 @@ def load_avg():
 
 
 def run_ours(minutes, out: Path, flags):
+    out.mkdir(parents=True, exist_ok=True)
     run = out / "diffusekit-run"
     if not (run / "last").exists():
         cmd = [sys.executable, "-m", "diffusekit", "train", "--data", "fashion-mnist", "--out", str(run),
@@ -132,6 +133,7 @@ def main():
     p.add_argument("--ours-flags", default="", help="extra diffusekit train flags, e.g. '--bf16'")
     p.add_argument("--out", default="runs/race")
     p.add_argument("--n-samples", type=int, default=1000)
+    p.add_argument("--label", default="", help="suffix for our result names (ablations), e.g. 'fp32'")
     a = p.parse_args()
     N_SAMPLES = a.n_samples
     out = Path(a.out) / f"{a.minutes:g}min"
@@ -144,7 +146,9 @@ def main():
     for system in a.systems:
         before = load_avg()
         if system == "diffusekit":
-            samples, info = run_ours(a.minutes, out, a.ours_flags.split())
+            samples, info = run_ours(a.minutes, out / a.label if a.label else out, a.ours_flags.split())
+            if a.label:
+                samples = {f"{k} [{a.label}]": v for k, v in samples.items()}
         else:
             samples, info = run_diffusers(a.minutes, out)
         for name, s in samples.items():
