@@ -8,7 +8,7 @@ from diffusekit.analytic import GaussianMixture
 from diffusekit.api import sample_seeds
 from diffusekit.metrics import energy_distance
 from diffusekit.model import ModelConfig, build_denoiser
-from diffusekit.samplers import KNOBS, SAMPLERS, generate, steps_for_nfe
+from diffusekit.samplers import KNOBS, SAMPLERS, generate
 from diffusekit.schedules import karras_sigmas
 
 STOCHASTIC = {"ddpm": {}, "ddim": {"eta": 0.5}, "euler": {"churn": 10.0}, "heun": {"churn": 10.0},

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .errors import DiffusekitError
 from .precond import guided
-from .samplers import KNOBS, generate, get_sampler, steps_for_nfe  # noqa: F401
+from .samplers import KNOBS, generate, get_sampler
 from .schedules import sampling_sigmas, vp_table
 
 
@@ -31,9 +32,9 @@ def sample_seeds(seed: int, n: int, start: int = 0):
 
 
 def pick_labels(model_config, n: int, seed: int, class_label=None):
+    """Labels for a conditional model: the chosen class, or uniform random classes (seeded)."""
     if seed < 0:
         raise DiffusekitError(f"seed must be >= 0, got {seed}")
-    """Labels for a conditional model: the chosen class, or uniform random classes (seeded)."""
     if model_config.num_classes == 0:
         if class_label is not None:
             raise DiffusekitError("this model is unconditional: --class needs a run trained with class labels")
@@ -81,8 +82,6 @@ def sample(denoiser, model_config, n: int, *, sampler="dpmpp-2m", steps=20, grid
 
 def save_samples(path: str, decoded: np.ndarray, labels=None, kind="image", columns=None):
     """`.npz` (arr_0, and arr_1 labels) or a folder of PNGs (images) / a CSV (vectors)."""
-    import os
-
     from PIL import Image
 
     if path.endswith(".npz"):

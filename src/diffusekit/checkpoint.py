@@ -21,10 +21,15 @@ from .errors import DiffusekitError
 from .model import ModelConfig, build_denoiser
 
 
-def write_json_atomic(path: Path, obj):
+def write_text_atomic(path, text: str):
+    """Write under a temporary name, then rename: readers never see a half-written file."""
     tmp = Path(f"{path}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def save_checkpoint(path, tensors: dict, meta: dict):

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 
 from . import api
-from .checkpoint import load_checkpoint, load_run, read_run_config
+from .checkpoint import load_checkpoint, load_run, write_text_atomic
 from .errors import DiffusekitError
 from .samplers import SAMPLERS
 from .schedules import GRIDS
-from .train import TrainConfig, Trainer, _pick_device, resume_config
+from .train import TrainConfig, Trainer, pick_device, resume_config
 from .viz import image_grid, picture
 
 
@@ -33,10 +33,6 @@ def _add_config_options(p: argparse.ArgumentParser, cls, skip=()):
         else:
             p.add_argument(flag, type=type(default) if default is not None else str, default=None,
                            required=default is None and f.name not in ("data", "out"))
-
-
-def _device(name):
-    return _pick_device(name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -60,16 +56,6 @@ def cmd_train(a):
         print(f"run saved in {out} (checkpoint {out / 'last'}, log {out / 'log.csv'}, samples {out / 'samples'})")
 
 
-def _sample_from_run(run, a, n, **over):
-    knobs = {k: getattr(a, k) for k in ("eta", "churn") if getattr(a, k) is not None}
-    labels = api.pick_labels(run.model_config, n, a.seed, a.class_label)
-    x = api.sample(run.denoiser, run.model_config, n, sampler=a.sampler, steps=a.steps, grid=a.schedule,
-                   temperature=over.get("temperature", a.temperature), seed=a.seed, labels=labels,
-                   guidance=a.guidance, batch_size=a.batch_size, device=_device(a.device),
-                   progress=not a.no_progress, callback=over.get("callback"), **knobs)
-    return x, labels
-
-
 def cmd_sample(a):
     if a.n < 1:
         raise DiffusekitError(f"--n must be at least 1, got {a.n}")
@@ -77,8 +63,13 @@ def cmd_sample(a):
         raise DiffusekitError("nothing to write: give --out FILE.npz|DIR and/or --grid FILE.png")
     if a.grid and not a.grid.lower().endswith(".png"):
         raise DiffusekitError(f"--grid must be a .png file, got {a.grid!r}")
-    run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=_device(a.device))
-    x, labels = _sample_from_run(run, a, a.n)
+    device = pick_device(a.device)
+    run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
+    knobs = {k: getattr(a, k) for k in ("eta", "churn") if getattr(a, k) is not None}
+    labels = api.pick_labels(run.model_config, a.n, a.seed, a.class_label)
+    x = api.sample(run.denoiser, run.model_config, a.n, sampler=a.sampler, steps=a.steps, grid=a.schedule,
+                   temperature=a.temperature, seed=a.seed, labels=labels, guidance=a.guidance,
+                   batch_size=a.batch_size, device=device, progress=not a.no_progress, **knobs)
     decoded = run.codec.decode(x)
     if a.out:
         api.save_samples(a.out, decoded, None if labels is None else labels.numpy(), run.codec.kind,
@@ -90,11 +81,10 @@ def cmd_sample(a):
 
 
 def cmd_info(a):
-    cfg = read_run_config(a.run)
     run = load_run(a.run)
     m = run.model_config
     n_params = sum(p.numel() for p in run.denoiser.parameters())
-    t = cfg.get("train", {})
+    t = run.config.get("train", {})
     _, state = load_checkpoint(Path(a.run) / "last", stems=())
     lines = [
         f"run          {Path(a.run).resolve()}",
@@ -123,9 +113,7 @@ def cmd_evaluate(a):
     text = json.dumps(result, indent=2)
     print(text)
     if a.json:
-        tmp = Path(f"{a.json}.tmp-{os.getpid()}")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, a.json)
+        write_text_atomic(a.json, text + "\n")
         print(f"wrote {a.json}", file=sys.stderr)
 
 

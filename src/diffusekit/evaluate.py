@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import zipfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .data import Data, load_data
+from .data import Data, load_data, read_npz
 from .data.codecs import ImageCodec
 from .errors import DiffusekitError
 from .metrics import (bootstrap_se, energy_distance, frechet_distance, kernel_inception_distance, marginal_distances,
@@ -157,16 +156,7 @@ def read_samples(path: str) -> np.ndarray:
         return np.stack(ims)
     if not os.path.exists(path):
         raise DiffusekitError(f"samples file {path} does not exist")
-    try:
-        with np.load(path) as f:
-            if "arr_0" not in f:
-                raise DiffusekitError(f"{path} has no arr_0 array")
-            a = f["arr_0"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DiffusekitError(f"cannot read {path}: {e}") from None
-    if a.size == 0 or len(a) == 0:
-        raise DiffusekitError(f"{path} holds no samples")
-    return a
+    return read_npz(path)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import math
 import torch
 
 from .errors import DiffusekitError
-from .schedules import sigma_to_timestep
+from .schedules import alpha_bar_to_sigma, sigma_to_timestep
 
 
 # Plain arithmetic only, so the same functions serve a python float (one sigma for the whole batch) and a
@@ -59,7 +59,7 @@ class Denoiser(torch.nn.Module):
         self.net, self.parameterization, self.sigma_data = net, parameterization, float(sigma_data)
         self.coeffs = PARAMETERIZATIONS[parameterization]
         self.register_buffer("alpha_bars", None if alpha_bars is None else torch.as_tensor(alpha_bars, dtype=torch.float64), persistent=False)
-        self.register_buffer("log_sigmas", None if alpha_bars is None else self.alpha_bars.div(1 - self.alpha_bars).log().neg() / 2,
+        self.register_buffer("log_sigmas", None if alpha_bars is None else alpha_bar_to_sigma(self.alpha_bars).log(),
                              persistent=False)  # log sigma(t), increasing in t
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self._log_sigma_list = None  # python copy of log_sigmas for the scalar path

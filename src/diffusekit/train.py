@@ -20,9 +20,9 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .api import sample
+from .api import pick_labels, sample
 from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_run_config,
-                         save_checkpoint, write_json_atomic)
+                         save_checkpoint, write_json_atomic, write_text_atomic)
 from .config import Config, check, check_choice
 from .data import load_data
 from .errors import DiffusekitError
@@ -147,7 +147,7 @@ def _distributed(device: torch.device):
     return rank, world
 
 
-def _pick_device(name: str) -> torch.device:
+def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise DiffusekitError("--device cuda, but no CUDA device is available")
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
@@ -158,7 +158,7 @@ def _pick_device(name: str) -> torch.device:
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
         self.cfg, self.progress = cfg, progress
-        self.device = _pick_device(cfg.device)
+        self.device = pick_device(cfg.device)
         self.rank, self.world = _distributed(self.device)
         check(cfg.batch_size >= self.world * cfg.grad_accum,
               f"--batch-size {cfg.batch_size} is smaller than processes x accumulation steps ({self.world * cfg.grad_accum})")
@@ -232,8 +232,7 @@ class Trainer:
         if self.rank != 0:
             return
         n = self.cfg.eval_samples
-        labels = torch.randint(0, self.mcfg.num_classes, (n,), generator=torch.Generator().manual_seed(1)) \
-            if self.mcfg.num_classes else None
+        labels = pick_labels(self.mcfg, n, seed=1)
         x = sample(self.ema_denoiser(), self.mcfg, n, steps=20, seed=1, labels=labels, device=self.device)
         result = self.evaluator(self.data.codec.decode(x))
         score = self.evaluator.headline(result)
@@ -256,13 +255,13 @@ class Trainer:
     def batch_indices(self, step: int) -> torch.Tensor:
         """Global batch of `step`: consecutive slices of per-epoch permutations (seeded by seed and epoch)."""
         N, B = len(self.data), self.cfg.batch_size
-        out, pos = [], step * B
-        while sum(len(o) for o in out) < B:
+        out, pos, end = [], step * B, (step + 1) * B
+        while pos < end:
             epoch, off = divmod(pos, N)
             if self._perm[0] != epoch:
                 g = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch + 1)
                 self._perm = (epoch, torch.randperm(N, generator=g))
-            take = min(B - sum(len(o) for o in out), N - off)
+            take = min(end - pos, N - off)
             out.append(self._perm[1][off: off + take])
             pos += take
         return torch.cat(out)
@@ -358,6 +357,11 @@ class Trainer:
                    unit="step" if cfg.steps else "s", desc="training", dynamic_ncols=True,
                    bar_format=None if cfg.steps else "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s [{elapsed}<{remaining}{postfix}]")
         losses = []
+
+        def save_now():  # a checkpoint with the wall-clock time trained so far, over all invocations
+            self.elapsed = elapsed0 + time.time() - t_start
+            self.save()
+
         try:
             while not self._should_stop(t_start):
                 loss, grad_norm = self.train_step()
@@ -381,8 +385,7 @@ class Trainer:
                                                     sum(losses) / len(losses), grad_norm, self.opt.param_groups[0]["lr"], round(rate, 2)])
                     losses, t_prev, step_prev = [], now, self.step
                 if self.step % cfg.ckpt_every == 0:
-                    self.elapsed = elapsed0 + time.time() - t_start
-                    self.save()
+                    save_now()
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     score = self.evaluate()
                     if score is not None:
@@ -390,15 +393,13 @@ class Trainer:
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.write_samples(self.out / "samples" / f"step_{self.step:07d}.png")
         except KeyboardInterrupt:
-            self.elapsed = elapsed0 + time.time() - t_start
-            self.save()  # keep everything trained so far; --resume continues from here
+            save_now()  # keep everything trained so far; --resume continues from here
             raise
         finally:
             bar.close()
         if cfg.eval_every and self.step % cfg.eval_every:
             self.evaluate()  # the final state is a candidate for best/ too
-        self.elapsed = elapsed0 + time.time() - t_start
-        self.save()
+        save_now()
         self.write_samples(self.out / "samples" / f"step_{self.step:07d}.png")
         return self.out
 
@@ -410,9 +411,7 @@ def _truncate_log(path: Path, step: int):
     rows = path.read_text().splitlines()
     keep = rows[:1] + [r for r in rows[1:] if r and int(r.split(",")[0]) <= step]
     if len(keep) != len(rows):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("\n".join(keep) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, "\n".join(keep) + "\n")
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:

@@ -119,7 +119,8 @@ def _fashion_mnist(rest: str) -> Data:
     return _images(images[..., None], labels, FASHION_CLASSES)
 
 
-def _npz(path: str) -> Data:
+def read_npz(path) -> tuple:
+    """(arr_0, arr_1 or None) of an .npz file, with one-line errors for unreadable, corrupt or empty files."""
     try:
         with np.load(path) as f:
             if "arr_0" not in f:
@@ -128,8 +129,13 @@ def _npz(path: str) -> Data:
             labels = f["arr_1"] if "arr_1" in f else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DiffusekitError(f"cannot read {path}: {e}") from None
-    if len(a) == 0:
+    if len(a) == 0 or a.size == 0:
         raise DiffusekitError(f"{path} holds no samples")
+    return a, labels
+
+
+def _npz(path: str) -> Data:
+    a, labels = read_npz(path)
     if labels is not None:
         if labels.ndim != 1 or len(labels) != len(a) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
             raise DiffusekitError(f"{path}: arr_1 must hold one integer label >= 0 per sample "
