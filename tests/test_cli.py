@@ -243,3 +243,17 @@ def test_uneven_micro_batches_and_resume_budget(tmp_path):
     t.run()
     cfg = resume_config(str(out), minutes=0.01)
     assert cfg.steps == 0 and cfg.minutes == 0.01  # a new budget replaces the old one
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda(digits_run, tmp_path, capsys):
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--device", "cuda", "--out", tmp_path / "a.npz"),
+                   "no CUDA")
+    one_line_error(capsys, cli("train", "--data", "digits", "--out", tmp_path / "r", "--steps", 1, "--device", "cuda"),
+                   "no CUDA")
+
+
+def test_evaluate_needs_four_samples(tmp_path, capsys):
+    few = tmp_path / "few.npz"
+    np.savez(few, arr_0=np.zeros((3, 8, 8, 1), np.uint8))
+    one_line_error(capsys, cli("evaluate", few, "--reference", "digits"), "at least 4")
