@@ -5,16 +5,20 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
 import os
 import sys
+import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import api
 from .checkpoint import load_checkpoint, load_run, write_text_atomic
 from .errors import DiffusekitError
+from .likelihood import unconditional
 from .samplers import SAMPLERS
 from .schedules import GRIDS
 from .train import TrainConfig, Trainer, pick_device, resume_config
@@ -78,6 +82,143 @@ def cmd_sample(a):
     if a.grid:
         picture(decoded[:256] if run.codec.kind == "image" else decoded, run.codec.kind).save(a.grid)
         print(f"wrote grid {a.grid}")
+    if a.report:
+        _report_nll(run, x, a, device)
+
+
+def _report_nll(run, x, a, device):
+    """`sample --report`: the exact NLL of the generated samples (as written: 8-bit images are re-quantized)."""
+    from .likelihood import nll, summarize
+
+    x = run.codec.encode(run.codec.decode(x))
+    r = nll(run.denoiser, run.model_config, run.codec, x, seed=a.seed, device=device, progress=not a.no_progress)
+    unit = "bits/dim (8-bit, dequantized)" if run.codec.kind == "image" else "bits/dim"
+    (m, se), (mn, sen) = summarize(r["bits_per_dim"]), summarize(r["nats"])
+    print(f"NLL of the {len(x)} samples at temperature {a.temperature:g}: {m:.4f} +- {se:.4f} {unit}; "
+          f"{mn:.2f} +- {sen:.2f} nats/sample (exact, probability-flow ODE)")
+
+
+def _run_data(run, spec: str, n: int):
+    """A data spec in the run's model space (encoded by the run's own codec), its first n samples (0: all)."""
+    from .data import load_data
+
+    if n < 0:
+        raise DiffusekitError(f"--n must be >= 0 (0: all), got {n}")
+    data = load_data(spec, image_size=run.model_config.in_shape[-1] if run.codec.kind == "image" else None)
+    if data.codec.kind != run.codec.kind:
+        raise DiffusekitError(f"{spec} holds {data.codec.kind}s but the run models {run.codec.kind}s")
+    x, labels = (data.x[:n], None if data.labels is None else data.labels[:n]) if n else (data.x, data.labels)
+    return run.codec.encode(data.codec.decode(x)), labels
+
+
+def _init_distributed(device):
+    from .train import _distributed
+
+    return _distributed(device)[0]
+
+
+def cmd_nll(a):
+    from .likelihood import nll, summarize
+
+    device = pick_device(a.device)
+    rank = _init_distributed(device)
+    run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
+    x, labels = _run_data(run, a.data, a.n)
+    if a.class_labels and labels is None:
+        raise DiffusekitError(f"--class-labels: {a.data} has no labels")
+    d = x[0].numel()
+    report = {"run": str(a.run), "data": a.data, "n": len(x), "dims": d,
+              "units": "8-bit images, uniformly dequantized (discrete-data bound)" if run.codec.kind == "image"
+              else "data units (the codec's standardization undone)"}
+    per_sample = {}
+    for method in (("ode", "elbo") if a.method == "both" else (a.method,)):
+        t0 = time.time()
+        r = nll(run.denoiser, run.model_config, run.codec, x, method=method, seed=a.seed, batch_size=a.batch_size,
+                labels=labels if a.class_labels else None, estimator=a.estimator, n_probes=a.probes, rtol=a.rtol,
+                atol=a.atol, n_levels=a.levels, device=device, progress=not a.no_progress and not a.json)
+        (m, se), (b, bse) = summarize(r["nats"]), summarize(r["bits_per_dim"])
+        name = "exact" if method == "ode" else "elbo"
+        report[name] = {"nll_nats": m, "nll_nats_se": se, "bits_per_dim": b, "bits_per_dim_se": bse,
+                        "nfe_per_sample": float(r["nfe"].mean()), "seconds": round(time.time() - t0, 2)}
+        per_sample[name] = r["nats"]
+    if rank != 0:
+        return
+    if a.csv:
+        rows = ["index," + ",".join(f"{k}_nats,{k}_bits_per_dim" for k in per_sample)]
+        rows += [f"{i}," + ",".join(f"{float(v[i]):.6f},{float(v[i]) / (d * math.log(2)):.6f}" for v in per_sample.values())
+                 for i in range(len(x))]
+        write_text_atomic(a.csv, "\n".join(rows) + "\n")
+    if a.json:
+        print(json.dumps(report))
+        return
+    for name in per_sample:
+        r = report[name]
+        print(f"{'exact NLL (ODE)' if name == 'exact' else 'ELBO bound'}: {r['bits_per_dim']:.4f} +- "
+              f"{r['bits_per_dim_se']:.4f} bits/dim, {r['nll_nats']:.2f} +- {r['nll_nats_se']:.2f} nats/sample "
+              f"(n={len(x)}, {r['nfe_per_sample']:.0f} network calls/sample, {r['seconds']:.0f} s)")
+    print(f"units: {report['units']}" + (f"; per-sample values in {a.csv}" if a.csv else ""))
+
+
+def cmd_encode(a):
+    from tqdm.auto import tqdm
+
+    from .likelihood import encode
+
+    device = pick_device(a.device)
+    run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
+    if not a.out.endswith(".npz"):
+        raise DiffusekitError(f"--out must be a .npz file, got {a.out!r}")
+    x, _ = _run_data(run, a.data, a.n)
+    m, zs, nfe, t0 = run.model_config, [], 0, time.time()
+    D = unconditional(run.denoiser, m)
+    for i in tqdm(range(0, len(x), a.batch_size), disable=a.no_progress, desc="encoding", unit="batch"):
+        z, k = encode(D, x[i:i + a.batch_size].to(device), m.sigma_min, m.sigma_max, method=a.method, steps=a.steps,
+                      rtol=a.rtol, atol=a.atol)
+        zs.append(z.cpu())
+        nfe += k
+    _save_npz(a.out, latents=torch.cat(zs).numpy(), source=x.numpy(), method=np.array(a.method))
+    print(f"wrote {len(x)} latents (unit variance, shape {tuple(x.shape[1:])}) to {a.out} "
+          f"[{a.method}, {nfe / max(1, -(-len(x) // a.batch_size)):.0f} network calls/sample, {time.time() - t0:.0f} s]")
+
+
+def cmd_decode(a):
+    from tqdm.auto import tqdm
+
+    from .likelihood import decode
+
+    device = pick_device(a.device)
+    run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
+    m = run.model_config
+    try:
+        with np.load(a.latents) as f:
+            if "latents" not in f:
+                raise DiffusekitError(f"{a.latents} has no 'latents' array (write it with diffusekit encode)")
+            z = torch.from_numpy(np.asarray(f["latents"], dtype=np.float32))
+            source = torch.from_numpy(f["source"].astype(np.float32)) if "source" in f else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DiffusekitError(f"cannot read {a.latents}: {e}") from None
+    if tuple(z.shape[1:]) != tuple(m.in_shape) or len(z) == 0:
+        raise DiffusekitError(f"latents have shape {tuple(z.shape)}; this run needs N x {' x '.join(map(str, m.in_shape))}")
+    D = unconditional(run.denoiser, m)
+    xs, t0 = [], time.time()
+    for i in tqdm(range(0, len(z), a.batch_size), disable=a.no_progress, desc="decoding", unit="batch"):
+        x, _ = decode(D, z[i:i + a.batch_size].to(device), m.sigma_min, m.sigma_max, method=a.method,
+                      steps=a.steps, rtol=a.rtol, atol=a.atol)
+        xs.append(x.cpu())
+    x = torch.cat(xs)
+    decoded = run.codec.decode(x)
+    api.save_samples(a.out, decoded, kind=run.codec.kind, columns=getattr(run.codec, "columns", None))
+    msg = f"wrote {len(x)} decoded samples to {a.out} [{a.method}, {time.time() - t0:.0f} s]"
+    if source is not None and source.shape == x.shape:
+        rel = float((x - source).flatten(1).norm(dim=1).div(source.flatten(1).norm(dim=1).clamp_min(1e-12)).max())
+        msg += f"; round trip: max relative error {rel:.2e}, max abs error {float((x - source).abs().max()):.2e} (model space)"
+    print(msg)
+
+
+def _save_npz(path, **arrays):
+    tmp = f"{path[:-4]}.tmp-{os.getpid()}.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 def cmd_info(a):
@@ -153,6 +294,15 @@ def cmd_demo(a):
 # ---------------------------------------------------------------------------------------------------------
 
 
+def run_options(q, batch_size):
+    """Options of every command that loads a run."""
+    q.add_argument("--batch-size", type=int, default=batch_size)
+    q.add_argument("--checkpoint", default="last", help="last or best")
+    q.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    q.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffusekit", description="Train diffusion models and sample from them.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -177,12 +327,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (1: none)")
     s.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde stochasticity")
     s.add_argument("--churn", type=float, default=None, help="euler / heun EDM churn")
-    s.add_argument("--batch-size", type=int, default=256)
-    s.add_argument("--checkpoint", default="last", help="last or best")
-    s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    s.add_argument("--no-progress", action="store_true")
+    run_options(s, 256)
+    s.add_argument("--report", action="store_true", help="also print the mean exact NLL of the samples")
     s.set_defaults(func=cmd_sample)
+
+    def ode_options(q):
+        q.add_argument("--rtol", type=float, default=1e-5, help="ODE solver relative tolerance")
+        q.add_argument("--atol", type=float, default=1e-5, help="ODE solver absolute tolerance")
+
+    n = sub.add_parser("nll", help="negative log-likelihood of data under a run (bits/dim): exact (ODE) and ELBO")
+    n.add_argument("run")
+    n.add_argument("--data", required=True, help="data spec, e.g. fashion-mnist:test, rows.csv, images.npz")
+    n.add_argument("--n", type=int, default=1000, help="first N samples of the data (0: all)")
+    n.add_argument("--method", choices=["ode", "elbo", "both"], default="ode")
+    n.add_argument("--estimator", choices=["auto", "exact", "rademacher", "gaussian"], default="auto",
+                   help="trace estimator (auto: exact for <= 32 dimensions, else Rademacher)")
+    n.add_argument("--probes", type=int, default=1, help="Hutchinson probes per sample")
+    ode_options(n)
+    n.add_argument("--levels", type=int, default=32, help="ELBO: noise levels per sample")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--class-labels", action="store_true", help="conditional model: p(x | the data's labels)")
+    n.add_argument("--json", action="store_true", help="print one JSON object")
+    n.add_argument("--csv", help="write per-sample values to this CSV")
+    run_options(n, 64)
+    n.set_defaults(func=cmd_nll)
+
+    for name, fn, what in (("encode", cmd_encode, "data -> latent noise (probability-flow ODE)"),
+                           ("decode", cmd_decode, "latent noise -> data (inverse of encode)")):
+        q = sub.add_parser(name, help=what)
+        q.add_argument("run")
+        if name == "encode":
+            q.add_argument("--data", "--images", dest="data", required=True, help="data spec: .npz, folder, .csv, ...")
+            q.add_argument("--n", type=int, default=0, help="first N samples (0: all)")
+            q.add_argument("--out", required=True, help="latents .npz (latents, source)")
+        else:
+            q.add_argument("--latents", required=True, help=".npz written by encode (or any 'latents' array)")
+            q.add_argument("--out", required=True, help=".npz, a folder for PNGs, or .csv (vectors)")
+        q.add_argument("--method", choices=["ode", "ddim"], default="ode", help="adaptive ODE, or DDIM (fast)")
+        q.add_argument("--steps", type=int, default=50, help="ddim steps")
+        ode_options(q)
+        run_options(q, 256)
+        q.set_defaults(func=fn)
 
     i = sub.add_parser("info", help="describe a run")
     i.add_argument("run")

@@ -155,6 +155,17 @@ class LogNormalSigma:
         return torch.exp(self.p_mean + self.p_std * torch.randn(n, generator=generator))
 
 
+class LogUniformSigma:
+    """ln(sigma) ~ U[ln sigma_min, ln sigma_max]: the importance distribution that makes the likelihood weighting
+    (Song et al. 2021) a constant weight on the eps error (see likelihood.py)."""
+
+    def __init__(self, sigma_min: float, sigma_max: float):
+        self.lo, self.hi = math.log(sigma_min), math.log(sigma_max)
+
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.exp(self.lo + (self.hi - self.lo) * torch.rand(n, generator=generator))
+
+
 class VPTimestepSigma:
     """DDPM training noise: t ~ U{0..T-1} on an alpha_bar table, sigma = sigma(t)."""
 

@@ -26,7 +26,7 @@ from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_t
 from .config import Config, check, check_choice
 from .data import load_data
 from .errors import DiffusekitError
-from .losses import WEIGHTINGS, DiffusionLoss, noise_distribution
+from .losses import NOISES, WEIGHTINGS, DiffusionLoss, noise_distribution
 from .model import ModelConfig, build_denoiser
 from .viz import picture
 
@@ -42,8 +42,10 @@ class TrainConfig(Config):
     num_res_blocks: int = 0  # U-Net residual blocks per level, or MLP depth
     attn_resolutions: str = ""  # U-Net self-attention resolutions, e.g. "14,7" ("none": no attention)
     parameterization: str = "edm"  # eps | x0 | v | edm
-    weighting: str = "auto"  # auto: the parameterization's own (eps-MSE, v-MSE, EDM; x0 -> EDM); or min-snr
-    noise: str = "lognormal"  # lognormal (EDM) | vp (uniform timesteps of vp_schedule; timestep-conditioned net)
+    weighting: str = "auto"  # auto: the parameterization's own (eps-MSE, v-MSE, EDM; x0 -> EDM); min-snr; likelihood
+    # lognormal (EDM) | loguniform (sigma_min..sigma_max; with --weighting likelihood: maximum likelihood)
+    # | vp (uniform timesteps of vp_schedule; timestep-conditioned net)
+    noise: str = "lognormal"
     vp_schedule: str = "linear"
     p_mean: float = -1.2
     p_std: float = 1.2
@@ -76,7 +78,9 @@ class TrainConfig(Config):
     def validate(self):
         check_choice("parameterization", self.parameterization, ("eps", "x0", "v", "edm"))
         check_choice("weighting", self.weighting, ("auto", *WEIGHTINGS))
-        check_choice("noise", self.noise, ("lognormal", "vp"))
+        check_choice("noise", self.noise, NOISES)
+        check(self.weighting != "likelihood" or self.noise == "loguniform",
+              "--weighting likelihood (maximum-likelihood training) needs --noise loguniform")
         check_choice("class_cond", self.class_cond, ("auto", "on", "off"))
         check(self.steps > 0 or self.minutes > 0, "give a budget: --steps N or --minutes M")
         check(self.steps >= 0 and self.minutes >= 0, "--steps and --minutes must not be negative")
@@ -178,7 +182,8 @@ class Trainer:
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
         weighting = cfg.weighting if cfg.weighting != "auto" else {"x0": "edm"}.get(cfg.parameterization, cfg.parameterization)
-        self.loss = DiffusionLoss(noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule), weighting,
+        self.loss = DiffusionLoss(noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule,
+                                                     self.mcfg.sigma_min, self.mcfg.sigma_max), weighting,
                                   self.mcfg.sigma_data, cfg.min_snr_gamma)
         self.step, self.elapsed, self._perm = 0, 0.0, (None, None)
         self.evaluator, self.best = None, float("inf")

@@ -1,0 +1,331 @@
+"""Likelihood, the variational bound, and encoding, all through the denoiser D(x, sigma) (DESIGN.md).
+
+Probability-flow ODE, integrated in s = ln(sigma) where its scale is even:
+
+    dx/ds = x - D(x, sigma)                       (sigma * dx/dsigma, samplers.ode_derivative)
+    ln p_min(x(s_min)) = ln N(x(s_max); 0, sigma_max^2 I) + int_{s_min}^{s_max} (d - tr dD/dx) ds
+
+(the instantaneous change of variables of Chen et al. 2018 / Song et al. 2021). The trace is exact (one
+backward pass per dimension) for small d, else Hutchinson's estimator with Rademacher or Gaussian probes that
+stay fixed along the path. The state is integrated in float64 by an adaptive Dormand-Prince 5(4) solver.
+
+ELBO (Kingma et al. 2021, "Variational diffusion models", continuous time, written in sigma: SNR = 1/sigma^2):
+
+    -ln p(x) <= d/2 ln(2 pi e sigma_min^2)                    reconstruction, Gaussian decoder at sigma_min
+                + int ||x - D(x + sigma eps, sigma)||^2 / sigma^2 d ln(sigma)   diffusion loss
+                + ||x||^2 / (2 sigma_max^2)                   prior KL to N(0, sigma_max^2 I)
+
+estimated with levels stratified uniformly in ln(sigma). The same integrand with weight 1/sigma^2 on the
+x0 error is the likelihood-weighted training loss (losses.py, weighting "likelihood").
+
+Units. Everything above is a density in model space. `data_nll` turns it into the user's units: for vectors
+the codec's standardization is undone (its log-Jacobian); 8-bit images are uniformly dequantized within
+their level's bin (width 2/255 in model space, centred on the level) and reported as the discrete-data
+bound of score_sde: bits/dim = NLL / (d ln 2) + log2(127.5).
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction as Fr
+
+import torch
+
+from .errors import DiffusekitError
+from .samplers import PerSampleNoise
+
+# ---------------------------------------------------------------------------------------------------------
+# Dormand-Prince 5(4), with its 4th-order embedded error estimate and first-same-as-last reuse
+
+_A = [[], [Fr(1, 5)], [Fr(3, 40), Fr(9, 40)], [Fr(44, 45), Fr(-56, 15), Fr(32, 9)],
+      [Fr(19372, 6561), Fr(-25360, 2187), Fr(64448, 6561), Fr(-212, 729)],
+      [Fr(9017, 3168), Fr(-355, 33), Fr(46732, 5247), Fr(49, 176), Fr(-5103, 18656)],
+      [Fr(35, 384), 0, Fr(500, 1113), Fr(125, 192), Fr(-2187, 6784), Fr(11, 84)]]
+_C = [0, Fr(1, 5), Fr(3, 10), Fr(4, 5), Fr(8, 9), 1, 1]
+_B4 = [Fr(5179, 57600), 0, Fr(7571, 16695), Fr(393, 640), Fr(-92097, 339200), Fr(187, 2100), Fr(1, 40)]
+_E = [float(b - b4) for b, b4 in zip(_A[6] + [0], _B4)]  # 5th minus 4th order weights
+_A = [[float(a) for a in row] for row in _A]
+_C = [float(c) for c in _C]
+
+
+def check_tolerances(rtol: float, atol: float):
+    if not (1e-12 <= rtol <= 0.1 and 1e-12 <= atol <= 0.1):
+        raise DiffusekitError(f"tolerances must be in [1e-12, 0.1] (float64 cannot do better, looser is not an ODE "
+                              f"solve), got rtol {rtol}, atol {atol}")
+
+
+def dopri5(f, y, s0: float, s1: float, rtol=1e-5, atol=1e-5, max_steps=10_000):
+    """Integrate dy/ds = f(s, y) from s0 to s1 (either direction); y is [N, ...], one step size for the batch,
+    accepted when every sample's RMS scaled error is <= 1. Returns (y(s1), number of f evaluations)."""
+    check_tolerances(rtol, atol)
+    direction = 1.0 if s1 >= s0 else -1.0
+    span = abs(s1 - s0)
+    s, h, k1, nfe = s0, 0.02 * span, f(s0, y), 1
+    for _ in range(max_steps):
+        if abs(s - s0) >= span * (1 - 1e-12):
+            return y, nfe
+        h = min(h, span - abs(s - s0))
+        ks = [k1]
+        for i in range(1, 7):
+            yi = y + direction * h * sum(a * k for a, k in zip(_A[i], ks) if a)
+            ks.append(f(s + direction * _C[i] * h, yi))
+        nfe += 6
+        y_new = yi  # stage 7 is evaluated at the 5th-order solution (first same as last)
+        err = direction * h * sum(e * k for e, k in zip(_E, ks) if e)
+        scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
+        norm = float((err / scale).pow(2).flatten(1).mean(1).sqrt().max())
+        if not math.isfinite(norm):
+            raise DiffusekitError("the ODE produced NaN or infinite values (is the model's checkpoint sound?)")
+        if norm <= 1:
+            s, y, k1 = s + direction * h, y_new, ks[6]
+        h *= min(5.0, max(0.2, 0.9 * (norm + 1e-16) ** -0.2))
+    raise DiffusekitError(f"the ODE solver needed more than {max_steps} steps; loosen --rtol/--atol")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The probability-flow ODE in s = ln(sigma), with and without the divergence
+
+
+def _denoise_at(denoiser, x, s: float, dtype):
+    return denoiser(x.to(dtype), torch.tensor(math.exp(s), dtype=dtype, device=x.device)).to(torch.float64)
+
+
+def flow(denoiser, x, sigma_from: float, sigma_to: float, *, rtol=1e-5, atol=1e-5, dtype=torch.float32):
+    """Carry x along the probability-flow ODE from noise level sigma_from to sigma_to (adaptive, float64 state).
+    Returns (x at sigma_to in float64, network evaluations per sample)."""
+    with torch.no_grad():
+        return dopri5(lambda s, y: y - _denoise_at(denoiser, y, s, dtype), x.to(torch.float64),
+                      math.log(sigma_from), math.log(sigma_to), rtol, atol)
+
+
+def uniform(noise: PerSampleNoise, shape):
+    """U[0, 1) draws from per-sample generators (the normal CDF of their Gaussian draws), float64."""
+    return 0.5 * (1 + torch.erf(noise.randn(shape, dtype=torch.float64) / math.sqrt(2)))
+
+
+def probes(shape, kind: str, count: int, noise: PerSampleNoise, device="cpu"):
+    """Hutchinson probes [count, *shape] with E[v v^T] = I, drawn per sample (rank- and batch-independent)."""
+    v = torch.stack([noise.randn(shape) for _ in range(count)]).to(device)
+    if kind == "rademacher":
+        return v.sign()
+    if kind == "gaussian":
+        return v
+    raise DiffusekitError(f"unknown trace estimator {kind!r}; choose exact, rademacher or gaussian")
+
+
+def ode_log_likelihood(denoiser, x, sigma_min: float, sigma_max: float, *, estimator="auto", n_probes=1,
+                       noise: PerSampleNoise | None = None, rtol=1e-5, atol=1e-5, dtype=torch.float32):
+    """ln p(x) in nats per sample (model space, continuous density) by the probability-flow ODE.
+
+    Returns a dict: logp [N], prior_logp [N], latent (x at sigma_max, float64), nfe (per sample).
+    estimator: "exact" (d backward passes per evaluation), "rademacher" / "gaussian" (Hutchinson with n_probes
+    probes per sample), "auto" (exact for d <= 32)."""
+    n, d = x.shape[0], x[0].numel()
+    if estimator == "auto":
+        estimator = "exact" if d <= 32 else "rademacher"
+    if estimator == "exact":
+        vs = torch.eye(d, dtype=dtype, device=x.device).reshape(d, 1, *x.shape[1:]).expand(d, *x.shape)
+    else:
+        if n_probes < 1:
+            raise DiffusekitError(f"--probes must be at least 1, got {n_probes}")
+        vs = probes(tuple(x.shape), estimator, n_probes, noise or PerSampleNoise(range(n)), x.device).to(dtype)
+
+    def f(s, y):
+        xs = y[:, :d].reshape(x.shape)
+        with torch.enable_grad():
+            xi = xs.to(dtype).detach().requires_grad_(True)
+            D = denoiser(xi, torch.tensor(math.exp(s), dtype=dtype, device=x.device))
+            tr = torch.zeros(n, dtype=torch.float64, device=x.device)
+            for j, v in enumerate(vs):  # v^T (dD/dx) v, one vector-Jacobian product per probe
+                (vjp,) = torch.autograd.grad(D, xi, v, retain_graph=j < len(vs) - 1)
+                tr += (vjp * v).flatten(1).sum(1, dtype=torch.float64)
+        if estimator != "exact":
+            tr /= len(vs)
+        drift = (xs - D.detach().to(torch.float64)).flatten(1)
+        return torch.cat([drift, (d - tr)[:, None]], 1)  # d/ds of (x, int div f)
+
+    y0 = torch.cat([x.flatten(1).to(torch.float64), torch.zeros(n, 1, dtype=torch.float64, device=x.device)], 1)
+    y1, nfe = dopri5(f, y0, math.log(sigma_min), math.log(sigma_max), rtol, atol)
+    z = y1[:, :d]
+    prior = -0.5 * (z.pow(2).sum(1) / sigma_max**2 + d * math.log(2 * math.pi * sigma_max**2))
+    return {"logp": prior + y1[:, d], "prior_logp": prior, "latent": z.reshape(x.shape), "nfe": nfe}
+
+
+def elbo_nll(denoiser, x, sigma_min: float, sigma_max: float, *, n_levels=32, noise: PerSampleNoise | None = None,
+             dtype=torch.float32):
+    """The negative ELBO in nats per sample (model space): an upper bound on -ln p(x). Levels are stratified
+    in ln(sigma) and, like eps, drawn per sample from `noise`."""
+    if n_levels < 1:
+        raise DiffusekitError(f"--levels must be at least 1, got {n_levels}")
+    n, d = x.shape[0], x[0].numel()
+    noise = noise or PerSampleNoise(range(n))
+    lo, hi = math.log(sigma_min), math.log(sigma_max)
+    x64 = x.to(torch.float64)
+    total = torch.zeros(n, dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        for k in range(n_levels):
+            u = (k + uniform(noise, (n,)).to(x.device)) / n_levels  # stratum k of [0, 1)
+            sigma = torch.exp(lo + (hi - lo) * u)
+            eps = noise.randn(tuple(x.shape)).to(x.device, torch.float64)
+            xs = x64 + sigma.reshape(-1, *[1] * (x.ndim - 1)) * eps
+            err = (x64 - denoiser(xs.to(dtype), sigma.to(dtype)).to(torch.float64)).pow(2).flatten(1).sum(1)
+            total += err / sigma**2
+    diffusion = (hi - lo) * total / n_levels
+    recon = 0.5 * d * math.log(2 * math.pi * math.e * sigma_min**2)
+    prior = x64.pow(2).flatten(1).sum(1) / (2 * sigma_max**2)
+    return recon + diffusion + prior
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data units, whole data sets, and encoding
+
+LEVEL_WIDTH = 2 / 255  # an 8-bit level's bin in model space ([-1, 1])
+
+
+def unconditional(denoiser, model_config, labels=None):
+    """D(x, sigma) for a (possibly class-conditional) run: with the given labels, else the null label."""
+    if model_config.num_classes == 0:
+        if labels is not None:
+            raise DiffusekitError("this model is unconditional; it takes no class labels")
+        return denoiser
+    fixed = labels
+
+    def D(x, sigma):
+        lab = fixed if fixed is not None else torch.full((x.shape[0],), model_config.num_classes, dtype=torch.long)
+        return denoiser(x, sigma, lab.to(x.device))
+    return D
+
+
+def to_data_units(nll_model: torch.Tensor, codec, d: int) -> torch.Tensor:
+    """Model-space NLL (nats) -> nats in the user's units: the 8-bit discrete bound for images (after
+    dequantization), the density of the unstandardized values for vectors."""
+    if codec.kind == "image":
+        return nll_model - d * math.log(LEVEL_WIDTH)
+    return nll_model - codec.log_det_scale()
+
+
+def bits_per_dim(nats: torch.Tensor, d: int) -> torch.Tensor:
+    return nats / (d * math.log(2))
+
+
+def _shard(n: int):
+    """This process's indices under torchrun (every world-th sample), and (rank, world)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    return list(range(rank, n, world)), rank, world
+
+
+def _gather(values: dict, indices, n: int, world: int) -> dict:
+    """Per-sample values of every rank, back in sample order (on every rank)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        parts = [None] * world
+        dist.all_gather_object(parts, (indices, {k: v.cpu() for k, v in values.items()}))
+    else:
+        parts = [(indices, values)]
+    out = {k: torch.empty(n, dtype=torch.float64) for k in values}
+    for idx, vals in parts:
+        for k, v in vals.items():
+            out[k][torch.as_tensor(idx, dtype=torch.long)] = v.cpu().to(torch.float64)
+    return out
+
+
+def summarize(values: torch.Tensor) -> tuple[float, float]:
+    """(mean, standard error of the mean)."""
+    n = values.numel()
+    return float(values.mean()), float(values.std() / math.sqrt(n)) if n > 1 else float("nan")
+
+
+def nll(denoiser, model_config, codec, x, *, method="ode", seed=0, batch_size=64, dequantize=True, labels=None,
+        estimator="auto", n_probes=1, rtol=1e-5, atol=1e-5, n_levels=32, device="cpu", progress=False):
+    """Per-sample NLL of model-space data x ([N, *in_shape]) in the user's units.
+
+    Returns {"nats": [N], "bits_per_dim": [N], "nfe": [N] (ode)} in sample order; sharded over torchrun ranks
+    and gathered. Randomness (dequantization, probes, ELBO levels) is drawn per sample from `seed`, so the
+    value of a sample does not depend on the batch size or the number of processes."""
+    from tqdm.auto import tqdm
+
+    from .api import sample_seeds
+
+    if method not in ("ode", "elbo"):
+        raise DiffusekitError(f"unknown likelihood method {method!r}; choose ode or elbo")
+    if batch_size < 1:
+        raise DiffusekitError(f"batch size must be at least 1, got {batch_size}")
+    if not torch.isfinite(x).all():
+        raise DiffusekitError("data contain NaN or infinite values")
+    if method == "ode":
+        check_tolerances(rtol, atol)
+    n, d = x.shape[0], x[0].numel()
+    seeds = sample_seeds(seed, n)
+    mine, rank, world = _shard(n)
+    vals = {"nats": [], "nfe": []}
+    for start in tqdm(range(0, len(mine), batch_size), disable=not progress or rank != 0, desc=f"nll ({method})",
+                      unit="batch"):
+        idx = mine[start:start + batch_size]
+        noise = PerSampleNoise([seeds[i] for i in idx])
+        xb = x[idx].to(device)
+        if dequantize and codec.kind == "image":
+            xb = xb + (uniform(noise, tuple(xb.shape)).to(device, xb.dtype) - 0.5) * LEVEL_WIDTH
+        D = unconditional(denoiser, model_config, None if labels is None else labels[idx])
+        if method == "ode":
+            r = ode_log_likelihood(D, xb, model_config.sigma_min, model_config.sigma_max, estimator=estimator,
+                                   n_probes=n_probes, noise=noise, rtol=rtol, atol=atol)
+            nats, nfe = -r["logp"], torch.full((len(idx),), float(r["nfe"]))
+        else:
+            nats = elbo_nll(D, xb, model_config.sigma_min, model_config.sigma_max, n_levels=n_levels, noise=noise)
+            nfe = torch.full((len(idx),), float(n_levels))
+        vals["nats"].append(to_data_units(nats.cpu(), codec, d))
+        vals["nfe"].append(nfe)
+    empty = torch.zeros(0, dtype=torch.float64)
+    out = _gather({k: torch.cat(v) if v else empty for k, v in vals.items()}, mine, n, world)
+    out["bits_per_dim"] = bits_per_dim(out["nats"], d)
+    return out
+
+
+def encode(denoiser, x, sigma_min: float, sigma_max: float, *, method="ode", steps=50, rtol=1e-5, atol=1e-5):
+    """Data (model space, read as the state at sigma_min) -> latent noise, scaled to unit variance
+    (z = x(sigma_max) / sigma_max, so decoding N(0, I) draws samples). method: "ode" (adaptive probability-flow
+    ODE, invertible to its tolerance) or "ddim" (DDIM inversion on a Karras grid of `steps` levels: fast, with an
+    O(1/steps) round-trip error). Returns (z float32, network evaluations per sample)."""
+    if method == "ode":
+        z, nfe = flow(denoiser, x, sigma_min, sigma_max, rtol=rtol, atol=atol)
+    else:
+        z, nfe = _ddim(denoiser, x, _grid(steps, sigma_min, sigma_max).flip(0)), steps
+    return (z / sigma_max).float(), nfe
+
+
+def decode(denoiser, z, sigma_min: float, sigma_max: float, *, method="ode", steps=50, rtol=1e-5, atol=1e-5):
+    """Latent noise (unit variance) -> data at sigma_min (model space): the inverse of `encode`."""
+    if not torch.isfinite(z).all():
+        raise DiffusekitError("latents contain NaN or infinite values")
+    x = z.to(torch.float64) * sigma_max
+    if method == "ode":
+        x, nfe = flow(denoiser, x, sigma_max, sigma_min, rtol=rtol, atol=atol)
+    else:
+        x, nfe = _ddim(denoiser, x, _grid(steps, sigma_min, sigma_max)), steps
+    return x.float(), nfe
+
+
+def _grid(steps, sigma_min, sigma_max):
+    from .schedules import karras_sigmas
+
+    if steps < 1:
+        raise DiffusekitError(f"--steps must be at least 1, got {steps}")
+    return karras_sigmas(steps + 1, sigma_min, sigma_max)[:-1].to(torch.float64)  # sigma_max ... sigma_min
+
+
+def _ddim(denoiser, x, sigmas):
+    """Euler steps of the probability-flow ODE along `sigmas` (DDIM); ascending sigmas = DDIM inversion, which
+    evaluates D at the current point in place of the unknown next one."""
+    from .samplers import ode_derivative
+
+    x = x.to(torch.float64)
+    with torch.no_grad():
+        for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+            D = denoiser(x.float(), torch.tensor(s)).to(torch.float64)
+            x = x + (s_next - s) * ode_derivative(x, s, D)
+    return x

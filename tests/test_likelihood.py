@@ -1,0 +1,167 @@
+"""Likelihood, ELBO and encoding: analytic ground truth (Gaussian mixtures), units, and a trained toy model."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from diffusekit.analytic import GaussianMixture, gmm8
+from diffusekit.data import ImageCodec, VectorCodec
+from diffusekit.errors import DiffusekitError
+from diffusekit.likelihood import decode, dopri5, elbo_nll, encode, nll, ode_log_likelihood
+from diffusekit.losses import DiffusionLoss, noise_distribution
+
+SMIN, SMAX = 0.002, 80.0
+F64 = dict(dtype=torch.float64)
+
+
+def mixture16():
+    g = torch.Generator().manual_seed(0)
+    return GaussianMixture(2 * torch.randn(5, 16, generator=g, dtype=torch.float64),
+                           0.3 + 0.5 * torch.rand(5, generator=g, dtype=torch.float64),
+                           0.2 + torch.rand(5, generator=g, dtype=torch.float64))
+
+
+def shrunk(g, factor=0.9):
+    """A wrong denoiser (negative control): the exact one pulled towards 0."""
+    return lambda x, s: factor * g.denoiser(x, s)
+
+
+def test_dopri5_solves_a_linear_ode_both_ways():
+    y0 = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    y1, nfe = dopri5(lambda s, y: -0.5 * y, y0, 0.0, 3.0, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(y1, y0 * math.exp(-1.5), rtol=1e-8) and nfe > 7
+    back, _ = dopri5(lambda s, y: -0.5 * y, y1, 3.0, 0.0, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(back, y0, rtol=1e-8)
+
+
+@pytest.mark.parametrize("gm", [gmm8(), mixture16()], ids=["2-D", "16-D"])
+def test_ode_likelihood_matches_the_true_log_density(gm):
+    x = gm.sample(24, torch.Generator().manual_seed(1))
+    true = gm.log_prob(x)
+    r = ode_log_likelihood(gm.denoiser, x, SMIN, SMAX, estimator="exact", rtol=1e-6, atol=1e-6, **F64)
+    assert float((r["logp"] - true).abs().max()) / gm.dim < 0.01
+    wrong = ode_log_likelihood(shrunk(gm), x, SMIN, SMAX, estimator="exact", **F64)["logp"]
+    assert float((wrong - true).abs().mean()) / gm.dim > 0.05  # the check can fail
+
+
+class FixedProbe:
+    """Every sample gets the same probe v."""
+
+    def __init__(self, v):
+        self.v = torch.tensor(v, dtype=torch.float64)
+
+    def randn(self, shape, dtype=torch.float32, device="cpu"):
+        return self.v.expand(*shape).to(dtype)
+
+
+def test_hutchinson_averages_to_the_exact_trace():
+    gm = gmm8()
+    x = gm.sample(200, torch.Generator().manual_seed(2))
+    exact = ode_log_likelihood(gm.denoiser, x, SMIN, SMAX, estimator="exact", **F64)["logp"]
+    # over the 4 Rademacher patterns (two up to sign), the estimate averages to the exact trace
+    a, b = (ode_log_likelihood(gm.denoiser, x[:8], SMIN, SMAX, estimator="rademacher", noise=FixedProbe(v), **F64)["logp"]
+            for v in ([1.0, 1.0], [1.0, -1.0]))
+    assert (a - exact[:8]).abs().max() > 0.05 and torch.allclose((a + b) / 2, exact[:8], atol=1e-3)
+    one = ode_log_likelihood(gm.denoiser, x, SMIN, SMAX, estimator="rademacher", n_probes=1, **F64)["logp"] - exact
+    assert abs(float(one.mean())) < 3 * float(one.std()) / math.sqrt(len(x))
+    four = ode_log_likelihood(gm.denoiser, x, SMIN, SMAX, estimator="rademacher", n_probes=4, **F64)["logp"] - exact
+    assert float(four.std()) < 0.7 * float(one.std())
+    # Gaussian probes also estimate diagonal terms: far noisier here, why Rademacher is the default
+    gauss = ode_log_likelihood(gm.denoiser, x, SMIN, SMAX, estimator="gaussian", **F64)["logp"] - exact
+    assert float(gauss.std()) > 2 * float(one.std())
+
+
+@pytest.mark.parametrize("gm", [gmm8(), mixture16()], ids=["2-D", "16-D"])
+def test_elbo_bounds_the_exact_nll_and_is_tight_for_the_true_denoiser(gm):
+    x = gm.sample(64, torch.Generator().manual_seed(3))
+    exact_nll = -gm.log_prob(x)
+    bound = elbo_nll(gm.denoiser, x, SMIN, SMAX, n_levels=64, **F64)
+    gap = bound - exact_nll
+    se = float(gap.std()) / math.sqrt(len(x))
+    assert abs(float(gap.mean())) < 3 * se + 0.01 * gm.dim  # the true model: no gap beyond Monte Carlo error
+    worse = elbo_nll(shrunk(gm, 0.7), x, SMIN, SMAX, n_levels=64, **F64) - exact_nll
+    assert float(worse.mean()) > 3 * float(worse.std()) / math.sqrt(len(x))  # a wrong model: strictly above
+
+
+def test_likelihood_weighted_loss_estimates_the_elbo_diffusion_term():
+    gm = gmm8()
+    x = gm.sample(4000, torch.Generator().manual_seed(4))
+    loss = DiffusionLoss(noise_distribution("loguniform", sigma_min=SMIN, sigma_max=SMAX), "likelihood")
+    per_dim = loss(lambda z, s, labels=None: gm.denoiser(z, s), x, generator=torch.Generator().manual_seed(5))
+    d = gm.dim
+    from_loss = float(per_dim.mean()) * d + 0.5 * d * math.log(2 * math.pi * math.e * SMIN**2)
+    assert abs(from_loss - float(-gm.log_prob(x).mean())) < 4 * float(per_dim.std()) * d / math.sqrt(len(x))
+    with pytest.raises(DiffusekitError, match="log-uniform"):
+        DiffusionLoss(noise_distribution("lognormal"), "likelihood")
+
+
+def test_encode_decode_round_trip_and_latents_are_standard_normal():
+    gm = mixture16()
+    x = gm.sample(256, torch.Generator().manual_seed(6)).float()
+    z, nfe = encode(gm.denoiser, x, SMIN, SMAX, rtol=1e-7, atol=1e-7)
+    assert abs(float(z.std()) - 1) < 0.05 and abs(float(z.mean())) < 0.05 and nfe > 20
+    back, _ = decode(gm.denoiser, z, SMIN, SMAX, rtol=1e-7, atol=1e-7)
+    assert float((back - x).norm() / x.norm()) < 1e-4
+    def ddim_round_trip(steps):
+        zd, _ = encode(gm.denoiser, x, SMIN, SMAX, method="ddim", steps=steps)
+        back_d, _ = decode(gm.denoiser, zd, SMIN, SMAX, method="ddim", steps=steps)
+        return float((back_d - x).norm() / x.norm())
+
+    coarse, fine = ddim_round_trip(25), ddim_round_trip(200)
+    assert 1e-4 < fine < coarse / 2  # DDIM inversion is approximate, and converges with the steps
+    with pytest.raises(DiffusekitError, match="NaN"):
+        decode(gm.denoiser, torch.full_like(z, float("nan")), SMIN, SMAX)
+    with pytest.raises(DiffusekitError, match="tolerances"):
+        encode(gm.denoiser, x, SMIN, SMAX, rtol=0.0)
+
+
+def stub_config(num_classes=0):
+    return SimpleNamespace(sigma_min=SMIN, sigma_max=SMAX, num_classes=num_classes)
+
+
+def test_nll_reports_data_units_for_vectors_and_is_batch_independent():
+    gm = gmm8()
+    raw = gm.sample(12, torch.Generator().manual_seed(7))
+    codec = VectorCodec(mean=[1.0, -2.0], std=[3.0, 0.5])
+    x = codec.encode(raw.numpy() * codec.std + codec.mean)  # model space holds the mixture itself
+    r = nll(lambda z, s: gm.denoiser(z.double(), s).float(), stub_config(), codec, x, batch_size=5)
+    expected = -gm.log_prob(raw) + math.log(3.0 * 0.5)  # density of the unstandardized values
+    assert torch.allclose(r["nats"], expected, atol=0.02 * 2)
+    assert torch.allclose(r["bits_per_dim"], r["nats"] / (2 * math.log(2)))
+    r2 = nll(lambda z, s: gm.denoiser(z.double(), s).float(), stub_config(), codec, x, batch_size=12)
+    assert torch.allclose(r["nats"], r2["nats"], atol=1e-3)  # the batch shares step sizes: equal to tolerance
+
+
+def test_image_nll_is_the_dequantized_discrete_bound_and_seeded_per_sample():
+    gm = GaussianMixture(torch.zeros(1, 4, dtype=torch.float64), torch.tensor([0.4], dtype=torch.float64))
+    D = lambda z, s: gm.denoiser(z.flatten(1).double(), s).float().reshape(z.shape)  # noqa: E731
+    codec = ImageCodec(1, 2)
+    u8 = np.random.default_rng(0).integers(100, 156, size=(10, 2, 2, 1), dtype=np.uint8)
+    x = codec.encode(u8)
+    kw = dict(estimator="rademacher", n_probes=2)
+    r = nll(D, stub_config(), codec, x, batch_size=3, **kw)
+    # a level's bin has width 2/255 in [-1, 1]: nats = -ln p(x + u) - d ln(2/255); bits = nats / (d ln 2)
+    cont = nll(D, stub_config(), codec, x, batch_size=3, dequantize=False, estimator="exact")["nats"]
+    assert torch.allclose(cont - 4 * math.log(127.5), -gm.log_prob(x.flatten(1)), atol=0.05)
+    assert abs(float(r["nats"].mean() - cont.mean())) < 0.3  # dequantizing within a tiny bin moves little
+    assert torch.allclose(r["bits_per_dim"], r["nats"] / (4 * math.log(2)))
+    again = nll(D, stub_config(), codec, x, batch_size=10, **kw)
+    assert torch.allclose(r["nats"], again["nats"], atol=1e-3)  # probes and dequantization are per sample
+    other = nll(D, stub_config(), codec, x, batch_size=10, seed=1, **kw)
+    assert (r["nats"] - other["nats"]).abs().max() > 0.01
+
+
+def test_bad_inputs_are_clear_errors():
+    gm = gmm8()
+    x = gm.sample(4).float()
+    codec = VectorCodec([0, 0], [1, 1])
+    with pytest.raises(DiffusekitError, match="NaN"):
+        nll(gm.denoiser, stub_config(), codec, torch.full_like(x, float("nan")))
+    with pytest.raises(DiffusekitError, match="method"):
+        nll(gm.denoiser, stub_config(), codec, x, method="bogus")
+    with pytest.raises(DiffusekitError, match="tolerances"):
+        nll(gm.denoiser, stub_config(), codec, x, rtol=-1.0)
+    with pytest.raises(DiffusekitError, match="probes"):
+        ode_log_likelihood(gm.denoiser, torch.zeros(2, 64), SMIN, SMAX, estimator="rademacher", n_probes=0)
