@@ -108,6 +108,10 @@ def _run_data(run, spec: str, n: int):
     if data.codec.kind != run.codec.kind:
         raise DiffusekitError(f"{spec} holds {data.codec.kind}s but the run models {run.codec.kind}s")
     x, labels = (data.x[:n], None if data.labels is None else data.labels[:n]) if n else (data.x, data.labels)
+    want = tuple(run.model_config.in_shape)
+    if tuple(x.shape[1:]) != want:
+        raise DiffusekitError(f"{spec} has samples of shape {tuple(x.shape[1:])}; this run models "
+                              f"{' x '.join(map(str, want))}")
     return run.codec.encode(data.codec.decode(x)), labels
 
 
@@ -294,6 +298,10 @@ def cmd_demo(a):
 # ---------------------------------------------------------------------------------------------------------
 
 
+# torchrun's own parser reads a bare --n as an ambiguous prefix of its options: spell it --n-samples there
+N_HELP = "number of samples (under torchrun write --n-samples)"
+
+
 def run_options(q, batch_size):
     """Options of every command that loads a run."""
     q.add_argument("--batch-size", type=int, default=batch_size)
@@ -315,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate samples from a trained run")
     s.add_argument("run")
-    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--n", "--n-samples", dest="n", type=int, default=64, help=N_HELP)
     s.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp-2m")
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--schedule", choices=list(GRIDS), default="karras", help="sigma grid")
@@ -338,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("nll", help="negative log-likelihood of data under a run (bits/dim): exact (ODE) and ELBO")
     n.add_argument("run")
     n.add_argument("--data", required=True, help="data spec, e.g. fashion-mnist:test, rows.csv, images.npz")
-    n.add_argument("--n", type=int, default=1000, help="first N samples of the data (0: all)")
+    n.add_argument("--n", "--n-samples", dest="n", type=int, default=1000, help="first N samples of the data (0: all)")
     n.add_argument("--method", choices=["ode", "elbo", "both"], default="ode")
     n.add_argument("--estimator", choices=["auto", "exact", "rademacher", "gaussian"], default="auto",
                    help="trace estimator (auto: exact for <= 32 dimensions, else Rademacher)")
@@ -358,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("run")
         if name == "encode":
             q.add_argument("--data", "--images", dest="data", required=True, help="data spec: .npz, folder, .csv, ...")
-            q.add_argument("--n", type=int, default=0, help="first N samples (0: all)")
+            q.add_argument("--n", "--n-samples", dest="n", type=int, default=0, help="first N samples (0: all)")
             q.add_argument("--out", required=True, help="latents .npz (latents, source)")
         else:
             q.add_argument("--latents", required=True, help=".npz written by encode (or any 'latents' array)")

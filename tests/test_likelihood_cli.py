@@ -1,0 +1,115 @@
+"""nll / encode / decode / sample --report through the CLI, on tiny trained runs: outputs, units, torchrun, bad input."""
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_cli import cli, one_line_error
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    assert cli("train", "--data", "digits", "--out", out, "--preset", "tiny", "--steps", 30, "--batch-size", 64,
+               "--no-progress") == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "toy"
+    assert cli("train", "--data", "toy:gmm8:512", "--out", out, "--preset", "tiny", "--steps", 30, "--no-progress") == 0
+    return out
+
+
+def test_nll_json_and_csv(digits_run, tmp_path, capsys):
+    csv = tmp_path / "nll.csv"
+    assert cli("nll", digits_run, "--data", "digits", "--n", 5, "--method", "both", "--json", "--csv", csv,
+               "--rtol", 1e-3, "--atol", 1e-3, "--levels", 8) == 0
+    r = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+    assert r["n"] == 5 and r["dims"] == 64 and "dequantized" in r["units"]
+    for k in ("exact", "elbo"):
+        assert set(r[k]) >= {"nll_nats", "nll_nats_se", "bits_per_dim", "bits_per_dim_se"}
+        # 8-bit images: the discrete bound is positive and the bits/dim is nats / (d ln 2)
+        assert r[k]["bits_per_dim"] > 0 and r[k]["nll_nats_se"] > 0
+        assert r[k]["bits_per_dim"] == pytest.approx(r[k]["nll_nats"] / (64 * np.log(2)), rel=1e-9)
+    rows = csv.read_text().strip().splitlines()
+    assert rows[0] == "index,exact_nats,exact_bits_per_dim,elbo_nats,elbo_bits_per_dim" and len(rows) == 6
+    mean = np.mean([float(row.split(",")[1]) for row in rows[1:]])
+    assert mean == pytest.approx(r["exact"]["nll_nats"], rel=1e-5)
+
+
+def test_encode_decode_round_trip(digits_run, toy_run, tmp_path, capsys):
+    for run, data, out in ((digits_run, "digits", "back.npz"), (toy_run, "toy:gmm8:512", "back.csv")):
+        lat = tmp_path / f"{run.name}.npz"
+        assert cli("encode", run, "--images", data, "--n", 4, "--out", lat, "--rtol", 1e-7, "--atol", 1e-7,
+                   "--no-progress") == 0
+        with np.load(lat) as f:
+            assert f["latents"].shape == f["source"].shape and len(f["latents"]) == 4
+        capsys.readouterr()
+        assert cli("decode", run, "--latents", lat, "--out", tmp_path / out, "--rtol", 1e-7, "--atol", 1e-7,
+                   "--no-progress") == 0
+        rel = float(re.search(r"max relative error ([0-9.e+-]+)", capsys.readouterr().out).group(1))
+        assert rel < 1e-3
+        assert (tmp_path / out).exists()
+    # DDIM: the fast path runs and its round trip is reported too
+    assert cli("encode", toy_run, "--data", "toy:gmm8:512", "--n", 4, "--out", tmp_path / "d.npz", "--method", "ddim",
+               "--steps", 20, "--no-progress") == 0
+    with np.load(tmp_path / "d.npz") as f:
+        assert str(f["method"]) == "ddim"
+
+
+def test_sample_report(digits_run, tmp_path, capsys):
+    assert cli("sample", digits_run, "--n", 3, "--steps", 4, "--out", tmp_path / "s.npz", "--report",
+               "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"NLL of the 3 samples at temperature 1: [0-9.]+ \+- [0-9.]+ bits/dim", out), out
+
+
+def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
+    e = one_line_error
+    e(capsys, cli("nll", digits_run, "--data", "toy:gmm8"), "holds vectors", "models images")
+    e(capsys, cli("nll", digits_run, "--data", "digits", "--rtol", 0), "tolerances")
+    e(capsys, cli("nll", digits_run, "--data", "digits", "--atol", 1), "tolerances")
+    e(capsys, cli("nll", digits_run, "--data", "digits", "--probes", 0, "--estimator", "rademacher"), "--probes")
+    e(capsys, cli("nll", digits_run, "--data", "digits", "--method", "elbo", "--levels", 0), "--levels")
+    e(capsys, cli("nll", digits_run, "--data", "digits", "--n", -1), "--n")
+    e(capsys, cli("nll", digits_run, "--data", tmp_path / "missing.npz"), "cannot read")
+    assert cli("nll", digits_run, "--data", "digits", "--method", "exactly") == 2  # argparse: unknown choice
+    # NaN in a table, and a table with the wrong number of columns
+    (tmp_path / "nan.csv").write_text("x0,x1\n1,2\nnan,3\n")
+    e(capsys, cli("nll", toy_run, "--data", tmp_path / "nan.csv"), "nan")
+    (tmp_path / "three.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
+    e(capsys, cli("encode", toy_run, "--data", tmp_path / "three.csv", "--out", tmp_path / "l.npz"), "shape (3,)", "2")
+    e(capsys, cli("encode", toy_run, "--data", "toy:gmm8", "--out", tmp_path / "l.txt"), ".npz")
+    # latents: wrong shape, NaN, not a latents file, missing file, unreadable file
+    np.savez(tmp_path / "wrong.npz", latents=np.zeros((2, 3), np.float32))
+    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "wrong.npz", "--out", tmp_path / "o.csv"), "shape", "N x 2")
+    np.savez(tmp_path / "nan.npz", latents=np.full((2, 2), np.nan, np.float32))
+    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "nan.npz", "--out", tmp_path / "o.csv"), "nan")
+    np.savez(tmp_path / "other.npz", x=np.zeros((2, 2)))
+    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "other.npz", "--out", tmp_path / "o.csv"), "no 'latents'")
+    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "absent.npz", "--out", tmp_path / "o.csv"), "cannot read")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "junk.npz", "--out", tmp_path / "o.csv"), "cannot read")
+    e(capsys, cli("encode", toy_run, "--data", "toy:gmm8", "--n", 2, "--out", tmp_path / "l.npz", "--method", "ddim",
+                  "--steps", 0), "--steps")
+    assert not (tmp_path / "o.csv").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_nll_under_torchrun_matches_one_process(toy_run, tmp_path):
+    args = ["nll", str(toy_run), "--data", "toy:gmm8:512", "--n-samples", 7, "--method", "both", "--batch-size", 2,
+            "--levels", 4, "--no-progress"]
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    assert cli(*args, "--csv", one) == 0
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "diffusekit", *map(str, args), "--csv", str(two), "--json"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len([ln for ln in r.stdout.splitlines() if ln.startswith("{")]) == 1  # rank 0 alone prints
+    a, b = (np.loadtxt(p, delimiter=",", skiprows=1) for p in (one, two))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
