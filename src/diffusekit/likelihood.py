@@ -18,7 +18,7 @@ ELBO (Kingma et al. 2021, "Variational diffusion models", continuous time, writt
 estimated with levels stratified uniformly in ln(sigma). The same integrand with weight 1/sigma^2 on the
 x0 error is the likelihood-weighted training loss (losses.py, weighting "likelihood").
 
-Units. Everything above is a density in model space. `data_nll` turns it into the user's units: for vectors
+Units. Everything above is a density in model space. `to_data_units` turns it into the user's units: for vectors
 the codec's standardization is undone (its log-Jacobian); 8-bit images are uniformly dequantized within
 their level's bin (width 2/255 in model space, centred on the level) and reported as the discrete-data
 bound of score_sde: bits/dim = NLL / (d ln 2) + log2(127.5).
