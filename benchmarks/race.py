@@ -11,6 +11,9 @@ Systems (all unconditional):
   schedule with 500 warm-up steps, EMAModel (inv_gamma 1, power 3/4, max decay 0.9999), batch 16 -- with the U-Net
   scaled to 28x28 and to about our parameter count; sampled with its DDIMScheduler (50 steps) and
   DPMSolverMultistepScheduler (20 steps).
+- ddpm: denoising-diffusion-pytorch (lucidrains), its Trainer's defaults, DDIM 50 steps (benchmarks/peer_ddpm.py).
+  It needs torchvision, so it runs in its own virtual environment, built on first use in runs/venv-ddpm with
+  `pip install torch==2.14.1 torchvision==0.29.1 denoising-diffusion-pytorch` (never mixed into ours).
 """
 from __future__ import annotations
 
@@ -125,11 +128,32 @@ def run_diffusers(minutes, out: Path):
     return results, {"steps": steps, "images_seen": steps * batch, "params": n_params}
 
 
+def run_ddpm(minutes, out: Path):
+    from diffusekit.data import load_data
+
+    out.mkdir(parents=True, exist_ok=True)
+    venv = Path("runs/venv-ddpm")
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.14.1", "torchvision==0.29.1",
+                        "denoising-diffusion-pytorch"], check=True)
+    d = load_data("fashion-mnist")
+    train = out / "ddpm-train.npy"
+    np.save(train, d.codec.decode(d.x)[..., 0])  # uint8 N x 28 x 28
+    path = out / "ddpm-DDIM-50.npz"
+    r = subprocess.run([str(python), str(ROOT / "peer_ddpm.py"), str(minutes), str(train), str(path), str(N_SAMPLES)],
+                       check=True, capture_output=True, text=True)
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    return ({"denoising-diffusion-pytorch DDIM 50 NFE": {"npz": str(path), "sample_seconds": info.pop("sample_seconds")}},
+            info)
+
+
 def main():
     global N_SAMPLES
     p = argparse.ArgumentParser()
     p.add_argument("--minutes", type=float, default=15)
-    p.add_argument("--systems", nargs="+", default=["diffusekit", "diffusers"])
+    p.add_argument("--systems", nargs="+", default=["diffusekit", "diffusers"], choices=["diffusekit", "diffusers", "ddpm"])
     p.add_argument("--ours-flags", default="", help="extra diffusekit train flags, e.g. '--bf16'")
     p.add_argument("--out", default="runs/race")
     p.add_argument("--n-samples", type=int, default=1000)
@@ -149,6 +173,8 @@ def main():
             samples, info = run_ours(a.minutes, out / a.label if a.label else out, a.ours_flags.split())
             if a.label:
                 samples = {f"{k} [{a.label}]": v for k, v in samples.items()}
+        elif system == "ddpm":
+            samples, info = run_ddpm(a.minutes, out)
         else:
             samples, info = run_diffusers(a.minutes, out)
         for name, s in samples.items():
