@@ -97,7 +97,31 @@ def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
     e(capsys, cli("decode", toy_run, "--latents", tmp_path / "junk.npz", "--out", tmp_path / "o.csv"), "cannot read")
     e(capsys, cli("encode", toy_run, "--data", "toy:gmm8", "--n", 2, "--out", tmp_path / "l.npz", "--method", "ddim",
                   "--steps", 0), "--steps")
+    e(capsys, cli("encode", toy_run, "--data", "toy:gmm8", "--out", tmp_path / "l.npz", "--batch-size", 0), "batch")
+    e(capsys, cli("nll", toy_run, "--data", "toy:gmm8", "--class-labels"), "no labels")
+    np.savez(tmp_path / "lab.npz", np.zeros((2, 8, 8, 1), np.uint8), np.array([3, 12]))
+    e(capsys, cli("nll", digits_run, "--data", tmp_path / "lab.npz", "--class-labels"), "outside the run's 10 classes")
+    assert cli("nll", digits_run, "--data", tmp_path / "lab.npz", "--n", 1, "--class-labels", "--rtol", 1e-3,
+               "--atol", 1e-3) == 0  # digits runs are class-conditional: p(x | 3)
     assert not (tmp_path / "o.csv").exists()  # nothing half-written
+
+
+def test_one_sample_json_has_null_standard_error(toy_run, capsys):
+    assert cli("nll", toy_run, "--data", "toy:gmm8", "--n", 1, "--json") == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["exact"]["nll_nats_se"] is None and np.isfinite(r["exact"]["nll_nats"])
+    assert cli("nll", toy_run, "--data", "toy:gmm8", "--n", 1) == 0
+    assert "+-" not in capsys.readouterr().out.splitlines()[0]
+
+
+def test_likelihood_randomness_is_not_the_samples_own_noise():
+    # sample --report scores samples drawn with sample_seeds(seed); probes from the same generator would be
+    # functions of the sample and bias Hutchinson's estimator
+    from diffusekit.api import sample_seeds
+    from diffusekit.likelihood import LIKELIHOOD_STREAM
+
+    a, b = sample_seeds(3, 50), sample_seeds(3, 50, stream=LIKELIHOOD_STREAM)
+    assert not set(a) & set(b) and sample_seeds(3, 50, start=10)[:5] == a[10:15]
 
 
 @pytest.mark.slow

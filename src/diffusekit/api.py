@@ -25,10 +25,12 @@ def sigma_grid(model_config, steps: int, grid: str = "karras", rho: float = 7.0)
     return sampling_sigmas(grid, steps, model_config.sigma_min, model_config.sigma_max, alpha_bars=ab, rho=rho)
 
 
-def sample_seeds(seed: int, n: int, start: int = 0):
+def sample_seeds(seed: int, n: int, start: int = 0, stream: int = 0):
     """Per-sample seeds: sample i of seed s is the same whatever the batch size or n. Mixed by SeedSequence
-    because torch's CPU generator keeps only 32 bits of a seed (so seed << 32 + i would collide)."""
-    return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(start, start + n)]
+    because torch's CPU generator keeps only 32 bits of a seed (so seed << 32 + i would collide). A nonzero
+    `stream` gives draws independent of sampling's (likelihood probes must not reuse a sample's own noise)."""
+    key = (lambda i: [seed, i]) if stream == 0 else (lambda i: [seed, i, stream])
+    return [int(np.random.SeedSequence(key(i)).generate_state(1)[0]) for i in range(start, start + n)]
 
 
 def pick_labels(model_config, n: int, seed: int, class_label=None):

@@ -83,18 +83,21 @@ def cmd_sample(a):
         picture(decoded[:256] if run.codec.kind == "image" else decoded, run.codec.kind).save(a.grid)
         print(f"wrote grid {a.grid}")
     if a.report:
-        _report_nll(run, x, a, device)
+        _report_nll(run, x, labels, a, device)
 
 
-def _report_nll(run, x, a, device):
-    """`sample --report`: the exact NLL of the generated samples (as written: 8-bit images are re-quantized)."""
+def _report_nll(run, x, labels, a, device):
+    """`sample --report`: the exact NLL of the generated samples (as written: 8-bit images are re-quantized);
+    for a conditional run, -ln p(x | its label) without guidance."""
     from .likelihood import nll, summarize
 
     x = run.codec.encode(run.codec.decode(x))
-    r = nll(run.denoiser, run.model_config, run.codec, x, seed=a.seed, device=device, progress=not a.no_progress)
+    r = nll(run.denoiser, run.model_config, run.codec, x, seed=a.seed, labels=labels, batch_size=a.batch_size,
+            device=device, progress=not a.no_progress)
     unit = "bits/dim (8-bit, dequantized)" if run.codec.kind == "image" else "bits/dim"
     (m, se), (mn, sen) = summarize(r["bits_per_dim"]), summarize(r["nats"])
-    print(f"NLL of the {len(x)} samples at temperature {a.temperature:g}: {m:.4f} +- {se:.4f} {unit}; "
+    given = " given their labels" if labels is not None else ""
+    print(f"NLL of the {len(x)} samples at temperature {a.temperature:g}{given}: {m:.4f} +- {se:.4f} {unit}; "
           f"{mn:.2f} +- {sen:.2f} nats/sample (exact, probability-flow ODE)")
 
 
@@ -128,8 +131,14 @@ def cmd_nll(a):
     rank = _init_distributed(device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
     x, labels = _run_data(run, a.data, a.n)
-    if a.class_labels and labels is None:
-        raise DiffusekitError(f"--class-labels: {a.data} has no labels")
+    if a.class_labels:
+        if labels is None:
+            raise DiffusekitError(f"--class-labels: {a.data} has no labels")
+        k = run.model_config.num_classes
+        if k == 0:
+            raise DiffusekitError("--class-labels: this run is unconditional")
+        if int(labels.max()) >= k or int(labels.min()) < 0:
+            raise DiffusekitError(f"--class-labels: {a.data} has labels outside the run's {k} classes")
     d = x[0].numel()
     report = {"run": str(a.run), "data": a.data, "n": len(x), "dims": d,
               "units": "8-bit images, uniformly dequantized (discrete-data bound)" if run.codec.kind == "image"
@@ -142,6 +151,8 @@ def cmd_nll(a):
                 atol=a.atol, n_levels=a.levels, device=device, progress=not a.no_progress and not a.json)
         (m, se), (b, bse) = summarize(r["nats"]), summarize(r["bits_per_dim"])
         name = "exact" if method == "ode" else "elbo"
+        if len(x) < 2:  # no standard error from one sample (JSON null, not NaN)
+            se = bse = None
         report[name] = {"nll_nats": m, "nll_nats_se": se, "bits_per_dim": b, "bits_per_dim_se": bse,
                         "nfe_per_sample": float(r["nfe"].mean()), "seconds": round(time.time() - t0, 2)}
         per_sample[name] = r["nats"]
@@ -155,12 +166,19 @@ def cmd_nll(a):
     if a.json:
         print(json.dumps(report))
         return
+    pm = lambda se, f: "" if se is None else f" +- {se:{f}}"  # noqa: E731
     for name in per_sample:
         r = report[name]
-        print(f"{'exact NLL (ODE)' if name == 'exact' else 'ELBO bound'}: {r['bits_per_dim']:.4f} +- "
-              f"{r['bits_per_dim_se']:.4f} bits/dim, {r['nll_nats']:.2f} +- {r['nll_nats_se']:.2f} nats/sample "
-              f"(n={len(x)}, {r['nfe_per_sample']:.0f} network calls/sample, {r['seconds']:.0f} s)")
+        print(f"{'exact NLL (ODE)' if name == 'exact' else 'ELBO bound'}: {r['bits_per_dim']:.4f}"
+              f"{pm(r['bits_per_dim_se'], '.4f')} bits/dim, {r['nll_nats']:.2f}{pm(r['nll_nats_se'], '.2f')} "
+              f"nats/sample (n={len(x)}, {r['nfe_per_sample']:.0f} {'ODE' if name == 'exact' else 'network'} "
+              f"evaluations/sample, {r['seconds']:.0f} s)")
     print(f"units: {report['units']}" + (f"; per-sample values in {a.csv}" if a.csv else ""))
+
+
+def _check_batch_size(b: int):
+    if b < 1:
+        raise DiffusekitError(f"--batch-size must be at least 1, got {b}")
 
 
 def cmd_encode(a):
@@ -168,6 +186,7 @@ def cmd_encode(a):
 
     from .likelihood import encode
 
+    _check_batch_size(a.batch_size)
     device = pick_device(a.device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
     if not a.out.endswith(".npz"):
@@ -190,6 +209,7 @@ def cmd_decode(a):
 
     from .likelihood import decode
 
+    _check_batch_size(a.batch_size)
     device = pick_device(a.device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
     m = run.model_config

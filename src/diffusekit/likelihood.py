@@ -179,6 +179,7 @@ def elbo_nll(denoiser, x, sigma_min: float, sigma_max: float, *, n_levels=32, no
 # Data units, whole data sets, and encoding
 
 LEVEL_WIDTH = 2 / 255  # an 8-bit level's bin in model space ([-1, 1])
+LIKELIHOOD_STREAM = 1  # sample_seeds stream: dequantization, probes and levels never reuse a sample's noise
 
 
 def unconditional(denoiser, model_config, labels=None):
@@ -245,8 +246,10 @@ def nll(denoiser, model_config, codec, x, *, method="ode", seed=0, batch_size=64
     """Per-sample NLL of model-space data x ([N, *in_shape]) in the user's units.
 
     Returns {"nats": [N], "bits_per_dim": [N], "nfe": [N] (ode)} in sample order; sharded over torchrun ranks
-    and gathered. Randomness (dequantization, probes, ELBO levels) is drawn per sample from `seed`, so the
-    value of a sample does not depend on the batch size or the number of processes."""
+    and gathered. Randomness (dequantization, probes, ELBO levels) is drawn per sample from `seed`, so a
+    sample's value does not depend on the batch size or the number of processes, up to the ODE tolerance (the
+    adaptive solver takes one step size per batch). Images without `dequantize`: the continuous density of
+    the 0..255 pixel values (the same change of variables, no bound)."""
     from tqdm.auto import tqdm
 
     from .api import sample_seeds
@@ -260,7 +263,7 @@ def nll(denoiser, model_config, codec, x, *, method="ode", seed=0, batch_size=64
     if method == "ode":
         check_tolerances(rtol, atol)
     n, d = x.shape[0], x[0].numel()
-    seeds = sample_seeds(seed, n)
+    seeds = sample_seeds(seed, n, stream=LIKELIHOOD_STREAM)
     mine, rank, world = _shard(n)
     vals = {"nats": [], "nfe": []}
     for start in tqdm(range(0, len(mine), batch_size), disable=not progress or rank != 0, desc=f"nll ({method})",
@@ -326,6 +329,6 @@ def _ddim(denoiser, x, sigmas):
     x = x.to(torch.float64)
     with torch.no_grad():
         for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
-            D = denoiser(x.float(), torch.tensor(s)).to(torch.float64)
+            D = denoiser(x.float(), x.new_tensor(s, dtype=torch.float32)).to(torch.float64)
             x = x + (s_next - s) * ode_derivative(x, s, D)
     return x
