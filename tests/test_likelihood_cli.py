@@ -66,7 +66,7 @@ def test_sample_report(digits_run, tmp_path, capsys):
     assert cli("sample", digits_run, "--n", 3, "--steps", 4, "--out", tmp_path / "s.npz", "--report",
                "--no-progress") == 0
     out = capsys.readouterr().out
-    assert re.search(r"NLL of the 3 samples at temperature 1: [0-9.]+ \+- [0-9.]+ bits/dim", out), out
+    assert re.search(r"NLL of the 3 samples at temperature 1 given their labels: [0-9.]+ \+- [0-9.]+ bits/dim", out), out
 
 
 def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
