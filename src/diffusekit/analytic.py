@@ -52,6 +52,21 @@ class GaussianMixture:
         post = self.means[None] + (self.stds**2 / var) * diff  # [N, K, D]
         return (r[..., None] * post).sum(1).to(torch.as_tensor(x).dtype)
 
+    def posterior(self, M, y, sigma_y: float):
+        """p(x0 | y) for y = M x0 + sigma_y n (one measurement y [m]): a mixture with full covariances,
+        returned as (weights [K], means [K, D], covariances [K, D, D]) by the Gaussian conditioning formulas."""
+        M = torch.as_tensor(M, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64)
+        S = torch.diag_embed(self.stds**2)  # [K, D, D]
+        C = M @ S @ M.T + sigma_y**2 * torch.eye(len(M), dtype=torch.float64)  # cov of y per component
+        G = S @ M.T @ torch.linalg.inv(C)  # [K, D, m] gains
+        r = y - self.means @ M.T  # [K, m]
+        logw = self.weights.log() - 0.5 * (torch.einsum("km,kmn,kn->k", r, torch.linalg.inv(C), r)
+                                          + torch.logdet(C) + len(M) * math.log(2 * math.pi))
+        means = self.means + torch.einsum("kdm,km->kd", G, r)
+        covs = S - G @ M @ S
+        return torch.softmax(logw, 0), means, covs
+
     def entropy_mc(self, n=200_000, seed=0):
         """Differential entropy in nats by Monte Carlo, with its standard error."""
         lp = self.log_prob(self.sample(n, torch.Generator().manual_seed(seed)))
