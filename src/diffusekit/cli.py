@@ -245,6 +245,133 @@ def _save_npz(path, **arrays):
     os.replace(tmp, path)
 
 
+def _read_images(path: str) -> np.ndarray:
+    """An .npz (arr_0), one image file, or a folder of images, as an N x H x W x C array (uint8 or float)."""
+    from .evaluate import read_samples
+
+    if path.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
+        from PIL import Image, UnidentifiedImageError
+
+        if not os.path.isfile(path):
+            raise DiffusekitError(f"image {path} does not exist")
+        try:
+            a = np.asarray(Image.open(path))[None]
+        except (UnidentifiedImageError, OSError) as e:
+            raise DiffusekitError(f"cannot read image {path}: {e}") from None
+    else:
+        a = read_samples(path)
+    return a[..., None] if a.ndim == 3 else a
+
+
+def _measurement(a, run, images):
+    """(operator, y in model space, sigma_y in model units, truth-sized input or None) for one restoration task."""
+    from .data.codecs import ImageCodec
+    from .inverse import AvgPool, Identity, Mask, parse_kernel, parse_mask
+
+    c, size = run.codec.channels, run.codec.size
+    sigma = getattr(a, "sigma", 0.0) or 0.0
+    if sigma < 0 or not math.isfinite(sigma):
+        raise DiffusekitError(f"--sigma must be a finite number >= 0 (image range [0, 1]), got {sigma:g}")
+    if a.command == "inpaint":
+        x = run.codec.encode(images)
+        op = Mask(parse_mask(a.mask, len(x), size, a.seed))
+        return op, op.A(x), 2 * sigma, x
+    if a.command == "upscale":
+        if a.factor < 2 or size % a.factor:
+            raise DiffusekitError(f"--factor {a.factor} does not fit: the model makes {size}x{size} images, so the "
+                                  f"factor must be >= 2 and divide {size}")
+        small = size // a.factor
+        return AvgPool(a.factor), ImageCodec(c, small).encode(images, unclipped=True), 0.0, None
+    y = run.codec.encode(images, unclipped=True)
+    if a.command == "denoise":
+        if sigma <= 0:
+            raise DiffusekitError(f"--sigma must be > 0 for denoising (the noise std, image range [0, 1]), got {sigma:g}")
+        return Identity(), y, 2 * sigma, None
+    return parse_kernel(a.kernel, size), y, 2 * sigma, None
+
+
+def cmd_restore(a):
+    from .inverse import Measurement, consistency, restore
+    from .metrics import psnr, ssim
+
+    _check_batch_size(a.batch_size)
+    device = pick_device(a.device)
+    run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
+    if run.codec.kind != "image":
+        raise DiffusekitError(f"{a.command} needs an image model; {a.run} models vectors")
+    out = a.out
+    if not (out.endswith(".npz") or out.lower().endswith(".png") or not os.path.splitext(out)[1]):
+        raise DiffusekitError(f"--out must be a .npz, a .png or a folder, got {out!r}")
+    images = _read_images(a.images)
+    op, y, sigma_y, given = _measurement(a, run, images)
+    mmse, sample = getattr(a, "mmse", False), getattr(a, "sample", False)
+    if mmse and sample:
+        raise DiffusekitError("choose one of --mmse (posterior mean) and --sample (posterior samples)")
+    if a.method and (mmse or sample) and a.method != ("sample" if sample else "tweedie"):
+        raise DiffusekitError(f"--method {a.method} contradicts --{'sample' if sample else 'mmse'}")
+    method = a.method or ("sample" if sample else "tweedie" if a.command == "denoise" else "ddnm")
+    k = a.n_samples
+    if out.lower().endswith(".png") and len(y) * k > 1:
+        raise DiffusekitError(f"--out {out} holds one image but there are {len(y) * k} restorations; use .npz or a folder")
+    knobs = {n: getattr(a, n) for n in ("eta", "churn") if getattr(a, n) is not None}
+    t0 = time.time()
+    x = restore(unconditional(run.denoiser, run.model_config), run.model_config, op, y, sigma_y=sigma_y,
+                method=method, n_samples=k, sampler=a.sampler, steps=a.steps, temperature=a.temperature,
+                seed=a.seed, batch_size=a.batch_size, device=device, progress=not a.no_progress, zeta=a.zeta,
+                resample=a.resample, **knobs)
+    seconds = time.time() - t0
+    per_input = x.view(len(y), k, *x.shape[1:])
+    mean, spread = per_input.mean(1), per_input.std(1) if k > 1 else None
+    decoded = run.codec.decode(x)
+    if out.endswith(".npz"):
+        extra = {} if k == 1 else {"mean": run.codec.decode(mean), "std": (spread / 2).permute(0, 2, 3, 1).numpy()}
+        _save_npz(out, arr_0=decoded, **extra)
+    else:
+        if out.lower().endswith(".png"):
+            from PIL import Image
+
+            Image.fromarray(decoded[0, ..., 0] if decoded.shape[-1] == 1 else decoded[0]).save(out)
+        else:
+            api.save_samples(out, decoded)
+        if k > 1:
+            api.save_samples(os.path.join(out, "mean"), run.codec.decode(mean))
+            api.save_samples(os.path.join(out, "std"), ((spread / 2).clamp(0, 0.5) * 510).round().byte()
+                             .permute(0, 2, 3, 1).numpy())
+    rms = consistency(Measurement(op.take(torch.arange(len(x)) // k), y.repeat_interleave(k, 0), sigma_y), x)
+    msg = (f"wrote {len(x)} restorations ({len(y)} inputs x {k}) to {out} [{method}"
+           + ("" if method == "tweedie" else f", {a.sampler}, {a.steps} steps") + f", {seconds / len(x):.2f} s/image]"
+           f"\nmeasurement consistency: RMS(y - A x) = {float(rms.mean()) / 2:.4f} (image range [0, 1]; "
+           f"noise sigma {sigma_y / 2:g})")
+    truth = given
+    if a.truth:
+        truth = run.codec.encode(_read_images(a.truth))
+        if len(truth) != len(y):
+            raise DiffusekitError(f"--truth holds {len(truth)} images but --images holds {len(y)}")
+    if truth is not None and (a.truth or a.command != "inpaint"):
+        to01 = lambda t: ((t.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)  # noqa: E731
+        t = to01(truth)
+        msg += (f"\nagainst the truth: PSNR {float(psnr(to01(per_input[:, 0]), t).mean()):.2f} dB, "
+                f"SSIM {float(ssim(to01(per_input[:, 0]), t).mean()):.4f}")
+        if k > 1:
+            msg += f"; mean of {k}: PSNR {float(psnr(to01(mean), t).mean()):.2f} dB"
+    if a.compare:
+        _compare_figure(a.compare, run, op, y, per_input, mean, spread, truth if a.truth else None, a.command)
+        msg += f"\nwrote comparison figure {a.compare}"
+    print(msg)
+
+
+def _compare_figure(path, run, op, y, per_input, mean, spread, truth, task):
+    """Rows: input as given (degraded, shown at the model's size), restoration(s), [mean, spread], [truth]."""
+    n = min(len(y), 16)
+    shown = op.pinv(y[:n]) if task == "upscale" else y[:n]  # the small image, blown up (nearest) to full size
+    rows = [shown] + [per_input[:n, j] for j in range(min(per_input.shape[1], 4))]
+    if spread is not None:
+        rows += [mean[:n], spread[:n] / spread[:n].amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8) * 2 - 1]
+    if truth is not None:
+        rows.append(truth[:n])
+    image_grid(run.codec.decode(torch.cat(rows)), nrow=n, scale=max(1, 64 // run.codec.size)).save(path)
+
+
 def cmd_info(a):
     run = load_run(a.run)
     m = run.model_config
@@ -396,6 +523,43 @@ def build_parser() -> argparse.ArgumentParser:
         ode_options(q)
         run_options(q, 256)
         q.set_defaults(func=fn)
+
+    for name, what in (("inpaint", "fill masked pixels"), ("upscale", "super-resolution by an integer factor"),
+                       ("denoise", "remove Gaussian noise of known sigma"), ("deblur", "undo a known blur (+ noise)")):
+        r = sub.add_parser(name, help=f"{what} with any trained image model")
+        r.add_argument("run")
+        r.add_argument("--images", required=True, help=".npz (arr_0: uint8 0-255 or float in [0, 1]), an image "
+                       "file, or a folder of images" + (" at 1/factor of the model's size" if name == "upscale" else ""))
+        r.add_argument("--out", required=True, help=".npz, .png (one image) or a folder of PNGs")
+        if name == "inpaint":
+            r.add_argument("--mask", required=True, help="box:SIZE (centre box), random:FRACTION (missing), "
+                           "half[:left|right|top|bottom], or a mask image (nonzero = fill)")
+        if name == "upscale":
+            r.add_argument("--factor", type=int, default=2)
+        if name == "deblur":
+            r.add_argument("--kernel", required=True, help="gaussian:SIGMA or box:SIZE (periodic boundary)")
+        if name in ("denoise", "deblur", "inpaint", "upscale"):
+            r.add_argument("--sigma", type=float, default=None if name == "denoise" else 0.0, required=name == "denoise",
+                           help="std of the measurement noise, image range [0, 1]")
+        if name == "denoise":
+            r.add_argument("--mmse", action="store_true", help="the posterior mean, one network call (default)")
+            r.add_argument("--sample", action="store_true", help="posterior samples (stochastic sampler)")
+        r.add_argument("--method", choices=["ddnm", "repaint", "dps", "tweedie", "sample"], default=None,
+                       help="default: ddnm (denoise: tweedie, or sample with --sample)")
+        r.add_argument("--sampler", choices=list(SAMPLERS), default="ddpm" if name == "denoise" else "dpmpp-2m")
+        r.add_argument("--steps", type=int, default=50)
+        r.add_argument("--temperature", type=float, default=1.0)
+        r.add_argument("--n-samples", type=int, default=1, help="restorations per input (their mean and spread "
+                       "are written too)")
+        r.add_argument("--seed", type=int, default=0)
+        r.add_argument("--truth", help="the clean images, to print PSNR / SSIM and show in --compare")
+        r.add_argument("--compare", help="FILE.png: input, restoration(s), mean and spread, truth")
+        r.add_argument("--zeta", type=float, default=1.0, help="dps: step size of the measurement gradient")
+        r.add_argument("--resample", type=int, default=5, help="repaint: resamplings per step")
+        r.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde stochasticity")
+        r.add_argument("--churn", type=float, default=None, help="euler / heun EDM churn")
+        run_options(r, 64)
+        r.set_defaults(func=cmd_restore)
 
     i = sub.add_parser("info", help="describe a run")
     i.add_argument("run")

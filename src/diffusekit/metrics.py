@@ -84,3 +84,33 @@ def marginal_distances(x, y):
     x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
     q = torch.linspace(0, 1, 1001, dtype=torch.float64)
     return [float((torch.quantile(x[:, j], q) - torch.quantile(y[:, j], q)).abs().mean()) for j in range(x.shape[1])]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-image fidelity (restoration): images as float arrays in [0, 1], N x H x W x C
+
+
+def psnr(x, ref) -> "torch.Tensor":
+    """Peak signal-to-noise ratio in dB per image (peak 1)."""
+    x, ref = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(ref, dtype=torch.float64)
+    mse = (x - ref).flatten(1).pow(2).mean(1)
+    return -10 * torch.log10(mse.clamp_min(1e-12))
+
+
+def ssim(x, ref, sigma: float = 1.5) -> "torch.Tensor":
+    """Structural similarity per image (Wang et al. 2004: Gaussian window of std 1.5, K1 = 0.01, K2 = 0.03,
+    valid positions only, channels averaged); the window is cut to the image for small images."""
+    x = torch.as_tensor(x, dtype=torch.float64).permute(0, 3, 1, 2)
+    ref = torch.as_tensor(ref, dtype=torch.float64).permute(0, 3, 1, 2)
+    r = min(5, (min(x.shape[-2:]) - 1) // 2)
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    g = torch.exp(-t**2 / (2 * sigma**2))
+    w = torch.outer(g, g) / torch.outer(g, g).sum()
+    c = x.shape[1]
+    w = w.expand(c, 1, *w.shape)
+    blur = lambda z: torch.nn.functional.conv2d(z, w, groups=c)  # noqa: E731
+    mx, my = blur(x), blur(ref)
+    vx, vy, cov = blur(x * x) - mx**2, blur(ref * ref) - my**2, blur(x * ref) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1)

@@ -25,8 +25,9 @@ class ImageCodec:
         x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return x.permute(0, 2, 3, 1).cpu().numpy()
 
-    def encode(self, a) -> torch.Tensor:
-        """uint8 (0-255) or float in [0, 1], NHWC / NHW / NCHW -> model space NCHW."""
+    def encode(self, a, unclipped: bool = False) -> torch.Tensor:
+        """uint8 (0-255) or float in [0, 1], NHWC / NHW / NCHW -> model space NCHW. unclipped: floats may leave
+        [0, 1] (a noisy measurement keeps its noise)."""
         a = np.asarray(a)
         if a.ndim == 3:
             a = a[..., None]
@@ -44,7 +45,7 @@ class ImageCodec:
             x = x / 255.0
         elif not torch.isfinite(x).all():
             raise DiffusekitError("images contain NaN or infinite values")
-        elif x.min() < 0 or x.max() > 1:
+        elif not unclipped and (x.min() < 0 or x.max() > 1):
             raise DiffusekitError(f"float images must be in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
         return (x * 2 - 1).permute(0, 3, 1, 2).contiguous()
 
