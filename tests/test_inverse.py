@@ -192,3 +192,17 @@ def test_method_checks():
         op = Identity() if kw["method"] in ("tweedie", "sample") else Matrix([[1.0, 0.0], [1.0, 1.0]])
         with pytest.raises(DiffusekitError, match=msg):
             restore(exact, CFG, op, y, **kw)
+
+
+def test_psnr_and_ssim():
+    from diffusekit.metrics import psnr, ssim
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(3, 28, 28, 1, generator=g, dtype=torch.float64)
+    assert torch.allclose(psnr(ref + 0.1, ref), torch.full((3,), 20.0, dtype=torch.float64))  # MSE 0.01
+    assert torch.allclose(ssim(ref, ref), torch.ones(3, dtype=torch.float64))
+    noisy = [ref + s * torch.randn(ref.shape, generator=g, dtype=torch.float64) for s in (0.05, 0.2)]
+    a, b = (float(ssim(n, ref).mean()) for n in noisy)
+    assert 0 < b < a < 1 and torch.allclose(ssim(noisy[0], ref), ssim(ref, noisy[0]))
+    # a constant shift leaves the structure term at 1 and lowers only the luminance term, a little
+    assert 0.9 < float(ssim(ref * 0.5 + 0.1, ref * 0.5).mean()) < 1
