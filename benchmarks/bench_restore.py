@@ -152,11 +152,11 @@ def ours(task):
     """Our variants per task: name -> restore() keyword arguments."""
     if task.startswith("denoise"):
         return {"Tweedie (posterior mean, 1 call)": dict(method="tweedie"),
-                "posterior sample (DDPM, 50 steps)": dict(method="sample", sampler="ddpm", steps=50)}
-    v = {"DDNM (DPM++ 2M, 50 steps)": dict(method="ddnm", sampler="dpmpp-2m", steps=50),
-         "DDNM, mean of 4 samples": dict(method="ddnm", sampler="dpmpp-2m", steps=50, n_samples=4)}
+                "posterior sample (DDPM, 20 steps)": dict(method="sample", sampler="ddpm", steps=20)}
+    v = {"DDNM (DPM++ 2M, 20 steps)": dict(method="ddnm", sampler="dpmpp-2m", steps=20),
+         "DDNM, mean of 4 samples (4 x 20 steps)": dict(method="ddnm", sampler="dpmpp-2m", steps=20, n_samples=4)}
     if task.startswith("inpaint"):
-        v["RePaint (DDPM, 25 steps x 4 resamplings)"] = dict(method="repaint", sampler="ddpm", steps=25, resample=4)
+        v["RePaint (DDPM, 20 steps x 4 resamplings)"] = dict(method="repaint", sampler="ddpm", steps=20, resample=4)
     return v
 
 

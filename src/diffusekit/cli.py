@@ -372,6 +372,115 @@ def _compare_figure(path, run, op, y, per_input, mean, spread, truth, task):
     image_grid(run.codec.decode(torch.cat(rows)), nrow=n, scale=max(1, 64 // run.codec.size)).save(path)
 
 
+def _anomaly_data(a, spec):
+    from .data import load_data
+
+    return load_data(spec)
+
+
+def cmd_anomaly_fit(a):
+    from .anomaly import Detector
+
+    if a.run is None and a.minutes <= 0 and a.steps <= 0:
+        raise DiffusekitError(f"--minutes (or --steps) must be > 0 to train a model, got {a.minutes:g}")
+    out = Path(a.out)
+    if (out / "detector.json").exists():
+        raise DiffusekitError(f"{out} already holds a detector; choose another --out (nothing was overwritten)")
+    data = _anomaly_data(a, a.data)
+    det = Detector.fit(data, out, run_path=a.run, data_spec=a.data, minutes=a.minutes, preset=a.preset,
+                       steps=a.steps, holdout=a.holdout, seed=a.seed, batch_size=a.batch_size, progress=not a.no_progress)
+    i = det.info
+    print(f"detector saved in {out}: model {i['run']} ({i['n_train']} normal samples trained on"
+          f"{' earlier' if a.run else ''}), scores fit on {i['n_fit']}, calibrated on {i['n_calibration']} "
+          f"(smallest --fpr with a guarantee: {1 / (i['n_calibration'] + 1):.3g})")
+
+
+def _scored(a):
+    from .anomaly import Detector, check_fpr
+
+    det = Detector.load(a.detector)
+    check_fpr(a.fpr, det.info["n_calibration"])
+    _check_batch_size(a.batch_size)
+    data = _anomaly_data(a, a.data)
+    labels = None
+    if getattr(a, "label_column", None):
+        from .data import split_column
+
+        data, labels = split_column(data, a.label_column)
+    elif getattr(a, "label_column", "absent") is None:
+        if data.labels is None:
+            raise DiffusekitError(f"report needs labels: --label-column NAME for a table, or arr_1 (1 = anomaly) in an .npz")
+        labels = data.labels.numpy()
+    x = det.encode(data)
+    return det, det.score(x, batch_size=a.batch_size, progress=not a.no_progress), labels, x
+
+
+def cmd_anomaly_score(a):
+    det, r, _, x = _scored(a)
+    if not a.out.endswith(".csv"):
+        raise DiffusekitError(f"--out must be a .csv file, got {a.out!r}")
+    if a.maps and det.info["kind"] != "image":
+        raise DiffusekitError("--maps draws per-pixel maps and is for images; tables get per-column contributions")
+    flags = r["p_value"] <= a.fpr
+    zs = list(r["z"])
+    head = ["index", "score", "p_value", f"flag_at_fpr_{a.fpr:g}"] + [f"z_{k}" for k in zs]
+    cols = det.info.get("columns")
+    if cols:
+        head.append("top_columns")
+    lines = [",".join(head)]
+    for i in range(len(x)):
+        row = [str(i), f"{float(r['score'][i]):.6g}", f"{float(r['p_value'][i]):.6g}", str(int(flags[i]))]
+        row += [f"{float(r['z'][k][i]):.4g}" for k in zs]
+        if cols:
+            z = r["per_dim_z"][i]
+            top = torch.argsort(z, descending=True)[:3]
+            row.append('"' + "; ".join(f"{cols[j]} {float(z[j]):+.1f}" for j in top.tolist()) + '"')
+        lines.append(",".join(row))
+    write_text_atomic(a.out, "\n".join(lines) + "\n")
+    msg = (f"scored {len(x)} samples -> {a.out}: {int(flags.sum())} flagged at --fpr {a.fpr:g} "
+           f"(conformal p-value <= {a.fpr:g}; on normal data the flagged fraction is at most about {a.fpr:g})")
+    if a.maps:
+        from PIL import Image
+
+        os.makedirs(a.maps, exist_ok=True)
+        heat = r["per_dim_z"].mean(1).clamp(0, 5) / 5  # channel mean, 0 to 5 fit-split standard deviations
+        for i, h in enumerate(heat):
+            Image.fromarray((h * 255).round().byte().numpy()).save(os.path.join(a.maps, f"{i:06d}.png"))
+        msg += f"; anomaly maps (white: >= 5 normal standard deviations of error) in {a.maps}"
+    print(msg)
+
+
+def cmd_anomaly_report(a):
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    from .viz import line_plot
+
+    det, r, labels, x = _scored(a)
+    y = (np.rint(np.asarray(labels, dtype=np.float64)) != 0).astype(int)  # rint: labels come back through float32
+    if y.min() == y.max():
+        raise DiffusekitError(f"the labels are all {'anomalies' if y[0] else 'normal'}: AUROC needs both kinds")
+    s = r["score"].numpy()
+    flags = (r["p_value"] <= a.fpr).numpy()
+    tp, fp = int((flags & (y == 1)).sum()), int((flags & (y == 0)).sum())
+    fn, tn = int((~flags & (y == 1)).sum()), int((~flags & (y == 0)).sum())
+    rep = {"detector": str(a.detector), "data": a.data, "n": len(y), "n_anomalies": int(y.sum()),
+           "auroc": float(roc_auc_score(y, s)), "auprc": float(average_precision_score(y, s)), "fpr_target": a.fpr,
+           "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+           "realised_fpr": fp / max(1, fp + tn), "tpr": tp / max(1, tp + fn),
+           "auroc_per_component": {k: float(roc_auc_score(y, v.numpy())) for k, v in r["z"].items()}}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    f, t, _ = roc_curve(y, s)
+    line_plot(f, t, "false-positive rate", "true-positive rate", f"ROC, AUROC {rep['auroc']:.3f}",
+              diagonal=True).save(out / "roc.png")
+    pr, rc, _ = precision_recall_curve(y, s)
+    line_plot(rc, pr, "recall", "precision", f"precision-recall, AUPRC {rep['auprc']:.3f}").save(out / "pr.png")
+    write_text_atomic(out / "report.json", json.dumps(rep, indent=2) + "\n")
+    print(f"AUROC {rep['auroc']:.4f}, AUPRC {rep['auprc']:.4f} (n = {len(y)}, {int(y.sum())} anomalies); at --fpr "
+          f"{a.fpr:g}: {tp} TP, {fp} FP, {fn} FN, {tn} TN (false-positive rate {rep['realised_fpr']:.4f}) -> "
+          f"{out}/report.json, roc.png, pr.png")
+
+
 def cmd_info(a):
     run = load_run(a.run)
     m = run.model_config
@@ -560,6 +669,35 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--churn", type=float, default=None, help="euler / heun EDM churn")
         run_options(r, 64)
         r.set_defaults(func=cmd_restore)
+
+    an = sub.add_parser("anomaly", help="anomaly detection: fit on normal data, score, report")
+    asub = an.add_subparsers(dest="anomaly_command", required=True)
+    f = asub.add_parser("fit", help="train (or reuse --run) a model of normal data, fit and calibrate the scores")
+    f.add_argument("--data", required=True, help="normal data: a data spec (.csv, .npz, folder, digits, ...)")
+    f.add_argument("--out", required=True, help="detector folder")
+    f.add_argument("--run", help="reuse this trained run (then all of --data is held out for fit + calibration)")
+    f.add_argument("--minutes", type=float, default=3.0, help="training budget when no --run")
+    f.add_argument("--steps", type=int, default=0, help="train for this many steps instead of --minutes")
+    f.add_argument("--preset", choices=["tiny", "small", "base", "large"], default=None)
+    f.add_argument("--holdout", type=float, default=0.3, help="fraction of --data kept from training (fit + calibrate)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--batch-size", type=int, default=256)
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=cmd_anomaly_fit)
+    for name, fn in (("score", cmd_anomaly_score), ("report", cmd_anomaly_report)):
+        q = asub.add_parser(name, help="score data (p-values, flags)" if name == "score" else
+                            "AUROC, AUPRC, confusion matrix and ROC/PR plots against labels")
+        q.add_argument("detector")
+        q.add_argument("--data", required=True)
+        q.add_argument("--out", required=True, help="scores .csv" if name == "score" else "report folder")
+        q.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate of the flags")
+        if name == "score":
+            q.add_argument("--maps", help="folder for per-pixel anomaly maps (images)")
+        else:
+            q.add_argument("--label-column", default=None, help="table column: nonzero = anomaly (images: arr_1)")
+        q.add_argument("--batch-size", type=int, default=256)
+        q.add_argument("--no-progress", action="store_true")
+        q.set_defaults(func=fn)
 
     i = sub.add_parser("info", help="describe a run")
     i.add_argument("run")

@@ -42,3 +42,21 @@ def picture(decoded: np.ndarray, kind: str, nrow=None, scale=None) -> Image.Imag
     if kind == "image":
         return image_grid(decoded, nrow, scale or max(1, 64 // decoded.shape[1]))
     return scatter(decoded)
+
+
+def line_plot(x, y, xlabel: str, ylabel: str, title: str = "", size: int = 360, diagonal=False) -> Image.Image:
+    """A curve on the unit square (ROC, precision-recall), with axis labels."""
+    img = Image.new("RGB", (size, size), "white")
+    d = ImageDraw.Draw(img)
+    m = 40  # margin
+    span = size - 2 * m
+    to_px = lambda u, v: (m + float(u) * span, size - m - float(v) * span)  # noqa: E731
+    d.rectangle((m, m, size - m, size - m), outline=(0, 0, 0))
+    if diagonal:
+        d.line((to_px(0, 0), to_px(1, 1)), fill=(180, 180, 180))
+    d.line([to_px(u, v) for u, v in zip(x, y)], fill=(200, 30, 30), width=2)
+    d.text((size / 2 - 20, size - m + 12), xlabel, fill=(0, 0, 0))
+    d.text((4, m - 20), ylabel, fill=(0, 0, 0))
+    if title:
+        d.text((m, 8), title, fill=(0, 0, 0))
+    return img

@@ -60,6 +60,20 @@ def load_data(spec: str, image_size: int | None = None) -> Data:
                           "a folder of images, a .npz or a .csv file")
 
 
+def split_column(data: Data, name: str) -> tuple[Data, np.ndarray]:
+    """(the table without column `name`, that column's values): a label column kept out of the features."""
+    cols = list(getattr(data.codec, "columns", None) or [])
+    if data.codec.kind != "vector":
+        raise DiffusekitError(f"--label-column is for tables; for images give labels as arr_1 of an .npz")
+    if name not in cols:
+        raise DiffusekitError(f"no column {name!r}; the columns are {', '.join(cols)}")
+    values = data.codec.decode(data.x).astype(np.float64)
+    j = cols.index(name)
+    rest = np.delete(values, j, axis=1)
+    x, _, codec = _vectors(rest, [c for c in cols if c != name])
+    return Data(x, None, codec), values[:, j]
+
+
 def _images(a_uint8: np.ndarray, labels=None, class_names=()) -> Data:
     codec = ImageCodec(a_uint8.shape[-1], a_uint8.shape[1])
     lab = None if labels is None else torch.tensor(np.array(labels), dtype=torch.long)
@@ -204,6 +218,9 @@ def _csv(path: str) -> Data:
         if len(row) != len(columns):
             raise DiffusekitError(f"{path}: row {i + 2 if columns is header else i + 1} has {len(row)} cells, expected {len(columns)}")
         for j, cell in enumerate(row):
+            if not cell.strip() or cell.strip().lower() in ("na", "nan", "null", "none"):
+                raise DiffusekitError(f"{path}: missing value in column {columns[j]!r}, row "
+                                      f"{i + 2 if columns is header else i + 1} (impute or drop it first; diffusekit does not impute)")
             try:
                 values[i, j] = float(cell)
             except ValueError:

@@ -1,0 +1,138 @@
+"""Anomaly detection: conformal calibration, a 2-D toy end to end, breast-cancer tables through the CLI, bad input."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffusekit.anomaly import check_fpr, conformal_p_values
+from diffusekit.errors import DiffusekitError
+from test_cli import cli, one_line_error
+
+
+def test_conformal_p_values_are_valid_and_exact():
+    cal = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    p = conformal_p_values(torch.tensor([0.0, 2.0, 2.5, 9.0]), cal)
+    assert torch.allclose(p, torch.tensor([5 / 5, 4 / 5, 3 / 5, 1 / 5], dtype=torch.float64))
+    # validity: for exchangeable normal scores, P(p <= a) <= a; averaged over many calibration draws it is ~a
+    g = torch.Generator().manual_seed(0)
+    rates = []
+    for _ in range(200):
+        s = torch.randn(120, generator=g)
+        rates.append(float((conformal_p_values(s[100:], s[:100]) <= 0.1).double().mean()))
+    assert abs(np.mean(rates) - 0.1) < 0.02 and np.mean(rates) <= 0.1 + 0.02
+
+
+def test_fpr_checks():
+    check_fpr(0.01, 99)
+    with pytest.raises(DiffusekitError, match="at least 99"):
+        check_fpr(0.01, 98)
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(DiffusekitError, match=r"\(0, 1\)"):
+            check_fpr(bad, 1000)
+
+
+def gmm8_points(n, seed):
+    from diffusekit.analytic import gmm8
+
+    return gmm8().sample(n, torch.Generator().manual_seed(seed)).numpy()
+
+
+def write_csv(path, values, columns):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        w.writerows(values.tolist())
+
+
+@pytest.fixture(scope="module")
+def toy_detector(tmp_path_factory):
+    d = tmp_path_factory.mktemp("anomaly")
+    write_csv(d / "normal.csv", gmm8_points(3000, 0), ["a", "b"])
+    assert cli("anomaly", "fit", "--data", d / "normal.csv", "--out", d / "det", "--steps", 3000,
+               "--no-progress") == 0
+    return d
+
+
+def test_toy_anomalies_off_the_support(toy_detector, tmp_path, capsys):
+    d = toy_detector
+    normal = gmm8_points(500, 1)
+    g = np.random.default_rng(2)
+    angle = g.uniform(0, 2 * np.pi, 500)
+    radius = np.concatenate([g.uniform(0, 1.5, 250), g.uniform(6.5, 8, 250)])  # inside the ring and outside it
+    anomalies = np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1)
+    rows = np.concatenate([np.concatenate([normal, anomalies]), np.r_[np.zeros(500), np.ones(500)][:, None]], 1)
+    write_csv(tmp_path / "labelled.csv", rows, ["a", "b", "is_anomaly"])
+    assert cli("anomaly", "report", d / "det", "--data", tmp_path / "labelled.csv", "--label-column", "is_anomaly",
+               "--out", tmp_path / "rep", "--fpr", 0.05, "--no-progress") == 0
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["auroc"] >= 0.99, rep
+    assert (tmp_path / "rep" / "roc.png").exists() and (tmp_path / "rep" / "pr.png").exists()
+    assert "AUROC" in capsys.readouterr().out
+
+
+def test_calibration_on_fresh_normal_data(toy_detector, tmp_path):
+    d = toy_detector
+    n, a = 2000, 0.05
+    write_csv(tmp_path / "fresh.csv", gmm8_points(n, 7), ["a", "b"])
+    assert cli("anomaly", "score", d / "det", "--data", tmp_path / "fresh.csv", "--out", tmp_path / "s.csv", "--fpr", a,
+               "--no-progress") == 0
+    with open(tmp_path / "s.csv") as f:
+        rows = list(csv.DictReader(f))
+    flagged = np.mean([int(r[f"flag_at_fpr_{a:g}"]) for r in rows])
+    n_cal = json.loads((d / "det" / "detector.json").read_text())["n_calibration"]
+    # conformal: E[flagged] <= a; for one calibration set of n_cal it varies by about sqrt(a(1-a)/n_cal), plus the
+    # binomial spread of n fresh points: allow three of both
+    slack = 3 * math.sqrt(a * (1 - a) / n_cal + a * (1 - a) / n)
+    assert flagged <= a + slack, (flagged, slack)
+    assert flagged >= a - slack - 0.02  # and it does flag: the threshold is not vacuous
+    assert rows[0]["top_columns"]
+
+
+def test_breast_cancer_end_to_end(tmp_path, capsys):
+    from sklearn.datasets import load_breast_cancer
+
+    bc = load_breast_cancer()
+    cols = [c.replace(" ", "_") for c in bc.feature_names]
+    benign, malignant = bc.data[bc.target == 1], bc.data[bc.target == 0]
+    g = np.random.default_rng(0)
+    benign = benign[g.permutation(len(benign))]
+    write_csv(tmp_path / "normal.csv", benign[:300], cols)
+    test = np.concatenate([benign[300:], malignant[:60]])
+    labels = np.r_[np.zeros(len(benign) - 300), np.ones(60)]
+    write_csv(tmp_path / "test.csv", np.concatenate([test, labels[:, None]], 1), cols + ["malignant"])
+    assert cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det", "--steps", 1500,
+               "--no-progress") == 0
+    assert cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column", "malignant",
+               "--out", tmp_path / "rep", "--fpr", 0.1, "--no-progress") == 0
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["auroc"] > 0.8, rep  # 1,500 steps; the benchmark reports the real figure
+    e = one_line_error
+    capsys.readouterr()
+    # columns that differ from fit: named
+    write_csv(tmp_path / "fewer.csv", test[:, 1:], cols[1:])
+    e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "fewer.csv", "--out", tmp_path / "s.csv", "--fpr", 0.1),
+      "columns differ", cols[0])
+    e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "test.csv", "--out", tmp_path / "s.csv", "--fpr", 0.1),
+      "columns differ", "unexpected 'malignant'")
+    e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", tmp_path / "s.csv",
+                  "--fpr", 1.5), "(0, 1)")
+    e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", tmp_path / "s.csv",
+                  "--fpr", 0.001), "at least 999")
+    e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", tmp_path / "s.csv",
+                  "--maps", tmp_path / "maps", "--fpr", 0.1), "for images")
+    e(capsys, cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column", "nope",
+                  "--out", tmp_path / "r2", "--fpr", 0.1), "no column 'nope'")
+    e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det"), "already holds")
+    with open(tmp_path / "missing.csv", "w") as f:
+        f.write(",".join(cols) + "\n" + ",".join(["1"] * (len(cols) - 1) + [""]) + "\n")
+    e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "missing.csv", "--out", tmp_path / "s.csv", "--fpr", 0.1),
+      "missing value")
+    e(capsys, cli("anomaly", "score", tmp_path / "nowhere", "--data", tmp_path / "test.csv", "--out", tmp_path / "s.csv", "--fpr", 0.1),
+      "not a detector")
+    write_csv(tmp_path / "tiny.csv", benign[:30], cols)
+    e(capsys, cli("anomaly", "fit", "--data", tmp_path / "tiny.csv", "--out", tmp_path / "det2", "--minutes", 0.05,
+                  "--preset", "tiny"), "too little held-out normal data")
+    assert not (tmp_path / "s.csv").exists()
