@@ -138,10 +138,10 @@ BASELINES = {  # task prefix -> {name: (function, candidate parameters or None)}
     "inpaint": {"biharmonic (scikit-image)": (biharmonic, None), "Telea (OpenCV)": (opencv("INPAINT_TELEA"), None),
                 "Navier-Stokes (OpenCV)": (opencv("INPAINT_NS"), None)},
     "sr": {"bicubic": (resize("BICUBIC"), None), "Lanczos": (resize("LANCZOS"), None)},
-    "denoise": {"non-local means": (nlm, (0.6, 0.8, 1.0, 1.2)), "TV (Chambolle)": (tv, (0.05, 0.1, 0.15, 0.2, 0.3)),
+    "denoise": {"non-local means": (nlm, (0.6, 0.8, 1.0, 1.2)), "TV (Chambolle)": (tv, (0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3)),
                 "BM3D": (bm3d_, None)},
     "deblur": {"Richardson-Lucy": (richardson_lucy, (5, 10, 20, 30, 50)),
-               "Wiener": (wiener, (0.001, 0.003, 0.01, 0.03, 0.1))},
+               "Wiener": (wiener, (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1))},
 }
 
 
@@ -155,7 +155,7 @@ def ours(task):
                 "posterior sample (DDPM, 20 steps)": dict(method="sample", sampler="ddpm", steps=20)}
     v = {"DDNM (DPM++ 2M, 20 steps)": dict(method="ddnm", sampler="dpmpp-2m", steps=20),
          "DDNM, mean of 4 samples (4 x 20 steps)": dict(method="ddnm", sampler="dpmpp-2m", steps=20, n_samples=4)}
-    if task.startswith("inpaint"):
+    if task.startswith(("inpaint", "sr", "deblur")):
         v["RePaint (DDPM, 20 steps x 4 resamplings)"] = dict(method="repaint", sampler="ddpm", steps=20, resample=4)
     return v
 
@@ -174,6 +174,7 @@ def main():
     p.add_argument("run")
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--only", nargs="+", default=None, help="run only the methods whose names start with these")
     p.add_argument("--out", default=str(RESULTS / "restore.json"))
     a = p.parse_args()
     torch.manual_seed(0)
@@ -190,14 +191,20 @@ def main():
         op, y, s = degrade(task, truth)
         rows, shown = {}, {"truth": truth[:8], "degraded": (op.pinv(y) if task.startswith("sr") else y)[:8]}
         for name, kw in ours(task).items():
+            if a.only and not name.startswith(tuple(a.only)):
+                continue
             t0 = time.time()
             k = kw.get("n_samples", 1)
-            x = restore(D, m, op, y * 2 - 1, sigma_y=2 * s, batch_size=max(64, 64 * k), **kw)
+            # model space: y = A(2 x - 1) + 2 noise (A(2x - 1) = 2 A(x) - 1 only for operators that keep constants)
+            y_model = op.A(2 * truth - 1) + 2 * (y - op.A(truth))
+            x = restore(D, m, op, y_model, sigma_y=2 * s, batch_size=max(64, 64 * k), **kw)
             x = ((x.view(a.n, k, *x.shape[1:]).mean(1) + 1) / 2)
             rows[name] = {**score(x, truth, ev), "seconds_per_image": (time.time() - t0) / a.n, "ours": True}
             shown[name] = x[:8]
             print(task, name, json.dumps(rows[name]), flush=True)
         for name, (fn, grid) in BASELINES[task.split("-")[0].rstrip("24")].items():
+            if a.only and not name.startswith(tuple(a.only)):
+                continue
             param = None
             if grid:
                 vop, vy, _ = degrade(task, val, seed=1)
@@ -208,11 +215,11 @@ def main():
             rows[name] = {**score(x, truth, ev), "seconds_per_image": (time.time() - t0) / a.n, "param": param}
             shown[name] = x[:8]
             print(task, name, json.dumps(rows[name]), flush=True)
-        report[task] = rows
+        report[task] = {**report.get(task, {}), **rows}
         grid_rows = torch.cat([v.clamp(0, 1) for v in shown.values()])
         image_grid((grid_rows.permute(0, 2, 3, 1) * 255).round().byte().numpy(), nrow=8, scale=2).save(
-            RESULTS / f"restore_{task}.png")
-        report[task + " figure rows"] = list(shown)
+            RESULTS / f"restore_{task}{'_' + '_'.join(a.only) if a.only else ''}.png".replace(" ", "-"))
+        report[task + " figure rows" + (" " + " ".join(a.only) if a.only else "")] = list(shown)
         report["load_after"] = os.getloadavg()
         Path(a.out).write_text(json.dumps(report, indent=2))
 

@@ -309,7 +309,9 @@ def cmd_restore(a):
         raise DiffusekitError("choose one of --mmse (posterior mean) and --sample (posterior samples)")
     if a.method and (mmse or sample) and a.method != ("sample" if sample else "tweedie"):
         raise DiffusekitError(f"--method {a.method} contradicts --{'sample' if sample else 'mmse'}")
-    method = a.method or ("sample" if sample else "tweedie" if a.command == "denoise" else "ddnm")
+    # defaults from benchmarks/RESULTS.md: RePaint restores masks and down-sampling best; blur has no RePaint
+    method = a.method or ("sample" if sample else "tweedie" if a.command == "denoise" else
+                          "ddnm" if a.command == "deblur" else "repaint")
     k = a.n_samples
     if out.lower().endswith(".png") and len(y) * k > 1:
         raise DiffusekitError(f"--out {out} holds one image but there are {len(y) * k} restorations; use .npz or a folder")
@@ -654,9 +656,10 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--mmse", action="store_true", help="the posterior mean, one network call (default)")
             r.add_argument("--sample", action="store_true", help="posterior samples (stochastic sampler)")
         r.add_argument("--method", choices=["ddnm", "repaint", "dps", "tweedie", "sample"], default=None,
-                       help="default: ddnm (denoise: tweedie, or sample with --sample)")
-        r.add_argument("--sampler", choices=list(SAMPLERS), default="ddpm" if name == "denoise" else "dpmpp-2m")
-        r.add_argument("--steps", type=int, default=50)
+                       help="default: " + {"inpaint": "repaint", "upscale": "repaint", "deblur": "ddnm",
+                                           "denoise": "tweedie (sample with --sample)"}[name])
+        r.add_argument("--sampler", choices=list(SAMPLERS), default="ddpm")
+        r.add_argument("--steps", type=int, default=20)
         r.add_argument("--temperature", type=float, default=1.0)
         r.add_argument("--n-samples", type=int, default=1, help="restorations per input (their mean and spread "
                        "are written too)")
@@ -664,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--truth", help="the clean images, to print PSNR / SSIM and show in --compare")
         r.add_argument("--compare", help="FILE.png: input, restoration(s), mean and spread, truth")
         r.add_argument("--zeta", type=float, default=1.0, help="dps: step size of the measurement gradient")
-        r.add_argument("--resample", type=int, default=5, help="repaint: resamplings per step")
+        r.add_argument("--resample", type=int, default=4, help="repaint: resamplings per step")
         r.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde stochasticity")
         r.add_argument("--churn", type=float, default=None, help="euler / heun EDM churn")
         run_options(r, 64)

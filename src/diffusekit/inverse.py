@@ -6,10 +6,11 @@ units is 2 s here). A linear operator gives ``A``, its adjoint ``At`` and ``gram
 operator plugs in by writing those three. Methods:
 
 - ``rectified`` (DDNM, Wang et al. 2023): a denoiser D'(x, sigma) = D + K (y - A D) whose range-space part agrees
-  with the measurement. Noiseless, K = A^+ (DDNM exactly). With noise, K = sigma^2 A^T (sigma^2 A A^T +
-  sigma_y^2 I)^-1: the posterior-mean update under the Gaussian approximation N(D, sigma^2 I) of p(x0 | x_sigma),
-  a per-singular-value (Wiener) trade-off between measurement and model like DDRM's. An approximation: on the
-  analytic tests it puts a few percent of the mass on the wrong mixture component. Any sampler runs it.
+  with the measurement. Noiseless, K = A^+ (DDNM exactly). With noise, K = r^2 A^T (r^2 A A^T + sigma_y^2 I)^-1:
+  the posterior-mean update under the Gaussian approximation N(D, r^2 I) of p(x0 | x_sigma) with
+  r^2 = sigma^2 sigma_data^2 / (sigma^2 + sigma_data^2) (as in Pi-GDM, Song et al. 2023), a per-singular-value
+  (Wiener) trade-off between measurement and model like DDRM's. An approximation: on the analytic test it puts
+  about 10% of the mass on a mixture component the measurement rules out. Any sampler runs it.
 - ``repaint`` (Lugmayr et al. 2022): each step replaces the measured part by the measurement noised to the
   current level, then re-noises and repeats the step ``resample`` times so the two parts harmonize. A noisy
   measurement counts as a draw at its own noise level (DDRM's view), exact on the measured part.
@@ -59,6 +60,18 @@ class LinearOperator:
     def take(self, idx):
         """The operator for samples idx of a batch (per-sample operators override)."""
         return self
+
+    def noisy_replace(self, x, y, sigma: float, sigma_y: float, eps):
+        """x with its measured part set to y noised up to level sigma (y itself is a draw at level sigma_y / s for
+        singular value s), in the directions where that level is below sigma (DDRM's rule); eps: N(0, I) like x."""
+        s_y = sigma_y * (self.noise_gain or 0.0)
+        if sigma <= s_y:
+            return x
+        return self.replace(x, y + math.sqrt(sigma**2 - s_y**2) * self.A(eps))
+
+    @property
+    def repaint_noisy(self):
+        return self.noise_gain is not None
 
 
 class Identity(LinearOperator):
@@ -138,6 +151,18 @@ class Blur(LinearOperator):
 
     def At(self, y):
         return self._apply(y, self.K.conj())
+
+    repaint_noisy = True
+
+    def noisy_replace(self, x, y, sigma, sigma_y, eps):
+        # per frequency f: y_f / K_f is x0_f plus noise sigma_y / |K_f| (orthonormal FFT keeps white noise white)
+        K = self.K.to(x.device)
+        mag = K.abs()
+        level = torch.where(mag > 1e-3, sigma_y / mag.clamp_min(1e-3), torch.full_like(mag, math.inf))
+        use = level < sigma
+        fx, fy, fe = (torch.fft.fft2(t.double(), norm="ortho") for t in (x, y, eps))
+        target = fy / torch.where(use, K, torch.ones_like(K)) + (sigma**2 - level.clamp(max=sigma) ** 2).sqrt() * fe
+        return torch.fft.ifft2(torch.where(use, target, fx), norm="ortho").real.to(x.dtype)
 
     def gram_solve(self, z, alpha):
         power = self.K.abs() ** 2
@@ -280,7 +305,7 @@ class Measurement:
     sigma_y: float = 0.0  # model-space std of the measurement noise
 
 
-def rectified(denoiser, meas: Measurement):
+def rectified(denoiser, meas: Measurement, sigma_data: float = 0.5):
     """DDNM's range-space correction as a denoiser (see the module docstring)."""
     op, y, sy = meas.op, meas.y, meas.sigma_y
 
@@ -288,7 +313,9 @@ def rectified(denoiser, meas: Measurement):
         x0 = denoiser(x, sigma)
         if sy == 0:
             return op.replace(x0, y)
-        r2 = float(sigma) ** 2
+        # Var[x0 | x_sigma] is at most sigma^2 and at most the data's variance: without the second bound an
+        # ill-conditioned operator (blur) amplifies the measurement noise by up to sigma / sigma_y at high sigma
+        r2 = float(sigma) ** 2 * sigma_data**2 / (float(sigma) ** 2 + sigma_data**2)
         return x0 + r2 * op.At(op.gram_solve(y - op.A(x0), sy**2 / r2))
     return D
 
@@ -327,7 +354,7 @@ def posterior_sample(denoiser, y, sigmas, seeds, sampler="ddpm", temperature=1.0
     return get_sampler(sampler)(denoiser, y, sigmas, temperature=temperature, generator=PerSampleNoise(seeds), **knobs)
 
 
-def repaint(denoiser, meas: Measurement, x, sigmas, *, sampler="ddpm", resample=5, temperature=1.0, generator=None,
+def repaint(denoiser, meas: Measurement, x, sigmas, *, sampler="ddpm", resample=4, temperature=1.0, generator=None,
             **knobs):
     """RePaint with one-step jumps; each step is one step of `sampler` (multistep samplers run first-order here).
     The measured part of x is replaced by the measurement noised to the current level. A noisy measurement is
@@ -336,14 +363,11 @@ def repaint(denoiser, meas: Measurement, x, sigmas, *, sampler="ddpm", resample=
     if resample < 1:
         raise DiffusekitError(f"RePaint resamplings must be >= 1, got {resample}")
     op, y, step = meas.op, meas.y, get_sampler(sampler)
-    s_y = meas.sigma_y * (op.noise_gain or 0.0)
     s = [float(v) for v in sigmas]
     for i in range(len(s) - 1):
         sigma, sigma_next = s[i], s[i + 1]
         for u in range(resample):
-            if sigma > s_y:
-                noisy_y = y + math.sqrt(sigma**2 - s_y**2) * temperature * op.A(randn_like(x, generator))
-                x = op.replace(x, noisy_y)
+            x = op.noisy_replace(x, y, sigma, meas.sigma_y, temperature * randn_like(x, generator))
             x = step(denoiser, x, torch.tensor([sigma, sigma_next]), temperature=temperature, generator=generator, **knobs)
             if u < resample - 1 and sigma_next > 0:  # back to sigma: x_sigma ~ q(x_sigma | x_sigma_next)
                 x = x + math.sqrt(sigma**2 - sigma_next**2) * temperature * randn_like(x, generator)
@@ -368,18 +392,18 @@ def check_method(method, op, sigma_y, n_samples=1):
         raise DiffusekitError(f"noise sigma must be a finite number >= 0, got {sigma_y:g}")
     if method in ("tweedie", "sample") and not (isinstance(op, Identity) and sigma_y > 0):
         raise DiffusekitError(f"method {method} is for Gaussian denoising (identity operator, noise sigma > 0)")
-    if method == "repaint" and sigma_y > 0 and op.noise_gain is None:
+    if method == "repaint" and sigma_y > 0 and not op.repaint_noisy:
         raise DiffusekitError("RePaint with a noisy measurement needs an operator with equal singular values (mask, "
-                              "down-sampling, grey, identity); use the ddnm method")
+                              "down-sampling, grey, identity) or a blur; use the ddnm method")
     if method == "tweedie" and n_samples > 1:
         raise DiffusekitError("Tweedie denoising is deterministic (the posterior mean): use method sample for several")
     if n_samples < 1:
         raise DiffusekitError(f"number of samples per input must be >= 1, got {n_samples}")
 
 
-def restore(denoiser, model_config, op, y, *, sigma_y=0.0, method="ddnm", n_samples=1, sampler="dpmpp-2m",
-            steps=50, grid="karras", temperature=1.0, seed=0, batch_size=64, device="cpu", progress=False,
-            zeta=1.0, resample=5, **knobs):
+def restore(denoiser, model_config, op, y, *, sigma_y=0.0, method="repaint", n_samples=1, sampler="ddpm",
+            steps=20, grid="karras", temperature=1.0, seed=0, batch_size=64, device="cpu", progress=False,
+            zeta=1.0, resample=4, **knobs):
     """n_samples restorations of each measurement y[i] (input-major, [N * n_samples, ...]) in model space.
     denoiser: D(x, sigma) (for a conditional run, `likelihood.unconditional(run.denoiser, run.model_config)`)."""
     from tqdm.auto import tqdm
@@ -418,7 +442,7 @@ def restore(denoiser, model_config, op, y, *, sigma_y=0.0, method="ddnm", n_samp
                 x = repaint(denoiser, meas, x0, sigmas, sampler=sampler, resample=resample, temperature=temperature,
                             generator=noise, **knobs)
             else:
-                D = rectified(denoiser, meas) if method == "ddnm" else dps(denoiser, meas, zeta)
+                D = rectified(denoiser, meas, model_config.sigma_data) if method == "ddnm" else dps(denoiser, meas, zeta)
                 x = generate(D, sampler, (len(idx), *model_config.in_shape), sigmas, seeds=seeds,
                              temperature=temperature, device=device, **knobs)
                 if method == "ddnm" and sigma_y == 0:
