@@ -206,3 +206,18 @@ def test_psnr_and_ssim():
     assert 0 < b < a < 1 and torch.allclose(ssim(noisy[0], ref), ssim(ref, noisy[0]))
     # a constant shift leaves the structure term at 1 and lowers only the luminance term, a little
     assert 0.9 < float(ssim(ref * 0.5 + 0.1, ref * 0.5).mean()) < 1
+
+
+def test_blur_noisy_replace_follows_the_measurement_where_it_is_informative():
+    op = parse_kernel("gaussian:1", 16)
+    g = torch.Generator().manual_seed(0)
+    x, x0, eps = (torch.randn(2, 1, 16, 16, generator=g) for _ in range(3))
+    y = op.A(x0)
+    # noiseless: at a tiny level every frequency the blur keeps is set from y (the rest is below 1e-3 gain)
+    r = op.noisy_replace(x, y, 1e-9, 0.0, eps)
+    assert torch.allclose(op.A(r), y, atol=1e-3) and r.dtype == x.dtype
+    # noisy: no frequency's measurement (noise 0.5 / |K| >= 0.5) is better than a state at level 0.1: x unchanged
+    assert torch.allclose(op.noisy_replace(x, y, 0.1, 0.5, eps), x, atol=1e-6)
+    # at a high level every kept frequency is replaced: the result is y's deconvolution plus fresh noise
+    r = op.noisy_replace(x, y, 50.0, 0.01, torch.zeros_like(eps))
+    assert torch.allclose(op.A(r), y, atol=1e-3)
