@@ -219,7 +219,7 @@ def _csv(path: str) -> Data:
             raise DiffusekitError(f"{path}: row {i + 2 if columns is header else i + 1} has {len(row)} cells, expected {len(columns)}")
         for j, cell in enumerate(row):
             if not cell.strip() or cell.strip().lower() in ("na", "nan", "null", "none"):
-                raise DiffusekitError(f"{path}: missing value in column {columns[j]!r}, row "
+                raise DiffusekitError(f"{path}: missing value {cell!r} in column {columns[j]!r}, row "
                                       f"{i + 2 if columns is header else i + 1} (impute or drop it first; diffusekit does not impute)")
             try:
                 values[i, j] = float(cell)
