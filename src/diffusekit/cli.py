@@ -309,9 +309,8 @@ def cmd_restore(a):
         raise DiffusekitError("choose one of --mmse (posterior mean) and --sample (posterior samples)")
     if a.method and (mmse or sample) and a.method != ("sample" if sample else "tweedie"):
         raise DiffusekitError(f"--method {a.method} contradicts --{'sample' if sample else 'mmse'}")
-    # defaults from benchmarks/RESULTS.md: RePaint restores masks and down-sampling best; blur has no RePaint
-    method = a.method or ("sample" if sample else "tweedie" if a.command == "denoise" else
-                          "ddnm" if a.command == "deblur" else "repaint")
+    # defaults from benchmarks/RESULTS.md: RePaint restores masks, down-sampling and blur best
+    method = a.method or ("sample" if sample else "tweedie" if a.command == "denoise" else "repaint")
     k = a.n_samples
     if out.lower().endswith(".png") and len(y) * k > 1:
         raise DiffusekitError(f"--out {out} holds one image but there are {len(y) * k} restorations; use .npz or a folder")
@@ -656,8 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--mmse", action="store_true", help="the posterior mean, one network call (default)")
             r.add_argument("--sample", action="store_true", help="posterior samples (stochastic sampler)")
         r.add_argument("--method", choices=["ddnm", "repaint", "dps", "tweedie", "sample"], default=None,
-                       help="default: " + {"inpaint": "repaint", "upscale": "repaint", "deblur": "ddnm",
-                                           "denoise": "tweedie (sample with --sample)"}[name])
+                       help="default: " + ("tweedie (sample with --sample)" if name == "denoise" else "repaint"))
         r.add_argument("--sampler", choices=list(SAMPLERS), default="ddpm")
         r.add_argument("--steps", type=int, default=20)
         r.add_argument("--temperature", type=float, default=1.0)
