@@ -136,3 +136,15 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
     e(capsys, cli("anomaly", "fit", "--data", tmp_path / "tiny.csv", "--out", tmp_path / "det2", "--minutes", 0.05,
                   "--preset", "tiny"), "too little held-out normal data")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_column_constant_up_to_rounding_is_treated_as_constant():
+    from diffusekit.data.codecs import VectorCodec
+
+    values = np.zeros((50, 3))
+    values[:, 0] = np.random.default_rng(0).normal(size=50)
+    values[1, 1] = 1e-30  # float round-trip dust: without care its std (1e-31) standardizes 1.0 to 1e31
+    values[:, 2] = 4.0
+    codec = VectorCodec.fit(values)
+    x = codec.encode(np.array([[0.0, 1.0, 4.0]]))
+    assert torch.isfinite(x).all() and float(x.abs().max()) < 10 and codec.std[1] == 1.0 and codec.std[2] == 1.0

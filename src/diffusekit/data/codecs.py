@@ -66,7 +66,10 @@ class VectorCodec:
     @classmethod
     def fit(cls, values: np.ndarray, columns=None):
         std = values.std(0)
-        return cls(values.mean(0), np.where(std > 0, std, 1.0), columns)
+        # a column constant up to rounding (e.g. float32 round trips) is constant: dividing by its 1e-25 spread
+        # would blow every later value up
+        tiny = 1e-9 * max(1.0, float(np.abs(values).max(initial=0.0)))
+        return cls(values.mean(0), np.where(std > tiny, std, 1.0), columns)
 
     @property
     def shape(self):
