@@ -125,6 +125,8 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
                   "--maps", tmp_path / "maps", "--fpr", 0.1), "for images")
     e(capsys, cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column", "nope",
                   "--out", tmp_path / "r2", "--fpr", 0.1), "no column 'nope'")
+    e(capsys, cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", tmp_path / "r3",
+                  "--fpr", 0.1), "needs labels")
     e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det"), "already holds")
     with open(tmp_path / "missing.csv", "w") as f:
         f.write(",".join(cols) + "\n" + ",".join(["1"] * (len(cols) - 1) + [""]) + "\n")

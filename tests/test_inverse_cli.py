@@ -5,14 +5,7 @@ import torch
 from PIL import Image
 
 from test_cli import cli, one_line_error
-
-
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "digits"
-    assert cli("train", "--data", "digits", "--out", out, "--preset", "tiny", "--steps", 30, "--batch-size", 64,
-               "--no-progress") == 0
-    return out
+from test_likelihood_cli import digits_run  # noqa: F401 (the same tiny trained digits run)
 
 
 @pytest.fixture(scope="module")

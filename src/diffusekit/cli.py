@@ -373,12 +373,6 @@ def _compare_figure(path, run, op, y, per_input, mean, spread, truth, task):
     image_grid(run.codec.decode(torch.cat(rows)), nrow=n, scale=max(1, 64 // run.codec.size)).save(path)
 
 
-def _anomaly_data(a, spec):
-    from .data import load_data
-
-    return load_data(spec)
-
-
 def cmd_anomaly_fit(a):
     from .anomaly import Detector
 
@@ -387,7 +381,9 @@ def cmd_anomaly_fit(a):
     out = Path(a.out)
     if (out / "detector.json").exists():
         raise DiffusekitError(f"{out} already holds a detector; choose another --out (nothing was overwritten)")
-    data = _anomaly_data(a, a.data)
+    from .data import load_data
+
+    data = load_data(a.data)
     det = Detector.fit(data, out, run_path=a.run, data_spec=a.data, minutes=a.minutes, preset=a.preset,
                        steps=a.steps, holdout=a.holdout, seed=a.seed, batch_size=a.batch_size, progress=not a.no_progress)
     i = det.info
@@ -402,13 +398,13 @@ def _scored(a):
     det = Detector.load(a.detector)
     check_fpr(a.fpr, det.info["n_calibration"])
     _check_batch_size(a.batch_size)
-    data = _anomaly_data(a, a.data)
-    labels = None
-    if getattr(a, "label_column", None):
-        from .data import split_column
+    from .data import load_data, split_column
 
+    data = load_data(a.data)
+    labels = None
+    if a.anomaly_command == "report" and a.label_column:
         data, labels = split_column(data, a.label_column)
-    elif getattr(a, "label_column", "absent") is None:
+    elif a.anomaly_command == "report":
         if data.labels is None:
             raise DiffusekitError(f"report needs labels: --label-column NAME for a table, or arr_1 (1 = anomaly) in an .npz")
         labels = data.labels.numpy()
