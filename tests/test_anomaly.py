@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusekit.anomaly import check_fpr, conformal_p_values
+from diffusekit.anomaly import check_fpr, conformal_p_values, min_variance_weights
 from diffusekit.errors import DiffusekitError
 from test_cli import cli, one_line_error
 
@@ -23,6 +23,21 @@ def test_conformal_p_values_are_valid_and_exact():
         s = torch.randn(120, generator=g)
         rates.append(float((conformal_p_values(s[100:], s[:100]) <= 0.1).double().mean()))
     assert abs(np.mean(rates) - 0.1) < 0.02 and np.mean(rates) <= 0.1 + 0.02
+
+
+def test_min_variance_weights():
+    g = torch.Generator().manual_seed(0)
+    a, b, c = torch.randn(3, 20000, generator=g, dtype=torch.float64)
+    # independent scores: weights proportional to 1 / variance
+    w = min_variance_weights(torch.stack([a, 2 * b], 1))
+    assert torch.allclose(w, torch.tensor([0.8, 0.2], dtype=w.dtype), atol=0.02)
+    # a score that repeats another shares its weight instead of counting twice
+    w = min_variance_weights(torch.stack([a, a, c], 1))
+    assert abs(float(w[2]) - 0.5) < 0.02 and abs(float(w[0] + w[1]) - 0.5) < 0.02
+    # the unconstrained optimum would bet against the noisier copy (negative weight): it gets none
+    w = min_variance_weights(torch.stack([a, 2 * a + 0.1 * b], 1))
+    assert float(w[1]) == 0 and float(w[0]) == 1
+    assert (w >= 0).all() and abs(float(w.sum()) - 1) < 1e-9
 
 
 def test_fpr_checks():

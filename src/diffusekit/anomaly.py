@@ -9,10 +9,13 @@ Scores, each higher = less like the normal data:
 - ``likelihood``: the ELBO in bits/dim minus the input's complexity, its PNG-compressed size in bits/dim (Serra et al.
   2020): raw likelihood ranks simple out-of-distribution images (MNIST under a Fashion-MNIST model) as *more*
   likely, and the difference cancels that (images only; tables use the ELBO itself).
-Each score is standardized by the median and MAD of a held-out normal split (the "fit" split) and the combination
-is the mean of those robust z-scores (each oriented so that larger is less normal). That rule is fixed in advance,
-so nothing is tuned on anomalies or test labels. (On the 2-D toy test the root mean square, which also counts
-unusually *low* errors, gave AUROC 0.990 against 0.997 for the mean; the likelihood score alone gave 0.9996.)
+Each score is standardized by the median and MAD of a held-out normal split (the "fit" split), each oriented so that
+larger is less normal. The combination is a weighted mean of those robust z-scores whose weights are chosen on the
+fit split alone, with no anomaly and no label: the non-negative weights, summing to 1, of least variance on normal
+data. An anomaly that moves every score by the same number of normal spreads then moves the combination by that
+much, while its spread on normal data is the smallest any such mean has: the separation from normal data is the
+largest. Scores that repeat one another (the error profile and the reconstruction error are strongly correlated)
+share one weight instead of counting twice.
 
 Calibration (split conformal, Vovk et al. 2005; Angelopoulos & Bates 2021): with n calibration scores from normal data
 that the model and the fit split did not see, p(x) = (1 + #{calibration scores >= s(x)}) / (n + 1). If x is normal
@@ -78,8 +81,9 @@ def png_bits_per_dim(images_uint8: np.ndarray) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float64)
 
 
-def raw_scores(run, x, *, seed=0, batch_size=256, features=None, progress=False):
-    """Every raw score of samples x (model space): dict name -> [N], and the per-dimension error [N, ...]."""
+def raw_scores(run, x, *, seed=0, batch_size=256, features=None, device="cpu", progress=False):
+    """Every raw score of samples x (model space): dict name -> [N], and the per-dimension error [N, ...] (on the
+    CPU; the network runs on `device`)."""
     from tqdm.auto import tqdm
 
     from .api import sample_seeds
@@ -93,7 +97,7 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, progress=False)
     if features is not None:
         cols["reconstruction_features"] = []
     for i in tqdm(range(0, len(x), batch_size), disable=not progress, desc="scoring", unit="batch"):
-        xb = x[i:i + batch_size]
+        xb = x[i:i + batch_size].to(device)
         seeds = sample_seeds(seed, len(xb), i, stream=ANOMALY_STREAM)
         prof, per_dim = error_profile(D, xb, levels, seeds)
         cols["profile"].append(prof)
@@ -105,10 +109,10 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, progress=False)
             f0 = features(xb)
             cols["reconstruction_features"].append(torch.stack(
                 [(features(r) - f0).pow(2).mean(1).clamp_min(1e-12).log() for r in recs], 1).mean(1))
-    out = {k: torch.cat(v).double() for k, v in cols.items()}
+    out = {k: torch.cat(v).double().cpu() for k, v in cols.items()}
     # the ELBO estimate is noisy: 64 stratified levels for tables (cheap); 16 for images, where 784 dimensions average
     elbo = nll(run.denoiser, m, run.codec, x, method="elbo", n_levels=16 if run.codec.kind == "image" else 64, seed=seed,
-               batch_size=batch_size)
+               batch_size=batch_size, device=device)
     out["likelihood"] = elbo["bits_per_dim"].double()
     if run.codec.kind == "image":
         out["likelihood"] = out["likelihood"] - png_bits_per_dim(run.codec.decode(x))
@@ -130,7 +134,31 @@ def fit_stats(raw: dict) -> dict:
         med = float(v.median())
         stats["median"][k] = med
         stats["mad"][k] = max(1.4826 * float((v - med).abs().median()), 1e-8)
+    z = torch.stack([(v - stats["median"][k]) / stats["mad"][k] for k, v in comp.items()], 1)
+    stats["weights"] = dict(zip(comp, min_variance_weights(z).tolist()))
     return stats
+
+
+def min_variance_weights(z: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
+    """argmin_w Var(z w) over w >= 0, sum w = 1, for normal-data scores z [N, K]: exact, by trying every support
+    (K is at most 4). Values are clipped to +-clip robust units first, so one wild normal sample cannot decide it."""
+    import itertools
+
+    cov = torch.cov(z.clamp(-clip, clip).T.double()).reshape(z.shape[1], z.shape[1])
+    cov = cov + 1e-9 * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(len(cov), dtype=cov.dtype)
+    best, best_var = None, math.inf
+    for k in range(1, len(cov) + 1):
+        for support in itertools.combinations(range(len(cov)), k):
+            s = list(support)
+            w_s = torch.linalg.solve(cov[s][:, s], torch.ones(k, dtype=cov.dtype))
+            if (w_s < 0).any():  # the optimum on this support leaves the simplex: a smaller support holds it
+                continue
+            w = torch.zeros(len(cov), dtype=cov.dtype)
+            w[s] = w_s / w_s.sum()
+            var = float(w @ cov @ w)
+            if var < best_var - 1e-12:
+                best, best_var = w, var
+    return best
 
 
 def component_scores(raw: dict, stats: dict) -> dict:
@@ -147,7 +175,7 @@ def component_scores(raw: dict, stats: dict) -> dict:
 def combine(raw: dict, stats: dict) -> tuple[torch.Tensor, dict]:
     """(the combined score [N], robust z-score of each component)."""
     z = {k: (v - stats["median"][k]) / stats["mad"][k] for k, v in component_scores(raw, stats).items()}
-    return torch.stack(list(z.values()), 1).mean(1), z
+    return sum(stats["weights"][k] * v for k, v in z.items()), z
 
 
 def conformal_p_values(scores: torch.Tensor, calibration: torch.Tensor) -> torch.Tensor:
@@ -177,7 +205,7 @@ def per_dim_z(raw: dict, stats: dict) -> torch.Tensor:
 # A detector: a run, the fit split's statistics and the calibration scores, in one folder
 
 
-def _feature_fn(data_spec: str, run):
+def _feature_fn(data_spec: str, run, device):
     """The shipped classifier's features for images of its data set (Fashion-MNIST, digits), else None."""
     from .evaluate import SHIPPED, WEIGHTS_DIR, features, load_classifier
 
@@ -185,20 +213,21 @@ def _feature_fn(data_spec: str, run):
     if run.codec.kind != "image" or name not in SHIPPED:
         return None
     model, _ = load_classifier(WEIGHTS_DIR / name)
+    model.to(device)
     return lambda x: features(model, x)[0].double()
 
 
 class Detector:
-    def __init__(self, path, run, info: dict):
-        self.path, self.run, self.info = path, run, info
-        self.features = _feature_fn(info["data"], run)
+    def __init__(self, path, run, info: dict, device="cpu"):
+        self.path, self.run, self.info, self.device = path, run, info, torch.device(device)
+        self.features = _feature_fn(info["data"], run, self.device)
 
     @property
     def stats(self):
         return self.info["stats"]
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, device="cpu"):
         import json
         from pathlib import Path
 
@@ -212,19 +241,19 @@ class Detector:
             run_path = Path(info["run"]) if Path(info["run"]).is_absolute() else Path(path) / info["run"]
         except (ValueError, KeyError) as e:
             raise DiffusekitError(f"{f} is corrupt: {e}") from None
-        return cls(Path(path), load_run(run_path), info)
+        return cls(Path(path), load_run(run_path, device=device), info, device)
 
     @classmethod
     def fit(cls, data, out, *, run_path=None, data_spec="data", minutes=3.0, steps=0, preset=None, holdout=0.3, seed=0,
-            batch_size=256, progress=False):
+            batch_size=256, device="auto", progress=False):
         """Train a run on part of the normal data (or reuse run_path), then fit the scores on one held-out half and
-        calibrate on the other. data: a `data.Data` of normal samples."""
+        calibrate on the other. data: a `data.Data` of normal samples; device: auto (CUDA when there is one), cpu, cuda."""
         import json
         from pathlib import Path
 
         from .api import save_samples
         from .checkpoint import load_run, write_json_atomic
-        from .train import TrainConfig, Trainer
+        from .train import TrainConfig, Trainer, pick_device
 
         out = Path(out)
         n = len(data.x)
@@ -240,14 +269,15 @@ class Detector:
             train_file = out / ("normal_train.npz" if kind == "image" else "normal_train.csv")
             save_samples(str(train_file), user, kind=kind, columns=getattr(data.codec, "columns", None))
             cfg = dict(data=str(train_file), out=str(out / "run"), minutes=0.0 if steps else minutes, steps=steps,
-                       seed=seed, class_cond="off")
+                       seed=seed, class_cond="off", device=device)
             if preset:
                 cfg["preset"] = preset
             Trainer(TrainConfig(**cfg), progress=progress).run()
             run_path, run_ref = out / "run", "run"
         else:
             held, run_ref = perm, str(Path(run_path).resolve())
-        run = load_run(run_path)
+        dev = pick_device(device)
+        run = load_run(run_path, device=dev)
         if run.codec.kind != data.codec.kind or tuple(run.model_config.in_shape) != tuple(data.x.shape[1:]):
             raise DiffusekitError(f"the data ({data.codec.kind}s of shape {tuple(data.x.shape[1:])}) do not match the "
                                   f"run ({run.codec.kind}s of shape {tuple(run.model_config.in_shape)})")
@@ -259,8 +289,8 @@ class Detector:
         info = {"data": data_spec, "run": run_ref, "kind": run.codec.kind, "shape": list(run.model_config.in_shape),
                 "columns": getattr(run.codec, "columns", None), "seed": seed,
                 "n_train": n - len(held), "n_fit": len(fit_idx), "n_calibration": len(cal_idx)}
-        det = cls(out, run, info)
-        raw = raw_scores(run, x, seed=seed, batch_size=batch_size, features=det.features, progress=progress)
+        det = cls(out, run, info, dev)
+        raw = raw_scores(run, x, seed=seed, batch_size=batch_size, features=det.features, device=dev, progress=progress)
         k = len(fit_idx)
         info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()})
         info["calibration"] = sorted(combine({name: v[k:] for name, v in raw.items()}, info["stats"])[0].tolist())
@@ -289,7 +319,7 @@ class Detector:
     def score(self, x, batch_size=256, progress=False):
         """dict: score [N], p_value [N], z (per component), per_dim_z [N, ...]."""
         raw = raw_scores(self.run, x, seed=self.info["seed"], batch_size=batch_size, features=self.features,
-                         progress=progress)
+                         device=self.device, progress=progress)
         s, z = combine(raw, self.stats)
         return {"score": s, "p_value": conformal_p_values(s, torch.tensor(self.info["calibration"])), "z": z,
                 "per_dim_z": per_dim_z(raw, self.stats)}

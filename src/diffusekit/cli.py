@@ -385,7 +385,8 @@ def cmd_anomaly_fit(a):
 
     data = load_data(a.data)
     det = Detector.fit(data, out, run_path=a.run, data_spec=a.data, minutes=a.minutes, preset=a.preset,
-                       steps=a.steps, holdout=a.holdout, seed=a.seed, batch_size=a.batch_size, progress=not a.no_progress)
+                       steps=a.steps, holdout=a.holdout, seed=a.seed, batch_size=a.batch_size, device=a.device,
+                       progress=not a.no_progress)
     i = det.info
     print(f"detector saved in {out}: model {i['run']} ({i['n_train']} normal samples trained on"
           f"{' earlier' if a.run else ''}), scores fit on {i['n_fit']}, calibrated on {i['n_calibration']} "
@@ -395,7 +396,7 @@ def cmd_anomaly_fit(a):
 def _scored(a):
     from .anomaly import Detector, check_fpr
 
-    det = Detector.load(a.detector)
+    det = Detector.load(a.detector, pick_device(a.device))
     check_fpr(a.fpr, det.info["n_calibration"])
     _check_batch_size(a.batch_size)
     from .data import load_data, split_column
@@ -679,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--holdout", type=float, default=0.3, help="fraction of --data kept from training (fit + calibrate)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--batch-size", type=int, default=256)
+    f.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=cmd_anomaly_fit)
     for name, fn in (("score", cmd_anomaly_score), ("report", cmd_anomaly_report)):
@@ -693,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             q.add_argument("--label-column", default=None, help="table column: nonzero = anomaly (images: arr_1)")
         q.add_argument("--batch-size", type=int, default=256)
+        q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
         q.add_argument("--no-progress", action="store_true")
         q.set_defaults(func=fn)
 
