@@ -36,6 +36,9 @@ from .samplers import PerSampleNoise
 
 ANOMALY_STREAM = 2  # seed stream for the probes' noise (independent of sampling and likelihood draws)
 COMPONENTS = ("profile", "reconstruction", "likelihood")
+# An unseen category (a level of a categorical column absent from the normal data) is evidence in itself: each one
+# adds ten normal spreads (robust z units) to the row's combined score, and is named in scores.csv.
+UNSEEN_PENALTY = 10.0
 
 
 def noise_levels(model_config, k: int = 8) -> list[float]:
@@ -253,16 +256,20 @@ class Detector:
 
         from .api import save_samples
         from .checkpoint import load_run, write_json_atomic
+        from .data import Data
         from .train import TrainConfig, Trainer, pick_device
 
         out = Path(out)
         n = len(data.x)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        if run_path is None and not 0 < holdout < 1:
+            raise DiffusekitError(f"--holdout must be in (0, 1), got {holdout:g}")
+        n_held = n if run_path is not None else int(round(holdout * n))
+        if n_held < 40:  # said before any training is spent
+            raise DiffusekitError(f"too little held-out normal data: {n_held} samples; the detector needs at least 40 "
+                                  f"(20 to fit the scores, 20 to calibrate; 99 calibration samples for --fpr 0.01)")
         if run_path is None:
-            if not 0 < holdout < 1:
-                raise DiffusekitError(f"--holdout must be in (0, 1), got {holdout:g}")
-            n_train = n - int(round(holdout * n))
-            train_idx, held = perm[:n_train], perm[n_train:]
+            train_idx, held = perm[:n - n_held], perm[n - n_held:]
             out.mkdir(parents=True, exist_ok=True)
             user = data.codec.decode(data.x[train_idx])
             kind = data.codec.kind
@@ -278,28 +285,24 @@ class Detector:
             held, run_ref = perm, str(Path(run_path).resolve())
         dev = pick_device(device)
         run = load_run(run_path, device=dev)
-        if run.codec.kind != data.codec.kind or tuple(run.model_config.in_shape) != tuple(data.x.shape[1:]):
-            raise DiffusekitError(f"the data ({data.codec.kind}s of shape {tuple(data.x.shape[1:])}) do not match the "
-                                  f"run ({run.codec.kind}s of shape {tuple(run.model_config.in_shape)})")
-        if len(held) < 40:
-            raise DiffusekitError(f"too little held-out normal data: {len(held)} samples; the detector needs at least 40 "
-                                  f"(20 to fit the scores, 20 to calibrate; 99 calibration samples for --fpr 0.01)")
-        fit_idx, cal_idx = held[:len(held) // 2], held[len(held) // 2:]
-        x = run.codec.encode(data.codec.decode(data.x[held]))
+        k = len(held) // 2  # the first half fits the scores, the second calibrates
         info = {"data": data_spec, "run": run_ref, "kind": run.codec.kind, "shape": list(run.model_config.in_shape),
                 "columns": getattr(run.codec, "columns", None), "seed": seed,
-                "n_train": n - len(held), "n_fit": len(fit_idx), "n_calibration": len(cal_idx)}
+                "n_train": n - len(held), "n_fit": k, "n_calibration": len(held) - k}
         det = cls(out, run, info, dev)
+        # a level absent from the training split is unseen here too: its block reads "no level", and it counts
+        x, unseen = det.encode(Data(data.x[held], None, data.codec, data.class_names))
         raw = raw_scores(run, x, seed=seed, batch_size=batch_size, features=det.features, device=dev, progress=progress)
-        k = len(fit_idx)
         info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()})
-        info["calibration"] = sorted(combine({name: v[k:] for name, v in raw.items()}, info["stats"])[0].tolist())
+        info["calibration"] = sorted(det.combined({name: v[k:] for name, v in raw.items()},
+                                                  [(i - k, c, v) for i, c, v in unseen if i >= k])[0].tolist())
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "detector.json", info)
         return det
 
     def encode(self, data):
-        """A data.Data in this detector's model space, with a one-line error when it does not fit."""
+        """(a data.Data's samples in this detector's model space, its unseen categories as (row, column, value)),
+        with a one-line error when they do not fit."""
         run = self.run
         if data.codec.kind != run.codec.kind:
             raise DiffusekitError(f"the data hold {data.codec.kind}s but the detector models {run.codec.kind}s")
@@ -311,15 +314,33 @@ class Detector:
                    ("; " if missing and extra else "") + (f"unexpected {', '.join(map(repr, extra))}" if extra else "")
             raise DiffusekitError("the columns differ from those the detector was fit on: " + (what or "same names in "
                                   "another order: " + ", ".join(got)))
+        unseen = []
+        if run.codec.kind == "vector":
+            return run.codec.encode(data.codec.decode(data.x), unseen=unseen), unseen
         if tuple(data.x.shape[1:]) != tuple(run.model_config.in_shape):
             raise DiffusekitError(f"samples of shape {tuple(data.x.shape[1:])}; the detector expects "
                                   f"{tuple(run.model_config.in_shape)}")
-        return run.codec.encode(data.codec.decode(data.x))
+        return run.codec.encode(data.codec.decode(data.x)), unseen
 
-    def score(self, x, batch_size=256, progress=False):
-        """dict: score [N], p_value [N], z (per component), per_dim_z [N, ...]."""
+    def combined(self, raw, unseen=()):
+        """(combined score with the unseen-category penalty [N], component z-scores)."""
+        s, z = combine(raw, self.stats)
+        for row, _, _ in unseen:
+            s[row] += UNSEEN_PENALTY
+        return s, z
+
+    def score(self, x, unseen=(), batch_size=256, progress=False):
+        """dict: score [N], p_value [N], z (per component), per_dim_z [N, ...], and for tables per_column_z [N, C]
+        (the mean over a categorical column's dimensions). unseen: (row, column, value) of categories the model
+        never saw (from `encode`); each adds UNSEEN_PENALTY to its row's score."""
         raw = raw_scores(self.run, x, seed=self.info["seed"], batch_size=batch_size, features=self.features,
                          device=self.device, progress=progress)
-        s, z = combine(raw, self.stats)
-        return {"score": s, "p_value": conformal_p_values(s, torch.tensor(self.info["calibration"])), "z": z,
-                "per_dim_z": per_dim_z(raw, self.stats)}
+        s, z = self.combined(raw, unseen)
+        out = {"score": s, "p_value": conformal_p_values(s, torch.tensor(self.info["calibration"])), "z": z,
+               "per_dim_z": per_dim_z(raw, self.stats)}
+        if self.run.codec.kind == "vector":
+            idx = torch.tensor(self.run.codec.column_of_dim())
+            n_cols = len(self.run.codec.columns)
+            total = torch.zeros(len(s), n_cols, dtype=torch.float64).index_add_(1, idx, out["per_dim_z"])
+            out["per_column_z"] = total / torch.bincount(idx, minlength=n_cols)
+        return out

@@ -87,6 +87,8 @@ def save_samples(path: str, decoded: np.ndarray, labels=None, kind="image", colu
     from PIL import Image
 
     if path.endswith(".npz"):
+        if decoded.dtype == object:
+            raise DiffusekitError(f"{path}: a table with categorical columns is written as .csv, not .npz")
         arrays = {"arr_0": decoded}
         if labels is not None:
             arrays["arr_1"] = np.asarray(labels)
@@ -99,8 +101,8 @@ def save_samples(path: str, decoded: np.ndarray, labels=None, kind="image", colu
             name = f"{i:06d}" + (f"_class{int(labels[i])}" if labels is not None else "") + ".png"
             Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(os.path.join(path, name))
     elif path.endswith(".csv"):
-        tmp = f"{path}.tmp-{os.getpid()}"
-        np.savetxt(tmp, decoded, delimiter=",", fmt="%.6g", header=",".join(columns or []), comments="")
-        os.replace(tmp, path)
+        from .checkpoint import write_csv_atomic
+
+        write_csv_atomic(path, columns, decoded)
     else:
         raise DiffusekitError(f"--out for vectors must end in .npz or .csv, got {path!r}")

@@ -28,6 +28,19 @@ def write_text_atomic(path, text: str):
     os.replace(tmp, path)
 
 
+def write_csv_atomic(path, header, rows):
+    """A CSV (header row unless empty; floats as %.6g, text as is, quoted where needed), written atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if header:
+        w.writerow(header)
+    w.writerows([v if isinstance(v, str) else f"{v:.6g}" for v in row] for row in rows)
+    write_text_atomic(path, buf.getvalue())
+
+
 def write_json_atomic(path: Path, obj):
     write_text_atomic(path, json.dumps(obj, indent=2))
 

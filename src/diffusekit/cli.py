@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import api
-from .checkpoint import load_checkpoint, load_run, write_text_atomic
+from .checkpoint import load_checkpoint, load_run, write_csv_atomic, write_text_atomic
 from .errors import DiffusekitError
 from .likelihood import unconditional
 from .samplers import SAMPLERS
@@ -111,6 +111,11 @@ def _run_data(run, spec: str, n: int):
     if data.codec.kind != run.codec.kind:
         raise DiffusekitError(f"{spec} holds {data.codec.kind}s but the run models {run.codec.kind}s")
     x, labels = (data.x[:n], None if data.labels is None else data.labels[:n]) if n else (data.x, data.labels)
+    if run.codec.kind == "vector":  # the run's codec checks the columns' values (categories included)
+        if len(data.codec.columns) != len(run.codec.columns):
+            raise DiffusekitError(f"{spec} has rows of {len(data.codec.columns)} columns; this run models "
+                                  f"{len(run.codec.columns)} ({', '.join(run.codec.columns)})")
+        return run.codec.encode(data.codec.decode(x)), labels
     want = tuple(run.model_config.in_shape)
     if tuple(x.shape[1:]) != want:
         raise DiffusekitError(f"{spec} has samples of shape {tuple(x.shape[1:])}; this run models "
@@ -409,14 +414,16 @@ def _scored(a):
         if data.labels is None:
             raise DiffusekitError(f"report needs labels: --label-column NAME for a table, or arr_1 (1 = anomaly) in an .npz")
         labels = data.labels.numpy()
-    x = det.encode(data)
-    return det, det.score(x, batch_size=a.batch_size, progress=not a.no_progress), labels, x
+    x, unseen = det.encode(data)
+    return det, det.score(x, unseen, batch_size=a.batch_size, progress=not a.no_progress), labels, x, unseen
 
 
 def cmd_anomaly_score(a):
-    det, r, _, x = _scored(a)
+    from .anomaly import UNSEEN_PENALTY
+
     if not a.out.endswith(".csv"):
         raise DiffusekitError(f"--out must be a .csv file, got {a.out!r}")
+    det, r, _, x, unseen = _scored(a)
     if a.maps and det.info["kind"] != "image":
         raise DiffusekitError("--maps draws per-pixel maps and is for images; tables get per-column contributions")
     flags = r["p_value"] <= a.fpr
@@ -424,19 +431,25 @@ def cmd_anomaly_score(a):
     head = ["index", "score", "p_value", f"flag_at_fpr_{a.fpr:g}"] + [f"z_{k}" for k in zs]
     cols = det.info.get("columns")
     if cols:
-        head.append("top_columns")
-    lines = [",".join(head)]
+        head += ["top_columns", "unseen_categories"]
+    new = {}
+    for i, c, v in unseen:
+        new.setdefault(i, []).append(f"{c}={v}")
+    rows = []
     for i in range(len(x)):
         row = [str(i), f"{float(r['score'][i]):.6g}", f"{float(r['p_value'][i]):.6g}", str(int(flags[i]))]
         row += [f"{float(r['z'][k][i]):.4g}" for k in zs]
         if cols:
-            z = r["per_dim_z"][i]
+            z = r["per_column_z"][i]
             top = torch.argsort(z, descending=True)[:3]
-            row.append('"' + "; ".join(f"{cols[j]} {float(z[j]):+.1f}" for j in top.tolist()) + '"')
-        lines.append(",".join(row))
-    write_text_atomic(a.out, "\n".join(lines) + "\n")
+            row += ["; ".join(f"{cols[j]} {float(z[j]):+.1f}" for j in top.tolist()), "; ".join(new.get(i, []))]
+        rows.append(row)
+    write_csv_atomic(a.out, head, rows)
     msg = (f"scored {len(x)} samples -> {a.out}: {int(flags.sum())} flagged at --fpr {a.fpr:g} "
            f"(conformal p-value <= {a.fpr:g}; on normal data the flagged fraction is at most about {a.fpr:g})")
+    if unseen:
+        msg += (f"; {len(unseen)} unseen categor{'y' if len(unseen) == 1 else 'ies'} in {len(new)} rows (each adds "
+                f"{UNSEEN_PENALTY:g} to the score; listed in unseen_categories)")
     if a.maps:
         from PIL import Image
 
@@ -453,7 +466,7 @@ def cmd_anomaly_report(a):
 
     from .viz import line_plot
 
-    det, r, labels, x = _scored(a)
+    det, r, labels, x, unseen = _scored(a)
     y = (np.rint(np.asarray(labels, dtype=np.float64)) != 0).astype(int)  # rint: labels come back through float32
     if y.min() == y.max():
         raise DiffusekitError(f"the labels are all {'anomalies' if y[0] else 'normal'}: AUROC needs both kinds")
@@ -705,7 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="sample quality against a data spec (FCD, KID, precision/recall; vectors: "
                                          "energy distance)")
-    e.add_argument("samples", help=".npz (arr_0) or a folder of images")
+    e.add_argument("samples", help=".npz (arr_0), a folder of images, or a .csv table")
     e.add_argument("--reference", required=True, help="data spec, e.g. fashion-mnist:test")
     e.add_argument("--json", help="also write the figures to this JSON file")
     e.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamples for standard errors")

@@ -140,7 +140,8 @@ def features(model, x: torch.Tensor, batch_size: int = 500):
 
 
 def read_samples(path: str) -> np.ndarray:
-    """arr_0 of an .npz, or a folder of images, as an array (uint8 images or float vectors)."""
+    """arr_0 of an .npz, a .csv table, or a folder of images, as an array (uint8 images, float vectors, or an object
+    array for a table with categorical columns)."""
     if os.path.isdir(path):
         from PIL import Image, UnidentifiedImageError
 
@@ -156,6 +157,9 @@ def read_samples(path: str) -> np.ndarray:
         return np.stack(ims)
     if not os.path.exists(path):
         raise DiffusekitError(f"samples file {path} does not exist")
+    if path.endswith(".csv"):  # a table, possibly with categorical columns (rows as written by `sample`)
+        d = load_data(path)
+        return d.codec.decode(d.x)
     return read_npz(path)[0]
 
 
@@ -204,19 +208,34 @@ class Evaluator:
             })
         else:
             codec = self.ref.codec
-            if a.ndim != 2 or a.shape[1] != codec.shape[0]:
-                raise DiffusekitError(f"samples have shape {a.shape}; {self.spec} has rows of {codec.shape[0]} values")
+            if a.ndim != 2 or a.shape[1] != len(codec.columns):
+                raise DiffusekitError(f"samples have shape {a.shape}; {self.spec} has rows of {len(codec.columns)} values")
             x = codec.encode(a)[:5000]  # standardized by the reference's own statistics
             out.update({
                 "energy_distance": energy_distance(x, self.ref_x),
                 "energy_distance_se": bootstrap_se(energy_distance, x, self.ref_x, self.n_boot),
-                "marginal_w1": dict(zip(codec.columns, marginal_distances(codec.decode(x), codec.decode(self.ref_x)))),
+                **marginals(codec, codec.decode(x), codec.decode(self.ref_x)),
             })
         return out
 
     def headline(self, result: dict) -> float:
         """The one figure to rank checkpoints by (lower is better): FCD, or energy distance for vectors."""
         return result["fcd"] if self.is_image else result["energy_distance"]
+
+
+def marginals(codec, a, b) -> dict:
+    """Per-column distances: Wasserstein-1 for numeric columns (their units), total variation of the level
+    frequencies for categorical ones."""
+    num = [j for j, is_num in enumerate(codec.numeric) if is_num]
+    out = {"marginal_w1": dict(zip([codec.columns[j] for j in num],
+                                   marginal_distances(a[:, num].astype(np.float64), b[:, num].astype(np.float64))))}
+    if codec.categories:
+        out["marginal_tv"] = {}
+        for j, c in enumerate(codec.columns):
+            if c in codec.categories:
+                fa, fb = (np.array([np.mean(v == level) for level in codec.categories[c]]) for v in (a[:, j], b[:, j]))
+                out["marginal_tv"][c] = float(0.5 * np.abs(fa - fb).sum())
+    return out
 
 
 def evaluate(samples, reference_spec: str, **kw) -> dict:

@@ -41,7 +41,16 @@ def picture(decoded: np.ndarray, kind: str, nrow=None, scale=None) -> Image.Imag
     """A grid for images, a scatter for vectors."""
     if kind == "image":
         return image_grid(decoded, nrow, scale or max(1, 64 // decoded.shape[1]))
+    if decoded.dtype == object:  # a table with categorical columns: each level at its index
+        decoded = np.stack([_as_numbers(col) for col in decoded.T], 1)
     return scatter(decoded)
+
+
+def _as_numbers(col: np.ndarray) -> np.ndarray:
+    try:
+        return col.astype(np.float64)
+    except (TypeError, ValueError):
+        return np.unique(col.astype(str), return_inverse=True)[1].astype(np.float64)
 
 
 def line_plot(x, y, xlabel: str, ylabel: str, title: str = "", size: int = 360, diagonal=False) -> Image.Image:

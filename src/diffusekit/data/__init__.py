@@ -67,11 +67,12 @@ def split_column(data: Data, name: str) -> tuple[Data, np.ndarray]:
         raise DiffusekitError(f"--label-column is for tables; for images give labels as arr_1 of an .npz")
     if name not in cols:
         raise DiffusekitError(f"no column {name!r}; the columns are {', '.join(cols)}")
-    values = data.codec.decode(data.x).astype(np.float64)
+    if name in data.codec.categories:
+        raise DiffusekitError(f"label column {name!r} holds text; it must be numeric (0 = normal, nonzero = anomaly)")
+    values = data.codec.decode(data.x)
     j = cols.index(name)
-    rest = np.delete(values, j, axis=1)
-    x, _, codec = _vectors(rest, [c for c in cols if c != name])
-    return Data(x, None, codec), values[:, j]
+    x, _, codec = _vectors(np.delete(values, j, axis=1), [c for c in cols if c != name])
+    return Data(x, None, codec), values[:, j].astype(np.float64)
 
 
 def _images(a_uint8: np.ndarray, labels=None, class_names=()) -> Data:
@@ -99,6 +100,7 @@ def _toy(rest: str) -> Data:
 
 
 def _vectors(values: np.ndarray, columns=None):
+    """values: numbers, or an object array whose text columns are categorical."""
     codec = VectorCodec.fit(values, columns)
     return codec.encode(values), None, codec
 
@@ -213,22 +215,43 @@ def _csv(path: str) -> Data:
         columns, body = header, rows[1:]
     if not body:
         raise DiffusekitError(f"{path} has a header but no rows")
-    values = np.empty((len(body), len(columns)))
     for i, row in enumerate(body):
         if len(row) != len(columns):
             raise DiffusekitError(f"{path}: row {i + 2 if columns is header else i + 1} has {len(row)} cells, expected {len(columns)}")
-        for j, cell in enumerate(row):
-            if not cell.strip() or cell.strip().lower() in ("na", "nan", "null", "none"):
-                raise DiffusekitError(f"{path}: missing value {cell!r} in column {columns[j]!r}, row "
-                                      f"{i + 2 if columns is header else i + 1} (impute or drop it first; diffusekit does not impute)")
-            try:
-                values[i, j] = float(cell)
-            except ValueError:
-                raise DiffusekitError(f"{path}: non-numeric cell {cell!r} in column {columns[j]!r}, "
-                                      f"row {i + 2 if columns is header else i + 1}") from None
-    if not np.isfinite(values).all():
-        raise DiffusekitError(f"{path}: NaN or infinite values (impute or drop them first)")
-    return Data(*_vectors(values, columns))
+    cells = np.array([[c.strip() for c in row] for row in body], dtype=object)
+    first = 2 if columns is header else 1  # the file's line number of body row 0
+    categorical = False
+    for j, name in enumerate(columns):
+        missing = [i for i, v in enumerate(cells[:, j]) if v.lower() in MISSING]
+        if missing:
+            raise DiffusekitError(f"{path}: missing value {cells[missing[0], j]!r} in column {name!r}, row "
+                                  f"{missing[0] + first} (impute or drop it first; diffusekit does not impute)")
+        text = [i for i, v in enumerate(cells[:, j]) if not _is_number(v)]
+        if not text:
+            cells[:, j] = cells[:, j].astype(np.float64)
+            if not np.isfinite(cells[:, j].astype(np.float64)).all():
+                raise DiffusekitError(f"{path}: NaN or infinite values in column {name!r} (impute or drop them first)")
+        elif len(text) < len(cells) / 2:  # mostly numbers: a typo, not a categorical column
+            raise DiffusekitError(f"{path}: non-numeric cell {cells[text[0], j]!r} in numeric column {name!r}, row "
+                                  f"{text[0] + first}")
+        else:
+            levels = len(set(cells[:, j]))
+            if levels > 100 and levels > len(cells) / 2:
+                raise DiffusekitError(f"{path}: column {name!r} has {levels} distinct text values in {len(cells)} rows: "
+                                      "an identifier, not a category (drop it)")
+            categorical = True
+    return Data(*_vectors(cells if categorical else cells.astype(np.float64), columns))
+
+
+MISSING = ("", "na", "nan", "null", "none")
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _image_folder(root: str, image_size: int | None) -> Data:

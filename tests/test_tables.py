@@ -1,0 +1,128 @@
+"""Tables with categorical columns: the codec, CSV reading, train -> sample -> evaluate, and anomaly detection with
+categories never seen in the normal data."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffusekit.data import load_data
+from diffusekit.data.codecs import VectorCodec, codec_from_dict
+from diffusekit.errors import DiffusekitError
+from test_cli import cli, one_line_error
+
+MEANS = {"red": 0.0, "blue": 3.0, "green": -3.0}
+
+
+def mixed_rows(n, seed):
+    """colour decides x's mean; y follows x: a table whose columns depend on each other."""
+    g = np.random.default_rng(seed)
+    colour = g.choice(list(MEANS), n, p=[0.5, 0.3, 0.2])
+    x = np.array([MEANS[c] for c in colour]) + 0.3 * g.normal(size=n)
+    y = x + 0.3 * g.normal(size=n)
+    return [[f"{a:.4f}", c, f"{b:.4f}"] for a, c, b in zip(x, colour, y)]
+
+
+def write(path, rows, header=("x", "colour", "y")):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_codec_round_trip_and_unseen_levels(tmp_path):
+    d = load_data(str(write(tmp_path / "t.csv", mixed_rows(200, 0))))
+    c = d.codec
+    assert c.categories == {"colour": ["blue", "green", "red"]} and c.shape == (5,) and d.x.shape == (200, 5)
+    block = d.x[:, 1:4]
+    assert set(block.unique().tolist()) == {-1.0, 1.0} and (block.sum(1) == -1).all()  # one +1 per row
+    back = c.decode(d.x)
+    assert back.dtype == object and set(back[:, 1]) == {"red", "blue", "green"}
+    assert torch.allclose(c.encode(back), d.x, atol=1e-5)
+    c2 = codec_from_dict(json.loads(json.dumps(c.to_dict())))
+    assert torch.allclose(c2.encode(back), d.x, atol=1e-5)
+    assert c.log_det_scale() == pytest.approx(-np.log(c.std[[0, 2]]).sum())  # one-hot dimensions have no units
+    rows = np.array([[0.0, "purple", 1.0], [0.0, "red", 1.0]], dtype=object)
+    with pytest.raises(DiffusekitError, match="category 'purple'.*not in the training data"):
+        c.encode(rows)
+    unseen = []
+    x = c.encode(rows, unseen=unseen)
+    assert unseen == [(0, "colour", "purple")] and (x[0, 1:4] == -1).all() and x[1, 3] == 1
+    # a level that looks like a number is found from the number
+    nc = VectorCodec.fit(np.array([["1", "a"], ["2", "b"], ["2", "a"]], dtype=object), ["n", "k"])
+    assert nc.categories == {"k": ["a", "b"]} and nc.numeric == [True, False] and VectorCodec.fit(np.array([["1", "a"], ["b", "2"]], dtype=object)).categories == \
+        {"x0": ["1", "b"], "x1": ["2", "a"]}
+    lvl = VectorCodec([0.0], [1.0], ["k"], {"k": ["3", "x"]})
+    assert lvl.encode(np.array([[3.0], ["x"]], dtype=object)).tolist() == [[1.0, -1.0], [-1.0, 1.0]]
+
+
+def test_csv_errors(tmp_path, capsys):
+    rows = mixed_rows(300, 1)
+    typo = [r[:] for r in rows]
+    typo[5][0] = "1.2.3"
+    e = one_line_error
+    e(capsys, cli("train", "--data", write(tmp_path / "typo.csv", typo), "--out", tmp_path / "r", "--steps", 1),
+      "non-numeric cell '1.2.3'", "column 'x'", "row 7")
+    ids = [r + [f"id{i}"] for i, r in enumerate(rows)]
+    e(capsys, cli("train", "--data", write(tmp_path / "ids.csv", ids, ("x", "colour", "y", "id")), "--out", tmp_path / "r",
+                  "--steps", 1), "identifier", "'id'")
+    gap = [r[:] for r in rows]
+    gap[3][1] = "NA"
+    e(capsys, cli("train", "--data", write(tmp_path / "gap.csv", gap), "--out", tmp_path / "r", "--steps", 1),
+      "missing value", "column 'colour'", "row 5")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mixed")
+    write(d / "normal.csv", mixed_rows(3000, 2))
+    assert cli("train", "--data", d / "normal.csv", "--out", d / "run", "--steps", 1500, "--batch-size", 256,
+               "--no-progress") == 0
+    return d
+
+
+def test_train_sample_evaluate(mixed_run, tmp_path, capsys):
+    d = mixed_run
+    assert cli("sample", d / "run", "--n", 2000, "--out", tmp_path / "s.csv", "--steps", 20, "--no-progress") == 0
+    with open(tmp_path / "s.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["x", "colour", "y"] and {r["colour"] for r in rows} <= set(MEANS)
+    for colour, mean in MEANS.items():  # the dependence between columns is learned, not only the marginals
+        xs = [float(r["x"]) for r in rows if r["colour"] == colour]
+        assert len(xs) > 150 and abs(np.mean(xs) - mean) < 0.5, (colour, len(xs), np.mean(xs))
+    capsys.readouterr()
+    assert cli("evaluate", tmp_path / "s.csv", "--reference", d / "normal.csv", "--json", tmp_path / "e.json") == 0
+    ev = json.loads((tmp_path / "e.json").read_text())
+    assert set(ev["marginal_w1"]) == {"x", "y"} and ev["marginal_tv"]["colour"] < 0.08, ev
+    one_line_error(capsys, cli("sample", d / "run", "--n", 5, "--out", tmp_path / "s.npz"), "written as .csv")
+
+
+def test_anomaly_with_categories(mixed_run, tmp_path, capsys):
+    d = mixed_run
+    assert cli("anomaly", "fit", "--data", d / "normal.csv", "--run", d / "run", "--out", tmp_path / "det",
+               "--no-progress") == 0
+    normal = mixed_rows(300, 3)
+    swapped = [[f"{MEANS['blue']:.4f}" if r[1] != "blue" else "0.0", r[1], r[2] if r[1] == "blue" else "3.0"]
+               for r in mixed_rows(100, 4)]  # values of another colour: every column alone looks normal
+    unseen = [["0.0", "purple", "0.0"]]
+    rows = [r + ["0"] for r in normal] + [r + ["1"] for r in swapped] + [r + ["1"] for r in unseen]
+    write(tmp_path / "test.csv", rows, ("x", "colour", "y", "bad"))
+    assert cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column", "bad",
+               "--out", tmp_path / "rep", "--fpr", 0.05, "--no-progress") == 0
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["auroc"] > 0.95, rep
+    write(tmp_path / "score.csv", normal[:20] + unseen)
+    capsys.readouterr()
+    assert cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "score.csv", "--out", tmp_path / "s.csv",
+               "--fpr", 0.05, "--no-progress") == 0
+    assert "1 unseen category in 1 rows" in capsys.readouterr().out
+    with open(tmp_path / "s.csv") as f:
+        out = list(csv.DictReader(f))
+    assert out[-1]["unseen_categories"] == "colour=purple" and out[-1]["flag_at_fpr_0.05"] == "1"
+    assert all(r["unseen_categories"] == "" for r in out[:-1])
+    assert out[-1]["top_columns"].split()[0] in ("x", "colour", "y")
+    one_line_error(capsys, cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column",
+                               "colour", "--out", tmp_path / "r2"), "holds text")
