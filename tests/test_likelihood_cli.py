@@ -83,7 +83,7 @@ def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
     (tmp_path / "nan.csv").write_text("x0,x1\n1,2\nnan,3\n")
     e(capsys, cli("nll", toy_run, "--data", tmp_path / "nan.csv"), "nan")
     (tmp_path / "three.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
-    e(capsys, cli("encode", toy_run, "--data", tmp_path / "three.csv", "--out", tmp_path / "l.npz"), "shape (3,)", "2")
+    e(capsys, cli("encode", toy_run, "--data", tmp_path / "three.csv", "--out", tmp_path / "l.npz"), "rows of 3 columns", "2")
     e(capsys, cli("encode", toy_run, "--data", "toy:gmm8", "--out", tmp_path / "l.txt"), ".npz")
     # latents: wrong shape, NaN, not a latents file, missing file, unreadable file
     np.savez(tmp_path / "wrong.npz", latents=np.zeros((2, 3), np.float32))

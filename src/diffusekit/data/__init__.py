@@ -231,9 +231,9 @@ def _csv(path: str) -> Data:
             cells[:, j] = cells[:, j].astype(np.float64)
             if not np.isfinite(cells[:, j].astype(np.float64)).all():
                 raise DiffusekitError(f"{path}: NaN or infinite values in column {name!r} (impute or drop them first)")
-        elif len(text) < len(cells) / 2:  # mostly numbers: a typo, not a categorical column
+        elif len(text) <= len(cells) / 2:  # mostly numbers: a typo, not a categorical column
             raise DiffusekitError(f"{path}: non-numeric cell {cells[text[0], j]!r} in numeric column {name!r}, row "
-                                  f"{text[0] + first}")
+                                  f"{text[0] + first} (a categorical column must be mostly text)")
         else:
             levels = len(set(cells[:, j]))
             if levels > 100 and levels > len(cells) / 2:
