@@ -143,7 +143,7 @@ def run_ddpm(minutes, out: Path):
     np.save(train, d.codec.decode(d.x)[..., 0])  # uint8 N x 28 x 28
     path = out / "ddpm-DDIM-50.npz"
     r = subprocess.run([str(python), str(ROOT / "peer_ddpm.py"), str(minutes), str(train), str(path), str(N_SAMPLES)],
-                       check=True, capture_output=True, text=True)
+                       check=True, stdout=subprocess.PIPE, text=True)  # its stderr (progress, errors) shows
     info = json.loads(r.stdout.strip().splitlines()[-1])
     return ({"denoising-diffusion-pytorch DDIM 50 NFE": {"npz": str(path), "sample_seconds": info.pop("sample_seconds")}},
             info)
