@@ -82,6 +82,10 @@ def make_scheduler(kind, beta_schedule="linear", **overrides):
         return DPMSolverMultistepScheduler(**common, algorithm_type=algorithm_type, solver_order=2,
                                            solver_type="midpoint", final_sigmas_type="zero", lower_order_final=True,
                                            **overrides)
+    if kind == "dpmpp-3m":  # third order to the end (the last step, to sigma 0, is first order on both sides); the
+        # second step is second order in the exponential-integrator form, diffusers' solver_type "heun"
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=3, solver_type="heun",
+                                           final_sigmas_type="zero", lower_order_final=False, **overrides)
     if kind == "ddpm":
         return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small", **overrides)
     raise ValueError(kind)
@@ -150,7 +154,8 @@ def _x_T(seed=1):
 
 
 SAMPLER_FN = {"ddim": samplers.sample_ddim, "dpmpp-2m": samplers.sample_dpmpp_2m, "ddpm": samplers.sample_ddpm,
-              "dpmpp-2m-sde": samplers.sample_dpmpp_2m_sde}
+              "dpmpp-2m-sde": samplers.sample_dpmpp_2m_sde,
+              "dpmpp-3m": lambda *a, **k: samplers.sample_dpmpp_3m_sde(*a, eta=0.0, **k)}
 NOISE_MODULE = {"ddim": scheduling_ddim, "ddpm": scheduling_ddpm, "dpmpp-2m-sde": scheduling_dpmsolver_multistep}
 
 
@@ -205,6 +210,12 @@ def test_matches_diffusers_cosine(unet, kind, monkeypatch):
 def test_ddim_eta_matches_diffusers(unet, monkeypatch):
     # DDIM's sigma_t(eta) mapped to sigma space: partial stochasticity, same z
     _check(unet, "ddim", 10, "linear", monkeypatch, eta=0.5)
+
+
+@pytest.mark.parametrize("n", [10, 25])
+def test_dpmpp_3m_matches_diffusers(unet, n, monkeypatch):
+    # our dpmpp-3m-sde at eta = 0 is diffusers' dpmsolver++ of order 3 (first, second, then third order)
+    _check(unet, "dpmpp-3m", n, "linear", monkeypatch)
 
 
 @pytest.mark.parametrize("n", [10, 25])

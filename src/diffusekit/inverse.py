@@ -341,7 +341,7 @@ def tweedie(denoiser, y, sigma_y: float):
     return denoiser(y, y.new_tensor(sigma_y))
 
 
-STOCHASTIC = {"ddpm": {}, "dpmpp-2m-sde": {}, "ddim": {"eta": 1.0}, "euler": {"churn": 40.0}, "heun": {"churn": 40.0}}
+STOCHASTIC = {"ddpm": {}, "dpmpp-2m-sde": {}, "dpmpp-3m-sde": {}, "ddim": {"eta": 1.0}, "euler": {"churn": 40.0}, "heun": {"churn": 40.0}}
 
 
 def posterior_sample(denoiser, y, sigmas, seeds, sampler="ddpm", temperature=1.0, **knobs):
