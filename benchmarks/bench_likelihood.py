@@ -76,7 +76,8 @@ def toys(a):
     from diffusekit.evaluate import Evaluator
     from diffusekit.train import TrainConfig, Trainer
 
-    report = {"minutes": a.minutes, "n_eval": a.n, "load_before": os.getloadavg()}
+    report = {"minutes": a.minutes, "n_eval": a.n, "preset": a.preset, "train_size": a.train_size or 20000,
+              "load_before": os.getloadavg()}
     recipes = {"default": {}, "max-likelihood": {"weighting": "likelihood", "noise": "loguniform"}}
     recipes = {k: v for k, v in recipes.items() if k in a.recipes}
     for toy in a.toys:
@@ -85,9 +86,11 @@ def toys(a):
         ev = Evaluator(f"toy:{toy}", n_boot=20)
         for name, flags in recipes.items():
             out = Path(a.out) / f"{toy}-{name}"
+            if a.preset:
+                flags = {**flags, "preset": a.preset}
+            data = f"toy:{toy}:{a.train_size}" if a.train_size else f"toy:{toy}"
             if not (out / "last").exists():
-                Trainer(TrainConfig(data=f"toy:{toy}", out=str(out), minutes=a.minutes, seed=0, **flags),
-                        progress=False).run()
+                Trainer(TrainConfig(data=data, out=str(out), minutes=a.minutes, seed=0, **flags), progress=False).run()
             run = load_run(out)
             x = run.codec.encode(pts)
             r = nll(run.denoiser, run.model_config, run.codec, x, method="ode", estimator="exact", rtol=1e-5,
@@ -103,7 +106,7 @@ def toys(a):
                 "energy_distance": q.get("energy_distance"), "steps": int(steps)}
             print(toy, name, json.dumps(report[f"{toy} {name}"]), flush=True)
     report["load_after"] = os.getloadavg()
-    (RESULTS / f"likelihood_toys_{a.minutes:g}min.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"likelihood_toys_{a.minutes:g}min{a.name}.json").write_text(json.dumps(report, indent=2))
 
 
 def mltrain(a):
@@ -147,6 +150,9 @@ def main():
     t.add_argument("--out", default="runs/likelihood-toys")
     t.add_argument("--toys", nargs="+", default=["gmm8", "checkerboard"], choices=["gmm8", "checkerboard"])
     t.add_argument("--recipes", nargs="+", default=["default", "max-likelihood"], choices=["default", "max-likelihood"])
+    t.add_argument("--preset", default=None, help="network preset (default: the library's)")
+    t.add_argument("--train-size", type=int, default=0, help="training draws (default: the toy spec's 20,000)")
+    t.add_argument("--name", default="", help="suffix of the result file")
     m = sub.add_parser("mltrain")
     m.add_argument("--data", default="digits")
     m.add_argument("--minutes", type=float, default=4.0)
