@@ -1,7 +1,7 @@
 """The few-lines Python API: load a run, sample from it, write what the CLI writes.
 
     run = diffusekit.load_run("runs/fm")
-    x = diffusekit.sample(run.denoiser, run.model_config, 16, sampler="dpmpp-2m", steps=20, seed=0)
+    x = diffusekit.sample(run.denoiser, run.model_config, 16, steps=20, seed=0)
     images = run.codec.decode(x)            # uint8 NHWC
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .errors import DiffusekitError
 from .precond import guided
-from .samplers import KNOBS, generate, get_sampler
+from .samplers import DEFAULT_SAMPLER, KNOBS, generate, get_sampler
 from .schedules import sampling_sigmas, vp_table
 
 
@@ -48,7 +48,7 @@ def pick_labels(model_config, n: int, seed: int, class_label=None):
     return torch.randint(0, model_config.num_classes, (n,), generator=torch.Generator().manual_seed(seed))
 
 
-def sample(denoiser, model_config, n: int, *, sampler="dpmpp-2m", steps=20, grid="karras", temperature=1.0,
+def sample(denoiser, model_config, n: int, *, sampler=DEFAULT_SAMPLER, steps=20, grid="karras", temperature=1.0,
            seed=0, labels=None, guidance=1.0, batch_size=256, device="cpu", callback=None, progress=False, **knobs):
     """n samples in model space (decode with the run's codec). labels: LongTensor [n] for a conditional model."""
     if n < 1:

@@ -19,7 +19,7 @@ from . import api
 from .checkpoint import load_checkpoint, load_run, write_csv_atomic, write_text_atomic
 from .errors import DiffusekitError
 from .likelihood import unconditional
-from .samplers import SAMPLERS
+from .samplers import DEFAULT_SAMPLER, SAMPLERS
 from .schedules import GRIDS
 from .train import TrainConfig, Trainer, pick_device, resume_config
 from .viz import image_grid, picture
@@ -591,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate samples from a trained run")
     s.add_argument("run")
     s.add_argument("--n", "--n-samples", dest="n", type=int, default=64, help=N_HELP)
-    s.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp-2m")
+    s.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER)
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--schedule", choices=list(GRIDS), default="karras", help="sigma grid")
     s.add_argument("--temperature", type=float, default=1.0)

@@ -344,7 +344,7 @@ class Trainer:
         n = 64 if self.mcfg.kind == "image" else 1000
         ema_denoiser = self.ema_denoiser()
         labels = torch.arange(n) % self.mcfg.num_classes if self.mcfg.num_classes else None
-        x = sample(ema_denoiser, self.mcfg, n, sampler="dpmpp-2m", steps=20, seed=0, labels=labels,
+        x = sample(ema_denoiser, self.mcfg, n, steps=20, seed=0, labels=labels,
                    device=self.device)
         path.parent.mkdir(parents=True, exist_ok=True)
         nrow = self.mcfg.num_classes if self.mcfg.num_classes and n % self.mcfg.num_classes == 0 else None
