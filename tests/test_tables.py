@@ -126,3 +126,13 @@ def test_anomaly_with_categories(mixed_run, tmp_path, capsys):
     assert out[-1]["top_columns"].split()[0] in ("x", "colour", "y")
     one_line_error(capsys, cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column",
                                "colour", "--out", tmp_path / "r2"), "holds text")
+    write(tmp_path / "text.csv", [["low", r[1], r[2]] for r in normal[:5]])  # text where the model has numbers
+    one_line_error(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "text.csv", "--out",
+                               tmp_path / "t.csv", "--fpr", 0.05), "column 'x' is numeric")
+    info = json.loads((tmp_path / "det" / "detector.json").read_text())
+    del info["stats"]["weights"]  # as an older diffusekit wrote it
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "detector.json").write_text(json.dumps(info))
+    one_line_error(capsys, cli("anomaly", "score", tmp_path / "old", "--data", tmp_path / "score.csv", "--out",
+                               tmp_path / "t.csv", "--fpr", 0.05), "fit it again")
+    assert not (tmp_path / "t.csv").exists()

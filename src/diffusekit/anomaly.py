@@ -246,8 +246,13 @@ class Detector:
         try:
             info = json.loads(f.read_text())
             run_path = Path(info["run"]) if Path(info["run"]).is_absolute() else Path(path) / info["run"]
-        except (ValueError, KeyError) as e:
+            missing = [k for k in ("stats", "calibration", "seed", "n_calibration") if k not in info]
+            if not missing and "weights" not in info["stats"]:
+                missing = ["stats.weights (a detector from before the weighted combination: fit it again)"]
+        except (ValueError, KeyError, TypeError) as e:
             raise DiffusekitError(f"{f} is corrupt: {e}") from None
+        if missing:
+            raise DiffusekitError(f"{f} is incomplete: no {', '.join(missing)}")
         return cls(Path(path), load_run(run_path, device=device), info, device)
 
     @classmethod

@@ -114,7 +114,7 @@ class VectorCodec:
     def encode(self, a, unseen: list | None = None) -> torch.Tensor:
         """User rows -> model space. A category the codec has not seen is an error, unless `unseen` is a list:
         then its block is all -1 (no level) and (row, column, value) is appended to the list."""
-        a = np.asarray(a, dtype=None if self.categories else np.float64)
+        a = np.asarray(a)
         if a.ndim != 2 or a.shape[1] != len(self.columns):
             raise DiffusekitError(f"expected rows of {len(self.columns)} values, got shape {a.shape}")
         x = np.empty((len(a), self.shape[0]))
