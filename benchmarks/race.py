@@ -5,7 +5,7 @@ FCD / KID / precision / recall by our evaluator against the 10,000 test images.
 
 Systems (all unconditional):
 - diffusekit: our default recipe (`diffusekit train --data fashion-mnist --class-cond off`, plus the flags given
-  with --ours-flags), sampled with dpmpp-2m at 20 steps (20 network calls).
+  with --ours-flags), sampled with dpmpp-2m-sde (the default sampler) and dpmpp-2m at 20 steps (20 network calls).
 - diffusers: the recipe of diffusers' examples/unconditional_image_generation/train_unconditional.py -- UNet2DModel,
   DDPMScheduler (1000 steps, linear betas), eps-MSE, AdamW (lr 1e-4, betas 0.95/0.999, weight decay 1e-6), cosine
   schedule with 500 warm-up steps, EMAModel (inv_gamma 1, power 3/4, max decay 0.9999), batch 16 -- with the U-Net
@@ -45,7 +45,7 @@ def run_ours(minutes, out: Path, flags):
                "--minutes", str(minutes), "--class-cond", "off", "--no-progress", *flags]
         subprocess.run(cmd, check=True)
     results = {}
-    for sampler, steps in (("dpmpp-2m", 20),):
+    for sampler, steps in (("dpmpp-2m-sde", 20), ("dpmpp-2m", 20)):  # the default, and the default until 2026-11-27
         path = out / f"diffusekit-{sampler}-{steps}.npz"
         t0 = time.time()
         subprocess.run([sys.executable, "-m", "diffusekit", "sample", str(run), "--n", str(N_SAMPLES), "--sampler",
