@@ -98,6 +98,9 @@ def test_train_sample_evaluate(mixed_run, tmp_path, capsys):
     ev = json.loads((tmp_path / "e.json").read_text())
     assert set(ev["marginal_w1"]) == {"x", "y"} and ev["marginal_tv"]["colour"] < 0.08, ev
     one_line_error(capsys, cli("sample", d / "run", "--n", 5, "--out", tmp_path / "s.npz"), "written as .csv")
+    write(tmp_path / "purple.csv", [["0.0", "purple", "0.0"]])  # likelihood has no value for a level never trained on
+    one_line_error(capsys, cli("nll", d / "run", "--data", tmp_path / "purple.csv"), "category 'purple'",
+                   "not in the training data")
 
 
 def test_anomaly_with_categories(mixed_run, tmp_path, capsys):

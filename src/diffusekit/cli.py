@@ -432,9 +432,9 @@ def cmd_anomaly_score(a):
     cols = det.info.get("columns")
     if cols:
         head += ["top_columns", "unseen_categories"]
-    new = {}
+    unseen_by_row = {}
     for i, c, v in unseen:
-        new.setdefault(i, []).append(f"{c}={v}")
+        unseen_by_row.setdefault(i, []).append(f"{c}={v}")
     rows = []
     for i in range(len(x)):
         row = [str(i), f"{float(r['score'][i]):.6g}", f"{float(r['p_value'][i]):.6g}", str(int(flags[i]))]
@@ -442,13 +442,13 @@ def cmd_anomaly_score(a):
         if cols:
             z = r["per_column_z"][i]
             top = torch.argsort(z, descending=True)[:3]
-            row += ["; ".join(f"{cols[j]} {float(z[j]):+.1f}" for j in top.tolist()), "; ".join(new.get(i, []))]
+            row += ["; ".join(f"{cols[j]} {float(z[j]):+.1f}" for j in top.tolist()), "; ".join(unseen_by_row.get(i, []))]
         rows.append(row)
     write_csv_atomic(a.out, head, rows)
     msg = (f"scored {len(x)} samples -> {a.out}: {int(flags.sum())} flagged at --fpr {a.fpr:g} "
            f"(conformal p-value <= {a.fpr:g}; on normal data the flagged fraction is at most about {a.fpr:g})")
     if unseen:
-        msg += (f"; {len(unseen)} unseen categor{'y' if len(unseen) == 1 else 'ies'} in {len(new)} rows (each adds "
+        msg += (f"; {len(unseen)} unseen categor{'y' if len(unseen) == 1 else 'ies'} in {len(unseen_by_row)} rows (each adds "
                 f"{UNSEEN_PENALTY:g} to the score; listed in unseen_categories)")
     if a.maps:
         from PIL import Image

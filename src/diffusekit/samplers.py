@@ -137,33 +137,22 @@ def sample_dpmpp_2m(denoiser, x, sigmas, *, temperature=1.0, generator=None, cal
 
 def sample_dpmpp_2m_sde(denoiser, x, sigmas, *, temperature=1.0, generator=None, callback=None, eta=1.0):
     """DPM-Solver++(2M) SDE (midpoint form); eta = 0 is the ODE solver DPM-Solver++(2M)."""
-    s = _floats(sigmas)
-    old_denoised, h_last = None, None
-    for i in range(len(s) - 1):
-        sigma, sigma_next = s[i], s[i + 1]
-        denoised = _denoise(denoiser, x, sigma)
-        _report(callback, i, x, sigma, sigma_next, denoised)
-        if sigma_next == 0:
-            x = denoised
-            continue
-        h = math.log(sigma / sigma_next)  # step in lambda = -log(sigma)
-        eta_h = eta * h
-        phi = -math.expm1(-h - eta_h)
-        x = (sigma_next / sigma) * math.exp(-eta_h) * x + phi * denoised
-        if old_denoised is not None:
-            r = h_last / h
-            x = x + phi * (0.5 / r) * (denoised - old_denoised)
-        if eta > 0:
-            x = x + sigma_next * math.sqrt(-math.expm1(-2 * eta_h)) * temperature * randn_like(x, generator)
-        old_denoised, h_last = denoised, h
-    return x
+    return _sample_dpmpp(denoiser, x, sigmas, temperature, generator, callback, eta, order=2)
 
 
 def sample_dpmpp_3m_sde(denoiser, x, sigmas, *, temperature=1.0, generator=None, callback=None, eta=1.0):
     """DPM-Solver++(3M) SDE (the exponential-integrator multistep of Lu et al. 2022, third order from the third
     step on, as in k-diffusion); eta = 0 is the ODE solver DPM-Solver++(3M)."""
+    return _sample_dpmpp(denoiser, x, sigmas, temperature, generator, callback, eta, order=3)
+
+
+def _sample_dpmpp(denoiser, x, sigmas, temperature, generator, callback, eta, order):
+    # DPM-Solver++ multistep with data prediction, in lambda = -log(sigma): a first-order exponential-integrator step
+    # (SDE form for eta > 0) plus corrections from the previous denoised outputs. order 2: the midpoint correction
+    # (diffusers' solver_type "midpoint"); order 3: second order in the exponential-integrator form on the second
+    # step (diffusers' "heun"), third order from the third. The last step (to sigma 0) returns the denoised output.
     s = _floats(sigmas)
-    d_1 = d_2 = h_1 = h_2 = None  # the two previous denoised outputs and steps (in lambda = -log sigma)
+    d_1 = d_2 = h_1 = h_2 = None  # the two previous denoised outputs and steps
     for i in range(len(s) - 1):
         sigma, sigma_next = s[i], s[i + 1]
         denoised = _denoise(denoiser, x, sigma)
@@ -172,10 +161,13 @@ def sample_dpmpp_3m_sde(denoiser, x, sigmas, *, temperature=1.0, generator=None,
             x = denoised
             continue
         h = math.log(sigma / sigma_next)
-        h_eta = h * (1 + eta)
-        x = math.exp(-h_eta) * x - math.expm1(-h_eta) * denoised
-        if d_1 is not None:
-            phi_2 = math.expm1(-h_eta) / h_eta + 1
+        eta_h = eta * h
+        phi = -math.expm1(-h - eta_h)
+        x = (sigma_next / sigma) * math.exp(-eta_h) * x + phi * denoised
+        if d_1 is not None and order == 2:
+            x = x + phi * (0.5 / (h_1 / h)) * (denoised - d_1)
+        elif d_1 is not None:
+            phi_2 = 1 - phi / (h + eta_h)
             r0 = h_1 / h
             d1_0 = (denoised - d_1) / r0  # first divided difference, scaled to this step
             if d_2 is None:
@@ -185,9 +177,9 @@ def sample_dpmpp_3m_sde(denoiser, x, sigmas, *, temperature=1.0, generator=None,
                 d1_1 = (d_1 - d_2) / r1
                 d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
                 d2 = (d1_0 - d1_1) / (r0 + r1)
-                x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
+                x = x + phi_2 * d1 - (phi_2 / (h + eta_h) - 0.5) * d2
         if eta > 0:
-            x = x + sigma_next * math.sqrt(-math.expm1(-2 * eta * h)) * temperature * randn_like(x, generator)
+            x = x + sigma_next * math.sqrt(-math.expm1(-2 * eta_h)) * temperature * randn_like(x, generator)
         d_1, d_2, h_1, h_2 = denoised, d_1, h, h_1
     return x
 

@@ -228,8 +228,8 @@ def _csv(path: str) -> Data:
                                   f"{missing[0] + first} (impute or drop it first; diffusekit does not impute)")
         text = [i for i, v in enumerate(cells[:, j]) if not _is_number(v)]
         if not text:
-            cells[:, j] = cells[:, j].astype(np.float64)
-            if not np.isfinite(cells[:, j].astype(np.float64)).all():
+            cells[:, j] = col = cells[:, j].astype(np.float64)
+            if not np.isfinite(col).all():
                 raise DiffusekitError(f"{path}: NaN or infinite values in column {name!r} (impute or drop them first)")
         elif len(text) <= len(cells) / 2:  # mostly numbers: a typo, not a categorical column
             raise DiffusekitError(f"{path}: non-numeric cell {cells[text[0], j]!r} in numeric column {name!r}, row "
