@@ -1,6 +1,7 @@
 """Few-step sampling: FCD against network calls (NFE) for every sampler, on one trained Fashion-MNIST run.
 
     python benchmarks/bench_nfe.py RUN [--n 500] [--nfe 5 10 20 50] [--samplers ...] [--ancestral 1000] [--device cuda]
+                                       [--rho R] [--sigma-min S] [--sigma-max S] [--eta E]
 
 Writes benchmarks/results/nfe.json and benchmarks/results/nfe.png (FCD vs NFE, one line per sampler), or to --results.
 --ancestral N adds the N-step ancestral (ddpm) reference point.
@@ -19,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from diffusekit import load_run, sample
 from diffusekit.evaluate import Evaluator
-from diffusekit.samplers import SAMPLERS, steps_for_nfe
+from diffusekit.samplers import KNOBS, SAMPLERS, steps_for_nfe
 
 RESULTS = Path(__file__).parent / "results"
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
@@ -65,7 +66,12 @@ def main():
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--seed", type=int, default=0, help="sampling seed (every point uses the same seeds)")
     p.add_argument("--name", default="nfe", help="stem of the result files")
+    p.add_argument("--rho", type=float, default=7.0, help="karras grid spacing")
+    p.add_argument("--sigma-min", type=float, default=None, help="lowest grid sigma (default: the model's)")
+    p.add_argument("--sigma-max", type=float, default=None, help="highest grid sigma (default: the model's)")
+    p.add_argument("--eta", type=float, default=None, help="stochasticity of the samplers that take eta")
     a = p.parse_args()
+    grid = {"rho": a.rho, "sigma_min": a.sigma_min, "sigma_max": a.sigma_max}
     run = load_run(a.run, device=a.device)
     ev = Evaluator(f"fashion-mnist:{a.fm_dir + ':' if a.fm_dir else ''}test", n_boot=10)
     table = {}
@@ -76,15 +82,16 @@ def main():
             if name == "heun" and steps < 2:
                 continue
             t0 = time.time()
+            knobs = {"eta": a.eta} if a.eta is not None and "eta" in KNOBS[name] else {}
             x = sample(run.denoiser, run.model_config, a.n, sampler=name, steps=steps, seed=a.seed, device=a.device,
-                       batch_size=1000)
+                       batch_size=1000, **grid, **knobs)
             r = ev(run.codec.decode(x))
             real_nfe = 2 * steps - 1 if name == "heun" else steps
             table[name].append({"nfe": real_nfe, "steps": steps, "fcd": r["fcd"], "fcd_se": r["fcd_se"],
                                 "precision": r["precision"], "recall": r["recall"], "seconds": round(time.time() - t0, 1)})
             print(name, table[name][-1], flush=True)
     a.results.mkdir(parents=True, exist_ok=True)
-    out = {"run": a.run, "n_samples": a.n, "seed": a.seed, "device": a.device, "load_avg_end": list(os.getloadavg()), "table": table}
+    out = {"run": a.run, "n_samples": a.n, "seed": a.seed, "device": a.device, **grid, "eta": a.eta, "load_avg_end": list(os.getloadavg()), "table": table}
     (a.results / f"{a.name}.json").write_text(json.dumps(out, indent=2))
     plot(table, a.results / f"{a.name}.png", f"FCD vs NFE, {a.n} samples, {a.run}")
     best = min(r["fcd"] for rows in table.values() for r in rows)

@@ -217,6 +217,18 @@ def test_more_bad_sample_options(digits_run, tmp_path, capsys):
                                "--out", tmp_path / "a.npz"), ">= 0")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "no" / "such" / "dir" / "a.npz"),
                    "no such file")
+    for flags in (("--sigma-max", 1000), ("--sigma-min", 0.0001), ("--sigma-min", 5, "--sigma-max", 2)):
+        one_line_error(capsys, cli("sample", digits_run, "--n", 2, *flags, "--out", tmp_path / "a.npz"), "training range")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--rho", 0, "--out", tmp_path / "a.npz"), "rho")
+
+
+def test_narrowed_grid_changes_samples(digits_run, tmp_path):
+    import numpy as np
+
+    for name, flags in (("default", ()), ("narrow", ("--sigma-max", 20, "--sigma-min", 0.01, "--rho", 5))):
+        assert cli("sample", digits_run, "--n", 4, "--steps", 6, *flags, "--out", tmp_path / f"{name}.npz") == 0
+    a, b = (np.load(tmp_path / f"{n}.npz")["arr_0"] for n in ("default", "narrow"))
+    assert a.shape == b.shape and (a != b).any()
 
 
 def test_image_folder_edge_cases(tmp_path, capsys):

@@ -175,3 +175,17 @@ def test_bad_sigma_grid_is_a_clear_error():
     for bad in ([1.0, 2.0, 0.0], [2.0, 1.0], [3.0]):
         with pytest.raises(DiffusekitError):
             generate(D, "ddim", (2, 2), torch.tensor(bad), seeds=[0, 1])
+
+
+def test_sigma_grid_overrides_stay_in_the_training_range():
+    from diffusekit import sigma_grid
+    from diffusekit.errors import DiffusekitError
+    from diffusekit.model import ModelConfig
+
+    cfg = ModelConfig(kind="vector", in_shape=[2], preset="tiny")
+    s = sigma_grid(cfg, 5, sigma_min=0.05, sigma_max=10.0, rho=3.0)
+    assert abs(float(s[0]) - 10.0) < 1e-9 and abs(float(s[-2]) - 0.05) < 1e-12 and float(s[-1]) == 0.0
+    for bad in ({"sigma_max": 2 * cfg.sigma_max}, {"sigma_min": cfg.sigma_min / 2}, {"sigma_min": 1.0, "sigma_max": 0.5},
+                {"rho": -1.0}):
+        with pytest.raises(DiffusekitError):
+            sigma_grid(cfg, 5, **bad)

@@ -59,6 +59,18 @@ def test_resume_is_exact(tmp_path):
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
 
 
+def test_lr_schedule_warmup_then_inverse_sqrt_decay(tmp_path):
+    kw = dict(data="toy:moons", preset="tiny", batch_size=100, steps=1, lr=1e-3, warmup_steps=10)
+    const = Trainer(TrainConfig(out=str(tmp_path / "c"), **kw), progress=False)
+    decay = Trainer(TrainConfig(out=str(tmp_path / "d"), lr_decay_kimg=2.0, **kw), progress=False)
+    assert const.learning_rate(4) == pytest.approx(5e-4) == decay.learning_rate(4)  # warm-up: 500 images
+    assert const.learning_rate(79) == pytest.approx(1e-3)
+    assert decay.learning_rate(19) == pytest.approx(1e-3)  # 2,000 images: the decay starts here
+    assert decay.learning_rate(79) == pytest.approx(1e-3 / 2)  # 8,000 images: 1/sqrt(4)
+    decay.run()
+    assert decay.opt.param_groups[0]["lr"] == pytest.approx(decay.learning_rate(0))  # the loop uses it
+
+
 @pytest.mark.slow
 def test_grad_accumulation_matches_one_big_batch(tmp_path):
     kw = dict(data="toy:moons", preset="tiny", batch_size=64, steps=5, seed=0, log_every=1)

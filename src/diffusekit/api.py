@@ -19,10 +19,18 @@ from .samplers import DEFAULT_SAMPLER, KNOBS, generate, get_sampler
 from .schedules import sampling_sigmas, vp_table
 
 
-def sigma_grid(model_config, steps: int, grid: str = "karras", rho: float = 7.0):
-    """The sampling grid for a model: `steps` sigmas within its training range, plus 0."""
+def sigma_grid(model_config, steps: int, grid: str = "karras", rho: float = 7.0, sigma_min=None, sigma_max=None):
+    """The sampling grid for a model: `steps` sigmas within its training range (or [sigma_min, sigma_max] where
+    given, which must lie inside it), plus 0."""
+    lo = model_config.sigma_min if sigma_min is None else sigma_min
+    hi = model_config.sigma_max if sigma_max is None else sigma_max
+    if not (model_config.sigma_min <= lo < hi <= model_config.sigma_max):
+        raise DiffusekitError(f"need {model_config.sigma_min:g} <= sigma_min < sigma_max <= {model_config.sigma_max:g} "
+                              f"(the model's training range), got sigma_min {lo:g}, sigma_max {hi:g}")
+    if not (rho > 0 and math.isfinite(rho)):
+        raise DiffusekitError(f"rho must be a finite number > 0, got {rho}")
     ab = vp_table(model_config.vp_schedule) if model_config.time_conditioning == "vp" else None
-    return sampling_sigmas(grid, steps, model_config.sigma_min, model_config.sigma_max, alpha_bars=ab, rho=rho)
+    return sampling_sigmas(grid, steps, lo, hi, alpha_bars=ab, rho=rho)
 
 
 def sample_seeds(seed: int, n: int, start: int = 0, stream: int = 0):
@@ -49,8 +57,10 @@ def pick_labels(model_config, n: int, seed: int, class_label=None):
 
 
 def sample(denoiser, model_config, n: int, *, sampler=DEFAULT_SAMPLER, steps=20, grid="karras", temperature=1.0,
-           seed=0, labels=None, guidance=1.0, batch_size=256, device="cpu", callback=None, progress=False, **knobs):
-    """n samples in model space (decode with the run's codec). labels: LongTensor [n] for a conditional model."""
+           seed=0, labels=None, guidance=1.0, batch_size=256, device="cpu", callback=None, progress=False,
+           rho=7.0, sigma_min=None, sigma_max=None, **knobs):
+    """n samples in model space (decode with the run's codec). labels: LongTensor [n] for a conditional model.
+    The grid spans the model's training range unless sigma_min / sigma_max narrow it (karras: spacing rho)."""
     if n < 1:
         raise DiffusekitError(f"number of samples must be at least 1, got {n}")
     if batch_size < 1:
@@ -68,7 +78,7 @@ def sample(denoiser, model_config, n: int, *, sampler=DEFAULT_SAMPLER, steps=20,
     bad = [k for k in knobs if k not in KNOBS[sampler]]
     if bad:
         raise DiffusekitError(f"sampler {sampler} takes no {', '.join(bad)} (it takes: {', '.join(KNOBS[sampler]) or 'none'})")
-    sigmas = sigma_grid(model_config, steps, grid)
+    sigmas = sigma_grid(model_config, steps, grid, rho, sigma_min, sigma_max)
     out = []
     with torch.no_grad():
         for start in tqdm(range(0, n, batch_size), disable=not progress, desc="sampling", unit="batch"):

@@ -73,7 +73,8 @@ def cmd_sample(a):
     labels = api.pick_labels(run.model_config, a.n, a.seed, a.class_label)
     x = api.sample(run.denoiser, run.model_config, a.n, sampler=a.sampler, steps=a.steps, grid=a.schedule,
                    temperature=a.temperature, seed=a.seed, labels=labels, guidance=a.guidance,
-                   batch_size=a.batch_size, device=device, progress=not a.no_progress, **knobs)
+                   batch_size=a.batch_size, device=device, progress=not a.no_progress,
+                   rho=a.rho, sigma_min=a.sigma_min, sigma_max=a.sigma_max, **knobs)
     decoded = run.codec.decode(x)
     if a.out:
         api.save_samples(a.out, decoded, None if labels is None else labels.numpy(), run.codec.kind,
@@ -594,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER)
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--schedule", choices=list(GRIDS), default="karras", help="sigma grid")
+    s.add_argument("--rho", type=float, default=7.0, help="karras grid: spacing exponent (larger: more steps at low noise)")
+    s.add_argument("--sigma-min", type=float, default=None, help="lowest grid noise level (default: the model's)")
+    s.add_argument("--sigma-max", type=float, default=None, help="highest grid noise level (default: the model's)")
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="FILE.npz, a folder for PNGs (images) or FILE.csv (vectors)")

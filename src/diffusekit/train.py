@@ -59,6 +59,7 @@ class TrainConfig(Config):
     grad_accum: int = 1
     lr: float = 2e-3
     warmup_steps: int = 200
+    lr_decay_kimg: float = 0.0  # > 0: inverse square-root decay, lr * sqrt(lr_decay_kimg / kimg seen) past it (EDM2)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_halflife_kimg: float = 20.0
@@ -86,6 +87,7 @@ class TrainConfig(Config):
         check(self.steps >= 0 and self.minutes >= 0, "--steps and --minutes must not be negative")
         check(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be at least 1")
         check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}")
+        check(self.lr_decay_kimg >= 0, f"--lr-decay-kimg must be >= 0 (0: constant), got {self.lr_decay_kimg}")
         check(0 <= self.label_dropout < 1, f"--label-dropout must be in [0, 1), got {self.label_dropout}")
         check(self.ema_halflife_kimg >= 0 and self.ema_rampup >= 0, "EMA half-life and ramp-up must be >= 0")
         check(self.p_std > 0, "p_std must be positive")
@@ -307,12 +309,20 @@ class Trainer:
         loss, grad_norm = float(total), float(grad_norm)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             return loss, grad_norm
-        lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.learning_rate(self.step)
         self.opt.step()
         self._update_ema()
         return loss, grad_norm
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up, then constant or (lr_decay_kimg > 0) decaying as 1 / sqrt(images seen) (EDM2): a function
+        of the step alone, so a resumed run follows the same schedule."""
+        cfg = self.cfg
+        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        if cfg.lr_decay_kimg > 0:
+            lr /= math.sqrt(max((step + 1) * cfg.batch_size / (cfg.lr_decay_kimg * 1000), 1.0))
+        return lr
 
     @torch.no_grad()
     def _update_ema(self):
