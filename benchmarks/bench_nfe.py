@@ -15,45 +15,13 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
 
 from diffusekit import load_run, sample
 from diffusekit.evaluate import Evaluator
 from diffusekit.samplers import KNOBS, SAMPLERS, steps_for_nfe
+from plots import line_plot
 
 RESULTS = Path(__file__).parent / "results"
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-
-
-def plot(table, path, title):
-    """FCD (log) vs NFE (log), drawn with PIL so the benchmark needs no plotting library."""
-    W, H, m = 640, 420, 60
-    pts = [(r["nfe"], r["fcd"]) for rows in table.values() for r in rows]
-    lx = np.log([p[0] for p in pts])
-    ly = np.log([p[1] for p in pts])
-    x0, x1, y0, y1 = lx.min(), lx.max(), ly.min(), ly.max()
-    sx = lambda v: m + (np.log(v) - x0) / max(x1 - x0, 1e-9) * (W - 2 * m)  # noqa: E731
-    sy = lambda v: H - m - (np.log(v) - y0) / max(y1 - y0, 1e-9) * (H - 2 * m)  # noqa: E731
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    d.rectangle((m, m, W - m, H - m), outline="black")
-    d.text((m, 10), title, fill="black")
-    for nfe in sorted({p[0] for p in pts}):
-        d.text((sx(nfe) - 6, H - m + 5), str(nfe), fill="black")
-    for v in np.exp(np.linspace(y0, y1, 5)):
-        d.text((5, sy(v) - 5), f"{v:.2f}", fill="black")
-    d.text((W // 2 - 10, H - 25), "NFE", fill="black")
-    for k, (name, rows) in enumerate(table.items()):
-        c = COLOURS[k % len(COLOURS)]
-        xy = [(sx(r["nfe"]), sy(r["fcd"])) for r in rows]
-        d.line(xy, fill=c, width=2)
-        for x, y in xy:
-            d.ellipse((x - 3, y - 3, x + 3, y + 3), fill=c)
-        d.text((W - m - 110, m + 8 + 14 * k), name, fill=c)
-    img.save(path)
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("run")
@@ -93,7 +61,8 @@ def main():
     a.results.mkdir(parents=True, exist_ok=True)
     out = {"run": a.run, "n_samples": a.n, "seed": a.seed, "device": a.device, **grid, "eta": a.eta, "load_avg_end": list(os.getloadavg()), "table": table}
     (a.results / f"{a.name}.json").write_text(json.dumps(out, indent=2))
-    plot(table, a.results / f"{a.name}.png", f"FCD vs NFE, {a.n} samples, {a.run}")
+    line_plot({name: [(r["nfe"], r["fcd"]) for r in rows] for name, rows in table.items()}, a.results / f"{a.name}.png",
+              f"FCD vs NFE, {a.n} samples, {a.run}", "NFE")
     best = min(r["fcd"] for rows in table.values() for r in rows)
     at10 = min((r["fcd"] for rows in table.values() for r in rows if r["nfe"] <= 10), default=float("nan"))
     print("| sampler | " + " | ".join(f"NFE {n}" for n in a.nfe) + " |")

@@ -244,3 +244,37 @@ def test_vp_tables_match_diffusers():
     for name, beta_schedule in (("linear", "linear"), ("cosine", "squaredcos_cap_v2")):
         theirs = DDPMScheduler(beta_schedule=beta_schedule).alphas_cumprod.double()
         torch.testing.assert_close(schedules.vp_table(name), theirs, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("tau,orders", [(1.0, (3, 4)), (0.0, (3, 4)), (1.0, (2, 2)), (0.7, (1, 2))])
+def test_sa_solver_matches_diffusers(unet, tau, orders, monkeypatch):
+    # SA-Solver: diffusers' SASolverScheduler (data prediction, constant tau) against our sa-solver with eta = tau^2.
+    # diffusers corrects a state at the start of its next step() and keeps the corrected one as `last_sample`; our
+    # callback sees the corrected state too. Its grid ends at sigma(t=0) > 0, ours at 0, so the states at
+    # sigmas[1..n-1] are compared (n - 1 corrected states, each after a predictor and a corrector step).
+    from diffusers import SASolverScheduler
+    from diffusers.schedulers import scheduling_sasolver
+
+    n, (p, c) = 12, orders
+    scheduler = SASolverScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                                  prediction_type="epsilon", predictor_order=p, corrector_order=c,
+                                  tau_func=lambda t: tau, algorithm_type="data_prediction", lower_order_final=True)
+    net = EpsNet(unet, scheduler.alphas_cumprod)
+    x_T = _x_T()
+    recorder = NoiseRecorder(scheduling_sasolver.randn_tensor)
+    monkeypatch.setattr(scheduling_sasolver, "randn_tensor", recorder)
+    theirs = []
+    with torch.no_grad():
+        scheduler.set_timesteps(n)
+        x = x_T * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            x = scheduler.step(net(x, t).sample, t, x, generator=torch.Generator().manual_seed(2)).prev_sample
+            theirs.append(scheduler.last_sample.clone())
+        assert len(recorder.draws) == n
+        replay = Replay(recorder.draws[:-1] if tau > 0 else [])
+        ours = run_ours(net, scheduler, samplers.sample_sa_solver, x_T, eta=tau**2, predictor_order=p,
+                        corrector_order=c, generator=replay)
+    assert not replay.draws
+    assert 0.1 < theirs[-1].std() < 10
+    for i in range(1, n):  # theirs[i] and ours[i - 1] are the corrected state at sigmas[i]
+        torch.testing.assert_close(ours[i - 1], theirs[i], rtol=0, atol=ATOL, msg=lambda m: f"state {i}: {m}")

@@ -12,7 +12,7 @@ from diffusekit.samplers import KNOBS, SAMPLERS, generate
 from diffusekit.schedules import karras_sigmas
 
 STOCHASTIC = {"ddpm": {}, "ddim": {"eta": 0.5}, "euler": {"churn": 10.0}, "heun": {"churn": 10.0},
-              "dpmpp-2m-sde": {"eta": 1.0}, "dpmpp-3m-sde": {"eta": 1.0}}
+              "dpmpp-2m-sde": {"eta": 1.0}, "dpmpp-3m-sde": {"eta": 1.0}, "sa-solver": {"eta": 1.0}}
 
 
 def knobs_for(name):
@@ -118,7 +118,7 @@ def test_reproduces_mixture_at_50_steps(name, reference):
     check_mixture(gmm_samples(name, 50, **knobs_for(name)), reference, name)
 
 
-@pytest.mark.parametrize("name", ["heun", "dpmpp-2m"])
+@pytest.mark.parametrize("name", ["heun", "dpmpp-2m", "sa-solver"])
 def test_reproduces_mixture_at_20_steps(name, reference):
     check_mixture(gmm_samples(name, 20), reference, name)
 
@@ -189,3 +189,33 @@ def test_sigma_grid_overrides_stay_in_the_training_range():
                 {"rho": -1.0}):
         with pytest.raises(DiffusekitError):
             sigma_grid(cfg, 5, **bad)
+
+
+@pytest.mark.parametrize("name", ["dpmpp-2m-sde", "dpmpp-3m-sde", "sa-solver"])
+def test_sde_noise_window(name):
+    # a window holding every step is the plain SDE; one holding none is the ODE solver (eta 0); a window in between
+    # differs from both
+    from diffusekit.schedules import karras_sigmas
+
+    D = lambda x, sigma: 0.8 * x / (1 + sigma**2) ** 0.5  # noqa: E731
+    sigmas = karras_sigmas(8, 0.01, 20.0)
+    run = lambda **k: generate(D, name, (4, 3), sigmas, seeds=range(4), **k)  # noqa: E731
+    torch.testing.assert_close(run(s_tmin=0.0, s_tmax=100.0), run())
+    torch.testing.assert_close(run(s_tmin=50.0), run(eta=0.0))
+    mid = run(s_tmin=0.1, s_tmax=5.0)
+    assert not torch.allclose(mid, run()) and not torch.allclose(mid, run(eta=0.0))
+
+
+def test_sa_solver_first_order_is_dpmpp_sde_first_order():
+    # predictor order 1 without corrector is the first-order exponential integrator of the SDE: for a denoiser that
+    # ignores its history this is dpmpp-2m-sde's first step, repeated; checked on a 2-step grid (one SDE step, then 0)
+    from diffusekit.errors import DiffusekitError
+
+    D = lambda x, sigma: GMM.denoiser(x, sigma)  # noqa: E731
+    sig = torch.tensor([3.0, 0.7, 0.0], dtype=torch.float64)
+    seeds = sample_seeds(0, 20)
+    a = generate(D, "sa-solver", (20, 2), sig, seeds=seeds, predictor_order=1, corrector_order=0, eta=0.6)
+    b = generate(D, "dpmpp-2m-sde", (20, 2), sig, seeds=seeds, eta=0.6)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(DiffusekitError):
+        generate(D, "sa-solver", (2, 2), sig, seeds=[0, 1], predictor_order=5)

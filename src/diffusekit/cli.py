@@ -69,7 +69,7 @@ def cmd_sample(a):
         raise DiffusekitError(f"--grid must be a .png file, got {a.grid!r}")
     device = pick_device(a.device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
-    knobs = {k: getattr(a, k) for k in ("eta", "churn") if getattr(a, k) is not None}
+    knobs = sampler_knobs(a)
     labels = api.pick_labels(run.model_config, a.n, a.seed, a.class_label)
     x = api.sample(run.denoiser, run.model_config, a.n, sampler=a.sampler, steps=a.steps, grid=a.schedule,
                    temperature=a.temperature, seed=a.seed, labels=labels, guidance=a.guidance,
@@ -320,7 +320,7 @@ def cmd_restore(a):
     k = a.n_samples
     if out.lower().endswith(".png") and len(y) * k > 1:
         raise DiffusekitError(f"--out {out} holds one image but there are {len(y) * k} restorations; use .npz or a folder")
-    knobs = {n: getattr(a, n) for n in ("eta", "churn") if getattr(a, n) is not None}
+    knobs = sampler_knobs(a)
     t0 = time.time()
     x = restore(unconditional(run.denoiser, run.model_config), run.model_config, op, y, sigma_y=sigma_y,
                 method=method, n_samples=k, sampler=a.sampler, steps=a.steps, temperature=a.temperature,
@@ -579,6 +579,21 @@ def run_options(q, batch_size):
     q.add_argument("--no-progress", action="store_true")
 
 
+def knob_options(p):
+    p.add_argument("--churn", type=float, default=None, help="euler / heun EDM churn")
+    p.add_argument("--s-tmin", type=float, default=None,
+                   help="euler / heun / dpmpp-*-sde / sa-solver: inject noise only at sigma >= this (default 0)")
+    p.add_argument("--s-tmax", type=float, default=None,
+                   help="euler / heun / dpmpp-*-sde / sa-solver: inject noise only at sigma <= this (default: no limit)")
+    p.add_argument("--predictor-order", type=int, default=None, help="sa-solver: predictor order 1-4 (default 3)")
+    p.add_argument("--corrector-order", type=int, default=None, help="sa-solver: corrector order 0-4 (default 4; 0: none)")
+
+
+def sampler_knobs(a) -> dict:
+    names = ("eta", "churn", "s_tmin", "s_tmax", "predictor_order", "corrector_order")
+    return {k: getattr(a, k) for k in names if getattr(a, k) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffusekit", description="Train diffusion models and sample from them.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -604,8 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", help="FILE.png: a grid of (up to 256) samples, or a scatter plot for vectors")
     s.add_argument("--class", dest="class_label", type=int, default=None, help="class index (conditional runs)")
     s.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (1: none)")
-    s.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde / dpmpp-3m-sde stochasticity")
-    s.add_argument("--churn", type=float, default=None, help="euler / heun EDM churn")
+    s.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde / dpmpp-3m-sde / sa-solver stochasticity")
+    knob_options(s)
     run_options(s, 256)
     s.add_argument("--report", action="store_true", help="also print the mean exact NLL of the samples")
     s.set_defaults(func=cmd_sample)
@@ -680,8 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--compare", help="FILE.png: input, restoration(s), mean and spread, truth")
         r.add_argument("--zeta", type=float, default=1.0, help="dps: step size of the measurement gradient")
         r.add_argument("--resample", type=int, default=4, help="repaint: resamplings per step")
-        r.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde / dpmpp-3m-sde stochasticity")
-        r.add_argument("--churn", type=float, default=None, help="euler / heun EDM churn")
+        r.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde / dpmpp-3m-sde / sa-solver stochasticity")
+        knob_options(r)
         run_options(r, 64)
         r.set_defaults(func=cmd_restore)
 
