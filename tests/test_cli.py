@@ -220,6 +220,10 @@ def test_more_bad_sample_options(digits_run, tmp_path, capsys):
     for flags in (("--sigma-max", 1000), ("--sigma-min", 0.0001), ("--sigma-min", 5, "--sigma-max", 2)):
         one_line_error(capsys, cli("sample", digits_run, "--n", 2, *flags, "--out", tmp_path / "a.npz"), "training range")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--rho", 0, "--out", tmp_path / "a.npz"), "rho")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--sampler", "sa-solver", "--predictor-order", 7,
+                               "--out", tmp_path / "a.npz"), "predictor 1-4")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--corrector-order", 2, "--out", tmp_path / "a.npz"),
+                   "takes no corrector_order")
 
 
 def test_narrowed_grid_changes_samples(digits_run, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .errors import DiffusekitError
@@ -199,6 +200,7 @@ def sample_sa_solver(denoiser, x, sigmas, *, temperature=1.0, generator=None, ca
     if predictor_order not in (1, 2, 3, 4) or corrector_order not in (0, 1, 2, 3, 4):
         raise DiffusekitError(f"sa-solver orders: predictor 1-4 and corrector 0-4, got {predictor_order} and "
                               f"{corrector_order}")
+    predictor_order, corrector_order = int(predictor_order), int(corrector_order)
     s = _floats(sigmas)
     n = len(s) - 1
     lam = [-math.log(v) if v > 0 else math.inf for v in s]  # lambda = -ln sigma (half the logSNR)
@@ -227,8 +229,6 @@ def _sa_step(x, outputs, nodes, lam_s, lam_t, eta, z, temperature):
     # the Lagrange polynomial through (nodes[j], outputs[j]) (oldest first): x_t = e^{-(1 + eta) h} x_s
     # + sum_j b_j outputs[j] + sigma_t sqrt(1 - e^{-2 eta h}) z, b_j = k int_{lam_s}^{lam_t} e^{k (lam - lam_t)} l_j(lam),
     # k = 1 + eta. Composite Gauss-Legendre (pieces short enough that the exponential is resolved to float64).
-    import numpy as np
-
     h, k = lam_t - lam_s, 1.0 + eta
     pieces = max(1, math.ceil(k * h))
     u, w = np.polynomial.legendre.leggauss(16)

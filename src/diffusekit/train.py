@@ -87,7 +87,7 @@ class TrainConfig(Config):
         check(self.steps >= 0 and self.minutes >= 0, "--steps and --minutes must not be negative")
         check(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be at least 1")
         check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}")
-        check(self.lr_decay_kimg >= 0, f"--lr-decay-kimg must be >= 0 (0: constant), got {self.lr_decay_kimg}")
+        check(self.lr_decay_kimg >= 0 and math.isfinite(self.lr_decay_kimg), f"--lr-decay-kimg must be >= 0 (0: constant), got {self.lr_decay_kimg}")
         check(0 <= self.label_dropout < 1, f"--label-dropout must be in [0, 1), got {self.label_dropout}")
         check(self.ema_halflife_kimg >= 0 and self.ema_rampup >= 0, "EMA half-life and ramp-up must be >= 0")
         check(self.p_std > 0, "p_std must be positive")
