@@ -19,14 +19,14 @@ from pathlib import Path
 
 from diffusekit import load_run, sample
 from diffusekit.evaluate import Evaluator
-from diffusekit.samplers import DEFAULT_SAMPLER, KNOBS
+from diffusekit.samplers import DEFAULT_SAMPLER, KNOBS, steps_for_nfe
 
 RESULTS = Path(__file__).parent / "results"
 # searched in this order (sa-solver's orders first: they decide whether few steps are stable at all)
 AXES = {"predictor_order": [1, 2, 3], "corrector_order": [0, 2, 4],
-        "sigma_max": [80.0, 40.0, 20.0, 10.0, 5.0], "sigma_min": [0.002, 0.01, 0.03, 0.1],
-        "rho": [3.0, 5.0, 7.0, 10.0], "eta": [0.5, 0.75, 1.0], "s_tmin": [0.0, 0.05, 0.2], "s_tmax": [None, 10.0, 2.0]}
-GRID = {"sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0}  # the model's range and the Karras spacing: the defaults
+        "sigma_max": [None, 40.0, 20.0, 10.0, 5.0], "sigma_min": [None, 0.01, 0.03, 0.1],
+        "rho": [3.0, 5.0, None, 10.0], "eta": [0.5, 0.75, 1.0], "s_tmin": [0.0, 0.05, 0.2], "s_tmax": [None, 10.0, 2.0]}
+GRID = {"sigma_max": None, "sigma_min": None, "rho": None}  # None: the model's range and the Karras spacing 7
 KNOB_DEFAULTS = {"eta": 1.0, "s_tmin": 0.0, "s_tmax": None, "predictor_order": 3, "corrector_order": 4}
 
 
@@ -44,6 +44,8 @@ def main():
     p.add_argument("--fm-dir", default=None)
     p.add_argument("--name", default="grid_search")
     a = p.parse_args()
+    if a.nfe not in a.check_nfe:
+        p.error(f"--check-nfe must include --nfe {a.nfe}")
     run = load_run(a.run, device=a.device)
     ev = Evaluator(f"fashion-mnist:{a.fm_dir + ':' if a.fm_dir else ''}test", n_boot=10)
     axes = {k: AXES[k] for k in a.axes if k in GRID or k in KNOBS[a.sampler]}
@@ -56,7 +58,8 @@ def main():
         if key not in cache:
             t0 = time.time()
             knobs = {k: v for k, v in cfg.items() if k in KNOBS[cfg["sampler"]] and v is not None}
-            x = sample(run.denoiser, run.model_config, a.n, sampler=cfg["sampler"], steps=nfe, seed=seed,
+            x = sample(run.denoiser, run.model_config, a.n, sampler=cfg["sampler"],
+                       steps=steps_for_nfe(cfg["sampler"], nfe), seed=seed,
                        device=a.device, batch_size=1000, rho=cfg["rho"], sigma_min=cfg["sigma_min"],
                        sigma_max=cfg["sigma_max"], **knobs)
             r = ev(run.codec.decode(x))

@@ -28,7 +28,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from diffusekit import load_run

@@ -15,13 +15,14 @@ import os
 import time
 from pathlib import Path
 
-
 from diffusekit import load_run, sample
 from diffusekit.evaluate import Evaluator
 from diffusekit.samplers import KNOBS, SAMPLERS, steps_for_nfe
 from plots import line_plot
 
 RESULTS = Path(__file__).parent / "results"
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("run")
@@ -34,7 +35,7 @@ def main():
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--seed", type=int, default=0, help="sampling seed (every point uses the same seeds)")
     p.add_argument("--name", default="nfe", help="stem of the result files")
-    p.add_argument("--rho", type=float, default=7.0, help="karras grid spacing")
+    p.add_argument("--rho", type=float, default=None, help="karras grid spacing (default 7)")
     p.add_argument("--sigma-min", type=float, default=None, help="lowest grid sigma (default: the model's)")
     p.add_argument("--sigma-max", type=float, default=None, help="highest grid sigma (default: the model's)")
     p.add_argument("--eta", type=float, default=None, help="stochasticity of the samplers that take eta")

@@ -246,35 +246,54 @@ def test_vp_tables_match_diffusers():
         torch.testing.assert_close(schedules.vp_table(name), theirs, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("tau,orders", [(1.0, (3, 4)), (0.0, (3, 4)), (1.0, (2, 2)), (0.7, (1, 2))])
+SA_WINDOW = (200, 800)  # diffusers' default tau_func: tau = 1 for 200 <= t <= 800, else 0
+
+
+@pytest.mark.parametrize("tau,orders", [(1.0, (3, 4)), (0.0, (3, 4)), (1.0, (2, 2)), (0.7, (1, 2)), ("window", (3, 4))])
 def test_sa_solver_matches_diffusers(unet, tau, orders, monkeypatch):
-    # SA-Solver: diffusers' SASolverScheduler (data prediction, constant tau) against our sa-solver with eta = tau^2.
-    # diffusers corrects a state at the start of its next step() and keeps the corrected one as `last_sample`; our
-    # callback sees the corrected state too. Its grid ends at sigma(t=0) > 0, ours at 0, so the states at
-    # sigmas[1..n-1] are compared (n - 1 corrected states, each after a predictor and a corrector step).
+    # SA-Solver: diffusers' SASolverScheduler (data prediction) against our sa-solver with eta = tau^2 (its default
+    # timestep window for tau becomes our s_tmin / s_tmax). diffusers corrects a state at the start of its next
+    # step() and keeps the corrected one as `last_sample`; our callback sees the corrected state too. Its grid ends
+    # at sigma(t=0) > 0, ours at 0, so the corrected states at sigmas[1..n-2] are compared, and at sigmas[n-1] the
+    # predicted one (the step to 0 returns the denoised output; nothing corrects that state on our side).
     from diffusers import SASolverScheduler
     from diffusers.schedulers import scheduling_sasolver
 
     n, (p, c) = 12, orders
+    lo, hi = SA_WINDOW
+    tau_fn = (lambda t: 1.0 if lo <= t <= hi else 0.0) if tau == "window" else (lambda t: tau)
     scheduler = SASolverScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                                  prediction_type="epsilon", predictor_order=p, corrector_order=c,
-                                  tau_func=lambda t: tau, algorithm_type="data_prediction", lower_order_final=True)
+                                  prediction_type="epsilon", predictor_order=p, corrector_order=c, tau_func=tau_fn,
+                                  algorithm_type="data_prediction", lower_order_final=True)
     net = EpsNet(unet, scheduler.alphas_cumprod)
     x_T = _x_T()
     recorder = NoiseRecorder(scheduling_sasolver.randn_tensor)
     monkeypatch.setattr(scheduling_sasolver, "randn_tensor", recorder)
-    theirs = []
+    corrected, predicted = [], []
     with torch.no_grad():
         scheduler.set_timesteps(n)
         x = x_T * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             x = scheduler.step(net(x, t).sample, t, x, generator=torch.Generator().manual_seed(2)).prev_sample
-            theirs.append(scheduler.last_sample.clone())
-        assert len(recorder.draws) == n
-        replay = Replay(recorder.draws[:-1] if tau > 0 else [])
-        ours = run_ours(net, scheduler, samplers.sample_sa_solver, x_T, eta=tau**2, predictor_order=p,
-                        corrector_order=c, generator=replay)
+            corrected.append(scheduler.last_sample.clone())
+            predicted.append(x)
+        # diffusers draws on every step (and multiplies by 0 where tau = 0); we draw only where we inject noise,
+        # never on the last step
+        ts = scheduler.timesteps.tolist()
+        used = [z for t, z in zip(ts[:-1], recorder.draws) if tau_fn(t) > 0]
+        replay = Replay(used)
+        kw = {"eta": 1.0, "s_tmin": _sigma_at(scheduler, lo - 0.5), "s_tmax": _sigma_at(scheduler, hi + 0.5)} \
+            if tau == "window" else {"eta": tau**2}
+        ours = run_ours(net, scheduler, samplers.sample_sa_solver, x_T, predictor_order=p, corrector_order=c,
+                        generator=replay, **kw)
     assert not replay.draws
-    assert 0.1 < theirs[-1].std() < 10
-    for i in range(1, n):  # theirs[i] and ours[i - 1] are the corrected state at sigmas[i]
-        torch.testing.assert_close(ours[i - 1], theirs[i], rtol=0, atol=ATOL, msg=lambda m: f"state {i}: {m}")
+    assert 0.1 < predicted[-1].std() < 10
+    theirs = corrected[1:n - 1] + [predicted[n - 2]]  # states at sigmas[1..n-1]
+    for i, (a, b) in enumerate(zip(theirs, ours[:n - 1])):
+        torch.testing.assert_close(b, a, rtol=0, atol=ATOL, msg=lambda m: f"state at sigmas[{i + 1}]: {m}")
+
+
+def _sigma_at(scheduler, t):
+    # sigma at a fractional timestep, as our grid computes it (monotone in t): bounds between integer timesteps
+    return float(schedules.timestep_sigmas(scheduler.alphas_cumprod, [int(t)])[0] * 0.5
+                 + schedules.timestep_sigmas(scheduler.alphas_cumprod, [int(t) + 1])[0] * 0.5)

@@ -186,9 +186,25 @@ def test_sigma_grid_overrides_stay_in_the_training_range():
     s = sigma_grid(cfg, 5, sigma_min=0.05, sigma_max=10.0, rho=3.0)
     assert abs(float(s[0]) - 10.0) < 1e-9 and abs(float(s[-2]) - 0.05) < 1e-12 and float(s[-1]) == 0.0
     for bad in ({"sigma_max": 2 * cfg.sigma_max}, {"sigma_min": cfg.sigma_min / 2}, {"sigma_min": 1.0, "sigma_max": 0.5},
-                {"rho": -1.0}):
+                {"rho": -1.0}, {"rho": 5.0, "grid": "loguniform"}, {"sigma_max": 10.0, "grid": "vp"}):
         with pytest.raises(DiffusekitError):
             sigma_grid(cfg, 5, **bad)
+    # the range as an error message prints it (rounded) is accepted back
+    vp = ModelConfig(kind="vector", in_shape=[2], preset="tiny", time_conditioning="vp")
+    vp.use_vp_range()
+    s = sigma_grid(vp, 4, sigma_min=float(f"{vp.sigma_min:.6g}"), sigma_max=float(f"{vp.sigma_max:.6g}"))
+    assert float(s[0]) <= vp.sigma_max and float(s[-2]) >= vp.sigma_min * (1 - 1e-9)
+
+
+def test_sampler_knob_values_are_checked():
+    from diffusekit.errors import DiffusekitError
+    from diffusekit.samplers import check_knobs
+
+    check_knobs("dpmpp-2m-sde", {"eta": 0.5, "s_tmin": 0.1, "s_tmax": math.inf})
+    for name, bad in (("sa-solver", {"eta": -1.0}), ("dpmpp-2m-sde", {"s_tmin": math.nan}),
+                      ("euler", {"s_tmin": 2.0, "s_tmax": 1.0}), ("ddim", {"churn": 1.0})):
+        with pytest.raises(DiffusekitError):
+            check_knobs(name, bad)
 
 
 @pytest.mark.parametrize("name", ["dpmpp-2m-sde", "dpmpp-3m-sde", "sa-solver"])
@@ -206,16 +222,17 @@ def test_sde_noise_window(name):
     assert not torch.allclose(mid, run()) and not torch.allclose(mid, run(eta=0.0))
 
 
-def test_sa_solver_first_order_is_dpmpp_sde_first_order():
-    # predictor order 1 without corrector is the first-order exponential integrator of the SDE: for a denoiser that
-    # ignores its history this is dpmpp-2m-sde's first step, repeated; checked on a 2-step grid (one SDE step, then 0)
+def test_sa_solver_first_order_is_ancestral_sampling():
+    # predictor order 1 without corrector at eta = 1: x' = (s'/s)^2 x + (1 - (s'/s)^2) D + s' sqrt(1 - (s'/s)^2) z,
+    # exactly DDPM's ancestral step, with the same draws (one per step but the last)
     from diffusekit.errors import DiffusekitError
 
     D = lambda x, sigma: GMM.denoiser(x, sigma)  # noqa: E731
-    sig = torch.tensor([3.0, 0.7, 0.0], dtype=torch.float64)
     seeds = sample_seeds(0, 20)
-    a = generate(D, "sa-solver", (20, 2), sig, seeds=seeds, predictor_order=1, corrector_order=0, eta=0.6)
-    b = generate(D, "dpmpp-2m-sde", (20, 2), sig, seeds=seeds, eta=0.6)
-    torch.testing.assert_close(a, b)
+    a = generate(D, "sa-solver", (20, 2), SIGMAS, seeds=seeds, predictor_order=1, corrector_order=0)
+    torch.testing.assert_close(a, generate(D, "ddpm", (20, 2), SIGMAS, seeds=seeds))
+    b = generate(D, "sa-solver", (20, 2), SIGMAS, seeds=seeds, predictor_order=2, corrector_order=0)
+    c = generate(D, "sa-solver", (20, 2), SIGMAS, seeds=seeds, predictor_order=1, corrector_order=2)
+    assert not torch.allclose(a, b) and not torch.allclose(a, c)  # higher orders and the corrector do act
     with pytest.raises(DiffusekitError):
-        generate(D, "sa-solver", (2, 2), sig, seeds=[0, 1], predictor_order=5)
+        generate(D, "sa-solver", (2, 2), SIGMAS, seeds=[0, 1], predictor_order=5)

@@ -260,7 +260,6 @@ class Detector:
             batch_size=256, device="auto", progress=False):
         """Train a run on part of the normal data (or reuse run_path), then fit the scores on one held-out half and
         calibrate on the other. data: a `data.Data` of normal samples; device: auto (CUDA when there is one), cpu, cuda."""
-        import json
         from pathlib import Path
 
         from .api import save_samples

@@ -15,22 +15,30 @@ from tqdm.auto import tqdm
 
 from .errors import DiffusekitError
 from .precond import guided
-from .samplers import DEFAULT_SAMPLER, KNOBS, generate, get_sampler
+from .samplers import DEFAULT_SAMPLER, check_knobs, generate, get_sampler
 from .schedules import sampling_sigmas, vp_table
 
 
-def sigma_grid(model_config, steps: int, grid: str = "karras", rho: float = 7.0, sigma_min=None, sigma_max=None):
+def sigma_grid(model_config, steps: int, grid: str = "karras", rho=None, sigma_min=None, sigma_max=None):
     """The sampling grid for a model: `steps` sigmas within its training range (or [sigma_min, sigma_max] where
-    given, which must lie inside it), plus 0."""
+    given, which must lie inside it), plus 0. rho: the Karras spacing (7 when not given)."""
+    if rho is not None and grid != "karras":
+        raise DiffusekitError(f"rho is the spacing of the karras grid; the {grid} grid takes none")
+    if (sigma_min is not None or sigma_max is not None) and grid == "vp":
+        raise DiffusekitError("the vp grid is the model's own timestep range; it takes no sigma_min / sigma_max")
+    rho = 7.0 if rho is None else rho
     lo = model_config.sigma_min if sigma_min is None else sigma_min
     hi = model_config.sigma_max if sigma_max is None else sigma_max
-    if not (model_config.sigma_min <= lo < hi <= model_config.sigma_max):
-        raise DiffusekitError(f"need {model_config.sigma_min:g} <= sigma_min < sigma_max <= {model_config.sigma_max:g} "
-                              f"(the model's training range), got sigma_min {lo:g}, sigma_max {hi:g}")
+    tol = 1e-6 * model_config.sigma_min  # the range as printed below may be rounded
+    if not (model_config.sigma_min - tol <= lo < hi <= model_config.sigma_max * (1 + 1e-6)):
+        raise DiffusekitError(f"need {model_config.sigma_min:.6g} <= sigma_min < sigma_max <= "
+                              f"{model_config.sigma_max:.6g} (the model's training range), got sigma_min {lo:g}, "
+                              f"sigma_max {hi:g}")
     if not (rho > 0 and math.isfinite(rho)):
         raise DiffusekitError(f"rho must be a finite number > 0, got {rho}")
     ab = vp_table(model_config.vp_schedule) if model_config.time_conditioning == "vp" else None
-    return sampling_sigmas(grid, steps, lo, hi, alpha_bars=ab, rho=rho)
+    return sampling_sigmas(grid, steps, max(lo, model_config.sigma_min), min(hi, model_config.sigma_max),
+                           alpha_bars=ab, rho=rho)
 
 
 def sample_seeds(seed: int, n: int, start: int = 0, stream: int = 0):
@@ -58,7 +66,7 @@ def pick_labels(model_config, n: int, seed: int, class_label=None):
 
 def sample(denoiser, model_config, n: int, *, sampler=DEFAULT_SAMPLER, steps=20, grid="karras", temperature=1.0,
            seed=0, labels=None, guidance=1.0, batch_size=256, device="cpu", callback=None, progress=False,
-           rho=7.0, sigma_min=None, sigma_max=None, **knobs):
+           rho=None, sigma_min=None, sigma_max=None, **knobs):
     """n samples in model space (decode with the run's codec). labels: LongTensor [n] for a conditional model.
     The grid spans the model's training range unless sigma_min / sigma_max narrow it (karras: spacing rho)."""
     if n < 1:
@@ -67,17 +75,12 @@ def sample(denoiser, model_config, n: int, *, sampler=DEFAULT_SAMPLER, steps=20,
         raise DiffusekitError(f"batch size must be at least 1, got {batch_size}")
     if seed < 0:
         raise DiffusekitError(f"seed must be >= 0, got {seed}")
-    bad_knob = [f"{k} {v}" for k, v in knobs.items() if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v))]
-    if bad_knob:
-        raise DiffusekitError(f"sampler knobs must be finite and >= 0, got {', '.join(bad_knob)}")
     if guidance < 0 or not math.isfinite(guidance):
         raise DiffusekitError(f"guidance must be a finite number >= 0, got {guidance}")
     if guidance != 1.0 and model_config.num_classes == 0:
         raise DiffusekitError("--guidance needs a class-conditional model")
+    check_knobs(sampler, knobs)
     fn = get_sampler(sampler)
-    bad = [k for k in knobs if k not in KNOBS[sampler]]
-    if bad:
-        raise DiffusekitError(f"sampler {sampler} takes no {', '.join(bad)} (it takes: {', '.join(KNOBS[sampler]) or 'none'})")
     sigmas = sigma_grid(model_config, steps, grid, rho, sigma_min, sigma_max)
     out = []
     with torch.no_grad():

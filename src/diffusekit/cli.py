@@ -413,7 +413,7 @@ def _scored(a):
         data, labels = split_column(data, a.label_column)
     elif a.anomaly_command == "report":
         if data.labels is None:
-            raise DiffusekitError(f"report needs labels: --label-column NAME for a table, or arr_1 (1 = anomaly) in an .npz")
+            raise DiffusekitError("report needs labels: --label-column NAME for a table, or arr_1 (1 = anomaly) in an .npz")
         labels = data.labels.numpy()
     x, unseen = det.encode(data)
     return det, det.score(x, unseen, batch_size=a.batch_size, progress=not a.no_progress), labels, x, unseen
@@ -610,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER)
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--schedule", choices=list(GRIDS), default="karras", help="sigma grid")
-    s.add_argument("--rho", type=float, default=7.0, help="karras grid: spacing exponent (larger: more steps at low noise)")
+    s.add_argument("--rho", type=float, default=None, help="karras grid: spacing exponent (default 7; larger: more steps at low noise)")
     s.add_argument("--sigma-min", type=float, default=None, help="lowest grid noise level (default: the model's)")
     s.add_argument("--sigma-max", type=float, default=None, help="highest grid noise level (default: the model's)")
     s.add_argument("--temperature", type=float, default=1.0)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DiffusekitError
-from .samplers import KNOBS, PerSampleNoise, generate, get_sampler, randn_like
+from .samplers import PerSampleNoise, check_knobs, generate, get_sampler, randn_like
 
 
 class LinearOperator:
@@ -341,7 +341,7 @@ def tweedie(denoiser, y, sigma_y: float):
     return denoiser(y, y.new_tensor(sigma_y))
 
 
-STOCHASTIC = {"ddpm": {}, "dpmpp-2m-sde": {}, "dpmpp-3m-sde": {}, "ddim": {"eta": 1.0}, "euler": {"churn": 40.0}, "heun": {"churn": 40.0}}
+STOCHASTIC = {"ddpm": {}, "dpmpp-2m-sde": {}, "dpmpp-3m-sde": {}, "sa-solver": {}, "ddim": {"eta": 1.0}, "euler": {"churn": 40.0}, "heun": {"churn": 40.0}}
 
 
 def posterior_sample(denoiser, y, sigmas, seeds, sampler="ddpm", temperature=1.0, **knobs):
@@ -416,10 +416,7 @@ def restore(denoiser, model_config, op, y, *, sigma_y=0.0, method="repaint", n_s
         raise DiffusekitError(f"batch size must be at least 1, got {batch_size}")
     if temperature < 0 or not math.isfinite(temperature):
         raise DiffusekitError(f"temperature must be a finite number >= 0, got {temperature}")
-    get_sampler(sampler)
-    bad = [k for k in knobs if k not in KNOBS[sampler]]
-    if bad:
-        raise DiffusekitError(f"sampler {sampler} takes no {', '.join(bad)}")
+    check_knobs(sampler, knobs)
     if method == "sample":
         if sigma_y <= model_config.sigma_min:
             raise DiffusekitError(f"noise sigma {sigma_y:g} (model units) is below the model's sigma_min")

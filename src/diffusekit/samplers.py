@@ -208,13 +208,14 @@ def sample_sa_solver(denoiser, x, sigmas, *, temperature=1.0, generator=None, ca
     for i in range(n):
         denoised = _denoise(denoiser, x, s[i])
         outputs.append(denoised)
+        if s[i + 1] == 0:  # the step to sigma 0 returns the denoised output (first order there); correcting x first
+            _report(callback, i, x, s[i], s[i + 1], denoised)  # would not change it, so the corrector is skipped
+            x = denoised
+            continue
         if last is not None and last[3] > 0:
             x0, z, eta0, q = last
             x = _sa_step(x0, outputs[-q:], lam[i - q + 1:i + 1], lam[i - 1], lam[i], eta0, z, temperature)
         _report(callback, i, x, s[i], s[i + 1], denoised)
-        if s[i + 1] == 0:  # to sigma 0 the exponential integrator returns the denoised output, whatever the order
-            x = denoised
-            continue
         eta_i = eta if s_tmin <= s[i] <= s_tmax else 0.0
         z = randn_like(x, generator) if eta_i > 0 else None
         p = min(predictor_order, n - i, i + 1)
@@ -268,6 +269,21 @@ DEFAULT_SAMPLER = "dpmpp-2m-sde"
 KNOBS = {"ddpm": (), "ddim": ("eta",), "euler": ("churn", "s_tmin", "s_tmax"), "heun": ("churn", "s_tmin", "s_tmax"),
          "dpmpp-2m": (), "dpmpp-2m-sde": ("eta", "s_tmin", "s_tmax"), "dpmpp-3m-sde": ("eta", "s_tmin", "s_tmax"),
          "sa-solver": ("eta", "s_tmin", "s_tmax", "predictor_order", "corrector_order")}
+
+
+def check_knobs(name: str, knobs: dict):
+    """A one-line error for a knob `name` does not take or a value it cannot use (DESIGN.md: never ignored)."""
+    get_sampler(name)
+    bad = [k for k in knobs if k not in KNOBS[name]]
+    if bad:
+        raise DiffusekitError(f"sampler {name} takes no {', '.join(bad)} (it takes: {', '.join(KNOBS[name]) or 'none'})")
+    # s_tmax may be +inf (no upper limit, its default); everything else finite and >= 0
+    wrong = [f"{k} {v}" for k, v in knobs.items() if not (isinstance(v, (int, float)) and v >= 0 and
+                                                         (math.isfinite(v) or (k == "s_tmax" and v == math.inf)))]
+    if wrong:
+        raise DiffusekitError(f"sampler knobs must be finite numbers >= 0, got {', '.join(wrong)}")
+    if knobs.get("s_tmin", 0.0) > knobs.get("s_tmax", math.inf):
+        raise DiffusekitError(f"s_tmin {knobs['s_tmin']:g} is above s_tmax {knobs['s_tmax']:g}: the noise window is empty")
 
 
 def get_sampler(name: str):
