@@ -103,6 +103,7 @@ BAD_TRAIN = [
     (["--data", "digits", "--preset", "huge"], "preset"),
     (["--data", "digits", "--parameterization", "score"], "parameterization"),
     (["--data", "digits", "--lr", "-1"], "lr"),
+    (["--data", "digits", "--lr-decay-kimg", "-1"], "lr-decay-kimg"),
     (["--data", "digits", "--steps", "0"], "budget"),
     (["--data", "toy:moons", "--class-cond", "on"], "no labels"),
     (["--data", "digits", "--channel-mults", "1,x"], "comma-separated"),

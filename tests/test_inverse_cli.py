@@ -86,6 +86,8 @@ def test_bad_restoration_input(digits_run, images, tmp_path, capsys):
                   tmp_path / "x.npz"), "choose one")
     e(capsys, cli("deblur", digits_run, "--images", d / "clean.npz", "--kernel", "gauss:1", "--out", tmp_path / "x.npz"),
       "cannot parse kernel")
+    e(capsys, cli("deblur", digits_run, "--images", d / "clean.npz", "--kernel", "gaussian:1", "--method", "ddnm",
+                  "--sampler", "sa-solver", "--eta", -1, "--out", tmp_path / "x.npz"), "finite numbers >= 0")
     e(capsys, cli("inpaint", digits_run, "--images", d / "clean.npz", "--mask", "box:8", "--out", tmp_path / "x.npz"),
       "masks every pixel")
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "m5.png")

@@ -580,6 +580,8 @@ def run_options(q, batch_size):
 
 
 def knob_options(p):
+    """The sampler knobs (samplers.KNOBS) as options, for every command that runs a sampler."""
+    p.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde / dpmpp-3m-sde / sa-solver stochasticity")
     p.add_argument("--churn", type=float, default=None, help="euler / heun EDM churn")
     p.add_argument("--s-tmin", type=float, default=None,
                    help="euler / heun / dpmpp-*-sde / sa-solver: inject noise only at sigma >= this (default 0)")
@@ -619,7 +621,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", help="FILE.png: a grid of (up to 256) samples, or a scatter plot for vectors")
     s.add_argument("--class", dest="class_label", type=int, default=None, help="class index (conditional runs)")
     s.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (1: none)")
-    s.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde / dpmpp-3m-sde / sa-solver stochasticity")
     knob_options(s)
     run_options(s, 256)
     s.add_argument("--report", action="store_true", help="also print the mean exact NLL of the samples")
@@ -695,7 +696,6 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--compare", help="FILE.png: input, restoration(s), mean and spread, truth")
         r.add_argument("--zeta", type=float, default=1.0, help="dps: step size of the measurement gradient")
         r.add_argument("--resample", type=int, default=4, help="repaint: resamplings per step")
-        r.add_argument("--eta", type=float, default=None, help="ddim / dpmpp-2m-sde / dpmpp-3m-sde / sa-solver stochasticity")
         knob_options(r)
         run_options(r, 64)
         r.set_defaults(func=cmd_restore)

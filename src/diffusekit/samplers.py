@@ -225,6 +225,9 @@ def sample_sa_solver(denoiser, x, sigmas, *, temperature=1.0, generator=None, ca
     return x
 
 
+_GAUSS_LEGENDRE_16 = np.polynomial.legendre.leggauss(16)  # nodes and weights on [-1, 1], computed once
+
+
 def _sa_step(x, outputs, nodes, lam_s, lam_t, eta, z, temperature):
     # One step of the variance-controlled SDE from lambda_s to lambda_t in data prediction, the denoiser replaced by
     # the Lagrange polynomial through (nodes[j], outputs[j]) (oldest first): x_t = e^{-(1 + eta) h} x_s
@@ -232,7 +235,7 @@ def _sa_step(x, outputs, nodes, lam_s, lam_t, eta, z, temperature):
     # k = 1 + eta. Composite Gauss-Legendre (pieces short enough that the exponential is resolved to float64).
     h, k = lam_t - lam_s, 1.0 + eta
     pieces = max(1, math.ceil(k * h))
-    u, w = np.polynomial.legendre.leggauss(16)
+    u, w = _GAUSS_LEGENDRE_16
     edges = np.linspace(lam_s, lam_t, pieces + 1)
     lams = ((edges[:-1, None] + edges[1:, None]) / 2 + (edges[1:, None] - edges[:-1, None]) / 2 * u).ravel()
     ws = (np.repeat((edges[1:] - edges[:-1]) / 2, len(u)) * np.tile(w, pieces)) * k * np.exp(k * (lams - lam_t))
