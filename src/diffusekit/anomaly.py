@@ -10,13 +10,23 @@ Scores, each higher = less like the normal data:
   (Serra et al. 2020): raw likelihood ranks simple out-of-distribution images (MNIST under a Fashion-MNIST model) as
   *more* likely, and the difference cancels that. For tables, the NLL from the probability-flow ODE (4 Hutchinson
   probes, tolerance 1e-3).
-Each score is standardized by the median and MAD of a held-out normal split (the "fit" split), each oriented so that
+For images every denoiser-error score (profile, reconstructions) is first corrected for complexity like the
+likelihood: a simple image (a digit on black) is denoised and reconstructed with less error than a detailed one,
+whatever data the model learned, so raw errors call simple out-of-distribution images normal (Fashion-MNIST model
+against MNIST: reconstruction AUROC 0.29). Each such score is replaced by its residual from a straight line in the
+PNG complexity fitted on the held-out normal "fit" split: the error relative to normal images of the same complexity.
+Averaged noise draws: a score is a mean over d dimensions of squared errors; with few dimensions (tables) one noise
+draw per level is noisy, so min(16, ceil(256 / d)) draws are averaged (1 for images).
+Each score is standardized by the median and MAD of the fit split, each oriented so that
 larger is less normal. The combination is a weighted mean of those robust z-scores whose weights are chosen on the
 fit split alone, with no anomaly and no label: the non-negative weights, summing to 1, of least variance on normal
 data. An anomaly that moves every score by the same number of normal spreads then moves the combination by that
 much, while its spread on normal data is the smallest any such mean has: the separation from normal data is the
 largest. Scores that repeat one another (the error profile and the reconstruction error are strongly correlated)
 share one weight instead of counting twice.
+Features: for Fashion-MNIST and digits, reconstructions can also be compared in the shipped classifier's feature
+space (`features=True`, off by default): that classifier was trained with the labels of every class of its data
+set, so it has seen the anomalies whenever they are other classes of that set (the one-class protocol).
 
 Calibration (split conformal, Vovk et al. 2005; Angelopoulos & Bates 2021): with n calibration scores from normal data
 that the model and the fit split did not see, p(x) = (1 + #{calibration scores >= s(x)}) / (n + 1). If x is normal
@@ -36,7 +46,7 @@ from .errors import DiffusekitError
 from .samplers import PerSampleNoise
 
 ANOMALY_STREAM = 2  # seed stream for the probes' noise (independent of sampling and likelihood draws)
-COMPONENTS = ("profile", "reconstruction", "likelihood")
+DENOISER_ERRORS = ("profile", "reconstruction", "reconstruction_features")  # corrected for complexity (images)
 # An unseen category (a level of a categorical column absent from the normal data) is evidence in itself: each one
 # adds ten normal spreads (robust z units) to the row's combined score, and is named in scores.csv.
 UNSEEN_PENALTY = 10.0
@@ -85,9 +95,14 @@ def png_bits_per_dim(images_uint8: np.ndarray) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float64)
 
 
+def n_draws(d: int) -> int:
+    """Noise draws averaged per sample: enough that each level's error averages >= 256 squared errors (at most 16)."""
+    return min(16, math.ceil(256 / d))
+
+
 def raw_scores(run, x, *, seed=0, batch_size=256, features=None, device="cpu", progress=False):
-    """Every raw score of samples x (model space): dict name -> [N], and the per-dimension error [N, ...] (on the
-    CPU; the network runs on `device`)."""
+    """Every raw score of samples x (model space): dict name -> [N], the per-dimension error [N, ...] (on the CPU; the
+    network runs on `device`) and, for images, the PNG complexity in bits/dim."""
     from tqdm.auto import tqdm
 
     from .api import sample_seeds
@@ -97,27 +112,33 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, device="cpu", p
     D = unconditional(run.denoiser, m)
     levels = noise_levels(m)
     starts = (0.25 * m.sigma_data, 0.6 * m.sigma_data)
+    draws = n_draws(math.prod(m.in_shape))
     cols = {"profile": [], "reconstruction": [], "per_dim": []}
     if features is not None:
         cols["reconstruction_features"] = []
     for i in tqdm(range(0, len(x), batch_size), disable=not progress, desc="scoring", unit="batch"):
         xb = x[i:i + batch_size].to(device)
-        seeds = sample_seeds(seed, len(xb), i, stream=ANOMALY_STREAM)
-        prof, per_dim = error_profile(D, xb, levels, seeds)
-        cols["profile"].append(prof)
-        cols["per_dim"].append(per_dim)
-        recs = [reconstruct(D, xb, s, seeds) for s in starts]
-        cols["reconstruction"].append(torch.stack([(r - xb).flatten(1).pow(2).mean(1).clamp_min(1e-12).log()
-                                                   for r in recs], 1).mean(1))
-        if features is not None:
-            f0 = features(xb)
-            cols["reconstruction_features"].append(torch.stack(
-                [(features(r) - f0).pow(2).mean(1).clamp_min(1e-12).log() for r in recs], 1).mean(1))
+        acc = {}
+        for j in range(draws):  # draw 0 keeps the stream of single-draw detectors
+            seeds = sample_seeds(seed, len(xb), i, stream=ANOMALY_STREAM + 1000 * j)
+            one = {}
+            one["profile"], one["per_dim"] = error_profile(D, xb, levels, seeds)
+            recs = [reconstruct(D, xb, s, seeds) for s in starts]
+            one["reconstruction"] = torch.stack([(r - xb).flatten(1).pow(2).mean(1).clamp_min(1e-12).log()
+                                                 for r in recs], 1).mean(1)
+            if features is not None:
+                f0 = features(xb)
+                one["reconstruction_features"] = torch.stack(
+                    [(features(r) - f0).pow(2).mean(1).clamp_min(1e-12).log() for r in recs], 1).mean(1)
+            acc = {k: acc.get(k, 0) + v / draws for k, v in one.items()}
+        for k, v in acc.items():
+            cols[k].append(v)
     out = {k: torch.cat(v).double().cpu() for k, v in cols.items()}
     if run.codec.kind == "image":  # the ELBO (16 stratified levels; 784 dimensions average its noise) less complexity
         lik = nll(run.denoiser, m, run.codec, x, method="elbo", n_levels=16, seed=seed, batch_size=batch_size,
                   device=device)
-        out["likelihood"] = lik["bits_per_dim"].double() - png_bits_per_dim(run.codec.decode(x))
+        out["complexity"] = png_bits_per_dim(run.codec.decode(x))
+        out["likelihood"] = lik["bits_per_dim"].double() - out["complexity"]
     else:  # tables: the probability-flow ODE at loose tolerance is cheap in few dimensions, and far sharper than the
         # ELBO (AUROC on breast cancer 0.93 against 0.73 for the same model)
         lik = nll(run.denoiser, m, run.codec, x, method="ode", estimator="rademacher", n_probes=4, rtol=1e-3, atol=1e-3,
@@ -136,6 +157,14 @@ def fit_stats(raw: dict) -> dict:
     stats["per_dim_mean"] = raw["per_dim"].mean(0).flatten().tolist()
     stats["per_dim_std"] = raw["per_dim"].std(0).clamp_min(1e-8).flatten().tolist()
     comp = component_scores(raw, stats)
+    if "complexity" in raw:  # images: each error score relative to normal images of the same complexity
+        c = raw["complexity"]
+        stats["complexity_line"] = {}
+        for k in DENOISER_ERRORS:
+            if k in comp:
+                slope = float(torch.cov(torch.stack([c, comp[k]]))[0, 1] / c.var().clamp_min(1e-12))
+                stats["complexity_line"][k] = [float(comp[k].mean() - slope * c.mean()), slope]
+        comp = component_scores(raw, stats)
     stats["median"], stats["mad"] = {}, {}
     for k, v in comp.items():
         med = float(v.median())
@@ -176,6 +205,8 @@ def component_scores(raw: dict, stats: dict) -> dict:
     for k in ("reconstruction", "reconstruction_features", "likelihood"):
         if k in raw:
             out[k] = raw[k]
+    for k, (a, b) in stats.get("complexity_line", {}).items():  # absent: a detector fit without the correction
+        out[k] = out[k] - (a + b * raw["complexity"])
     return out
 
 
@@ -227,7 +258,8 @@ def _feature_fn(data_spec: str, run, device):
 class Detector:
     def __init__(self, path, run, info: dict, device="cpu"):
         self.path, self.run, self.info, self.device = path, run, info, torch.device(device)
-        self.features = _feature_fn(info["data"], run, self.device)
+        # detectors from before the option compared features whenever a classifier shipped for their data
+        self.features = _feature_fn(info["data"], run, self.device) if info.get("features", True) else None
 
     @property
     def stats(self):
@@ -257,9 +289,10 @@ class Detector:
 
     @classmethod
     def fit(cls, data, out, *, run_path=None, data_spec="data", minutes=3.0, steps=0, preset=None, holdout=0.3, seed=0,
-            batch_size=256, device="auto", progress=False):
+            batch_size=256, features=False, device="auto", progress=False):
         """Train a run on part of the normal data (or reuse run_path), then fit the scores on one held-out half and
-        calibrate on the other. data: a `data.Data` of normal samples; device: auto (CUDA when there is one), cpu, cuda."""
+        calibrate on the other. data: a `data.Data` of normal samples; features: also compare reconstructions in the
+        shipped classifier's feature space (Fashion-MNIST, digits); device: auto (CUDA when there is one), cpu, cuda."""
         from pathlib import Path
 
         from .api import save_samples
@@ -268,6 +301,11 @@ class Detector:
         from .train import TrainConfig, Trainer, pick_device
 
         out = Path(out)
+        from .evaluate import SHIPPED
+
+        if features and (data.codec.kind != "image" or data_spec.split(":")[0] not in SHIPPED):
+            raise DiffusekitError(f"--features needs images of a data set with a shipped classifier ({', '.join(SHIPPED)}); "
+                                  f"got {data_spec}")
         n = len(data.x)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         if run_path is None and not 0 < holdout < 1:
@@ -295,7 +333,7 @@ class Detector:
         run = load_run(run_path, device=dev)
         k = len(held) // 2  # the first half fits the scores, the second calibrates
         info = {"data": data_spec, "run": run_ref, "kind": run.codec.kind, "shape": list(run.model_config.in_shape),
-                "columns": getattr(run.codec, "columns", None), "seed": seed,
+                "columns": getattr(run.codec, "columns", None), "seed": seed, "features": bool(features),
                 "n_train": n - len(held), "n_fit": k, "n_calibration": len(held) - k}
         det = cls(out, run, info, dev)
         # a level absent from the training split is unseen here too: its block reads "no level", and it counts

@@ -391,8 +391,8 @@ def cmd_anomaly_fit(a):
 
     data = load_data(a.data)
     det = Detector.fit(data, out, run_path=a.run, data_spec=a.data, minutes=a.minutes, preset=a.preset,
-                       steps=a.steps, holdout=a.holdout, seed=a.seed, batch_size=a.batch_size, device=a.device,
-                       progress=not a.no_progress)
+                       steps=a.steps, holdout=a.holdout, seed=a.seed, batch_size=a.batch_size, features=a.features,
+                       device=a.device, progress=not a.no_progress)
     i = det.info
     print(f"detector saved in {out}: model {i['run']} ({i['n_train']} normal samples trained on"
           f"{' earlier' if a.run else ''}), scores fit on {i['n_fit']}, calibrated on {i['n_calibration']} "
@@ -711,6 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--preset", choices=["tiny", "small", "base", "large"], default=None)
     f.add_argument("--holdout", type=float, default=0.3, help="fraction of --data kept from training (fit + calibrate)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--features", action="store_true",
+                   help="also compare reconstructions in the shipped classifier's features (fashion-mnist, digits); it "
+                        "was trained on every class of its set: not for anomalies that are classes of that set")
     f.add_argument("--batch-size", type=int, default=256)
     f.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     f.add_argument("--no-progress", action="store_true")
