@@ -10,11 +10,12 @@ Scores, each higher = less like the normal data:
   (Serra et al. 2020): raw likelihood ranks simple out-of-distribution images (MNIST under a Fashion-MNIST model) as
   *more* likely, and the difference cancels that. For tables, the NLL from the probability-flow ODE (4 Hutchinson
   probes, tolerance 1e-3).
-For images every denoiser-error score (profile, reconstructions) is first corrected for complexity like the
-likelihood: a simple image (a digit on black) is denoised and reconstructed with less error than a detailed one,
-whatever data the model learned, so raw errors call simple out-of-distribution images normal (Fashion-MNIST model
-against MNIST: reconstruction AUROC 0.29). Each such score is replaced by its residual from a straight line in the
-PNG complexity fitted on the held-out normal "fit" split: the error relative to normal images of the same complexity.
+For images the reconstruction errors are first corrected for complexity like the likelihood: a simple image (a
+digit on black) is reconstructed with less error than a detailed one, whatever data the model learned, so the raw
+error calls simple out-of-distribution images normal (Fashion-MNIST model against MNIST: AUROC 0.29). Each is
+replaced by its residual from a straight line in the PNG complexity fitted on the held-out normal "fit" split: the
+error relative to normal images of the same complexity. The profile needs no correction: its Mahalanobis distance
+is two-sided and already flags errors unusually low for the normal data.
 Averaged noise draws: a score is a mean over d dimensions of squared errors; with few dimensions (tables) one noise
 draw per level is noisy, so min(16, ceil(256 / d)) draws are averaged (1 for images).
 Each score is standardized by the median and MAD of the fit split, each oriented so that
@@ -46,7 +47,9 @@ from .errors import DiffusekitError
 from .samplers import PerSampleNoise
 
 ANOMALY_STREAM = 2  # seed stream for the probes' noise (independent of sampling and likelihood draws)
-DENOISER_ERRORS = ("profile", "reconstruction", "reconstruction_features")  # corrected for complexity (images)
+# Corrected for complexity (images): the one-sided errors. The profile's Mahalanobis distance is two-sided: it already
+# flags errors that are unusually low for the normal data (a simple image), which a correction would explain away.
+COMPLEXITY_CORRECTED = ("reconstruction", "reconstruction_features")
 # An unseen category (a level of a categorical column absent from the normal data) is evidence in itself: each one
 # adds ten normal spreads (robust z units) to the row's combined score, and is named in scores.csv.
 UNSEEN_PENALTY = 10.0
@@ -160,7 +163,7 @@ def fit_stats(raw: dict) -> dict:
     if "complexity" in raw:  # images: each error score relative to normal images of the same complexity
         c = raw["complexity"]
         stats["complexity_line"] = {}
-        for k in DENOISER_ERRORS:
+        for k in COMPLEXITY_CORRECTED:
             if k in comp:
                 slope = float(torch.cov(torch.stack([c, comp[k]]))[0, 1] / c.var().clamp_min(1e-12))
                 stats["complexity_line"][k] = [float(comp[k].mean() - slope * c.mean()), slope]
@@ -288,10 +291,11 @@ class Detector:
         return cls(Path(path), load_run(run_path, device=device), info, device)
 
     @classmethod
-    def fit(cls, data, out, *, run_path=None, data_spec="data", minutes=3.0, steps=0, preset=None, holdout=0.3, seed=0,
+    def fit(cls, data, out, *, run_path=None, data_spec="data", minutes=3.0, steps=0, preset=None, holdout=None, seed=0,
             batch_size=256, features=False, device="auto", progress=False):
         """Train a run on part of the normal data (or reuse run_path), then fit the scores on one held-out half and
-        calibrate on the other. data: a `data.Data` of normal samples; features: also compare reconstructions in the
+        calibrate on the other. data: a `data.Data` of normal samples; holdout: the fraction kept from training
+        (default: 30%, or up to half when that is needed to hold out 40 samples); features: also compare reconstructions in the
         shipped classifier's feature space (Fashion-MNIST, digits); device: auto (CUDA when there is one), cpu, cuda."""
         from pathlib import Path
 
@@ -308,12 +312,14 @@ class Detector:
                                   f"got {data_spec}")
         n = len(data.x)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        if holdout is None:  # 20 to fit the scores and 20 to calibrate when the data allow it
+            holdout = min(0.5, max(0.3, 40 / max(n, 1)))
         if run_path is None and not 0 < holdout < 1:
             raise DiffusekitError(f"--holdout must be in (0, 1), got {holdout:g}")
         n_held = n if run_path is not None else int(round(holdout * n))
         if n_held < 40:  # said before any training is spent
-            raise DiffusekitError(f"too little held-out normal data: {n_held} samples; the detector needs at least 40 "
-                                  f"(20 to fit the scores, 20 to calibrate; 99 calibration samples for --fpr 0.01)")
+            raise DiffusekitError(f"too little held-out normal data: {n_held} of {n} samples; the detector needs at least "
+                                  f"40 (20 to fit the scores, 20 to calibrate; 99 calibration samples for --fpr 0.01)")
         if run_path is None:
             train_idx, held = perm[:n - n_held], perm[n - n_held:]
             out.mkdir(parents=True, exist_ok=True)
