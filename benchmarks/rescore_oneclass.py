@@ -6,7 +6,9 @@ anomalies) and the reconstruction error corrected for complexity as `anomaly fit
 
 An approximation of a rerun: the fit split's scores were not saved, so the robust scales, the complexity line and
 the least-variance weights are refit on a seeded half of each class's normal *test* images (normal data only, no
-anomaly; AUROC on all 10,000 as before). The component z-scores themselves are those of the run (same models).
+anomaly), and the AUROC is taken on the other test images (that half's normal images left out). The component
+z-scores themselves are those of the run (same models). It reads the file that run wrote (all 10,000 test images,
+with the feature component); a rerun with the current code has no feature component and needs no re-scoring.
 """
 import json
 from pathlib import Path
@@ -24,7 +26,7 @@ RESULTS = Path(__file__).parent / "results"
 def combine(cols, fit):
     z = np.stack(cols, 1)
     med = np.median(z[fit], 0)
-    z = (z - med) / (1.4826 * np.median(np.abs(z[fit] - med), 0))
+    z = (z - med) / np.maximum(1.4826 * np.median(np.abs(z[fit] - med), 0), 1e-8)
     return z @ min_variance_weights(torch.tensor(z[fit])).numpy(), z.mean(1)
 
 
@@ -43,10 +45,12 @@ def main():
                     "no features": [z["profile"], z["reconstruction"], z["likelihood"]],
                     "no features, reconstruction corrected (the new default)": [z["profile"], rec, z["likelihood"]]}
         rows[cl] = {}
+        held = ~fit  # scored: the images not used to refit
         for name, cols in variants.items():
             s, m = combine(cols, fit)
-            rows[cl][name] = {"least_variance": roc_auc_score(y, s), "plain_mean": roc_auc_score(y, m)}
-        rows[cl]["reconstruction corrected, alone"] = {"auroc": roc_auc_score(y, rec)}
+            rows[cl][name] = {"least_variance": roc_auc_score(y[held], s[held]),
+                              "plain_mean": roc_auc_score(y[held], m[held])}
+        rows[cl]["reconstruction corrected, alone"] = {"auroc": roc_auc_score(y[held], rec[held])}
     mean = {v: {k: float(np.mean([rows[cl][v][k] for cl in rows])) for k in rows[0][v]} for v in rows[0]}
     print(json.dumps(mean, indent=2))
     (RESULTS / "anomaly_oneclass_rescored.json").write_text(json.dumps({"mean": mean, "classes": rows}, indent=2))

@@ -5,7 +5,8 @@ Scores, each higher = less like the normal data:
 - ``profile``: the denoising-error profile, log E||D(x + sigma eps, sigma) - x||^2 / d at K noise levels, scored by
   its Mahalanobis distance under a Gaussian (Ledoit-Wolf shrinkage) fitted on held-out normal data;
 - ``reconstruction``: x is noised part-way (to a few levels) and brought back by deterministic DDIM; the log of the
-  error, in pixels (or standardized columns) and, for images with a shipped classifier, in its feature space;
+  error, in pixels (or standardized columns) and, with ``features=True`` (images with a shipped classifier), in its
+  feature space;
 - ``likelihood``: for images, the ELBO in bits/dim minus the input's complexity, its PNG-compressed size in bits/dim
   (Serra et al. 2020): raw likelihood ranks simple out-of-distribution images (MNIST under a Fashion-MNIST model) as
   *more* likely, and the difference cancels that. For tables, the NLL from the probability-flow ODE (4 Hutchinson
@@ -16,15 +17,16 @@ error calls simple out-of-distribution images normal (Fashion-MNIST model agains
 replaced by its residual from a straight line in the PNG complexity fitted on the held-out normal "fit" split: the
 error relative to normal images of the same complexity. The profile needs no correction: its Mahalanobis distance
 is two-sided and already flags errors unusually low for the normal data.
-Averaged noise draws: a score is a mean over d dimensions of squared errors; with few dimensions (tables) one noise
-draw per level is noisy, so min(16, ceil(256 / d)) draws are averaged (1 for images).
-Each score is standardized by the median and MAD of the fit split, each oriented so that
-larger is less normal. The combination is a weighted mean of those robust z-scores whose weights are chosen on the
-fit split alone, with no anomaly and no label: the non-negative weights, summing to 1, of least variance on normal
-data. An anomaly that moves every score by the same number of normal spreads then moves the combination by that
-much, while its spread on normal data is the smallest any such mean has: the separation from normal data is the
-largest. Scores that repeat one another (the error profile and the reconstruction error are strongly correlated)
-share one weight instead of counting twice.
+Averaged noise draws: each error is a mean over d dimensions, so with few dimensions (tables) one noise draw per
+level is noisy: the scores of min(16, ceil(256 / d)) draws are averaged (1 for images of 256 pixels or more, 4 for
+8x8 digits). The number is stored with the detector: its statistics hold only for scores made the same way.
+Each score is standardized by the median and MAD of the fit split (the profile's by out-of-fold distances: the rows
+that fitted its Gaussian sit too close to it), each oriented so that larger is less normal. The combination is a
+weighted mean of those robust z-scores whose weights are chosen on the fit split alone, with no anomaly and no label:
+the non-negative weights, summing to 1, of least variance on normal data. An anomaly that moves every score by the
+same number of normal spreads then moves the combination by that much, while its spread on normal data is the
+smallest any such mean has: the separation from normal data is the largest. Scores that repeat one another (the
+error profile and the reconstruction error are strongly correlated) share one weight instead of counting twice.
 Features: for Fashion-MNIST and digits, reconstructions can also be compared in the shipped classifier's feature
 space (`features=True`, off by default): that classifier was trained with the labels of every class of its data
 set, so it has seen the anomalies whenever they are other classes of that set (the one-class protocol).
@@ -103,9 +105,9 @@ def n_draws(d: int) -> int:
     return min(16, math.ceil(256 / d))
 
 
-def raw_scores(run, x, *, seed=0, batch_size=256, features=None, device="cpu", progress=False):
-    """Every raw score of samples x (model space): dict name -> [N], the per-dimension error [N, ...] (on the CPU; the
-    network runs on `device`) and, for images, the PNG complexity in bits/dim."""
+def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, device="cpu", progress=False):
+    """Every raw score of samples x (model space), each error averaged over `draws` noise draws: dict name -> [N], the
+    per-dimension error [N, ...] (on the CPU; the network runs on `device`) and, for images, the PNG complexity."""
     from tqdm.auto import tqdm
 
     from .api import sample_seeds
@@ -115,13 +117,13 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, device="cpu", p
     D = unconditional(run.denoiser, m)
     levels = noise_levels(m)
     starts = (0.25 * m.sigma_data, 0.6 * m.sigma_data)
-    draws = n_draws(math.prod(m.in_shape))
     cols = {"profile": [], "reconstruction": [], "per_dim": []}
     if features is not None:
         cols["reconstruction_features"] = []
     for i in tqdm(range(0, len(x), batch_size), disable=not progress, desc="scoring", unit="batch"):
         xb = x[i:i + batch_size].to(device)
         acc = {}
+        f0 = features(xb) if features is not None else None
         for j in range(draws):  # draw 0 keeps the stream of single-draw detectors
             seeds = sample_seeds(seed, len(xb), i, stream=ANOMALY_STREAM + 1000 * j)
             one = {}
@@ -130,7 +132,6 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, device="cpu", p
             one["reconstruction"] = torch.stack([(r - xb).flatten(1).pow(2).mean(1).clamp_min(1e-12).log()
                                                  for r in recs], 1).mean(1)
             if features is not None:
-                f0 = features(xb)
                 one["reconstruction_features"] = torch.stack(
                     [(features(r) - f0).pow(2).mean(1).clamp_min(1e-12).log() for r in recs], 1).mean(1)
             acc = {k: acc.get(k, 0) + v / draws for k, v in one.items()}
@@ -151,7 +152,8 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, device="cpu", p
 
 
 def fit_stats(raw: dict) -> dict:
-    """Statistics of the fit split: the profile Gaussian, robust scales of each score, per-dimension error scale."""
+    """Statistics of the fit split: the profile Gaussian, for images the complexity lines of the reconstruction
+    errors, each score's median and robust scale, the combination weights, the per-dimension error scale."""
     from sklearn.covariance import LedoitWolf
 
     prof = raw["profile"].numpy()
@@ -168,6 +170,7 @@ def fit_stats(raw: dict) -> dict:
                 slope = float(torch.cov(torch.stack([c, comp[k]]))[0, 1] / c.var().clamp_min(1e-12))
                 stats["complexity_line"][k] = [float(comp[k].mean() - slope * c.mean()), slope]
         comp = component_scores(raw, stats)
+    comp["profile"] = _out_of_fold_mahalanobis(prof)
     stats["median"], stats["mad"] = {}, {}
     for k, v in comp.items():
         med = float(v.median())
@@ -178,12 +181,32 @@ def fit_stats(raw: dict) -> dict:
     return stats
 
 
+def _out_of_fold_mahalanobis(prof, folds: int = 5) -> torch.Tensor:
+    """Mahalanobis distance of each fit-split profile under a Gaussian fitted without it (5 folds). The distances of
+    the rows that fitted the Gaussian are too small (with 20 rows in 8 dimensions, by far): scaled by them, the
+    profile's z-scores of new normal data would spread wider than the other scores', and the weights would be wrong."""
+    from sklearn.covariance import LedoitWolf
+
+    n = len(prof)
+    fold = np.arange(n) % folds
+    out = np.zeros(n)
+    for f in range(folds):
+        lw = LedoitWolf().fit(prof[fold != f])
+        d = prof[fold == f] - lw.location_
+        out[fold == f] = np.sqrt(np.maximum(np.einsum("nk,kl,nl->n", d, lw.precision_, d), 0))
+    return torch.from_numpy(out)
+
+
 def min_variance_weights(z: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
     """argmin_w Var(z w) over w >= 0, sum w = 1, for normal-data scores z [N, K]: exact, by trying every support
-    (K is at most 4). Values are clipped to +-clip robust units first, so one wild normal sample cannot decide it."""
+    (K is at most 4). Values are clipped to +-clip robust units first, so one wild normal sample cannot decide it, and
+    the covariance is Ledoit-Wolf's: with 20 fit rows (a small table) the sample covariance is mostly noise, and the
+    shrunk one leans towards equal weights."""
     import itertools
 
-    cov = torch.cov(z.clamp(-clip, clip).T.double()).reshape(z.shape[1], z.shape[1])
+    from sklearn.covariance import LedoitWolf
+
+    cov = torch.from_numpy(LedoitWolf().fit(z.clamp(-clip, clip).double().numpy()).covariance_)
     cov = cov + 1e-9 * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(len(cov), dtype=cov.dtype)
     best, best_var = None, math.inf
     for k in range(1, len(cov) + 1):
@@ -224,6 +247,12 @@ def conformal_p_values(scores: torch.Tensor, calibration: torch.Tensor) -> torch
     cal = torch.sort(calibration.double()).values
     above = len(cal) - torch.searchsorted(cal, scores.double(), right=False)
     return (1 + above).double() / (len(cal) + 1)
+
+
+def _digest(x: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def check_fpr(fpr: float, n_calibration: int):
@@ -295,21 +324,21 @@ class Detector:
             batch_size=256, features=False, device="auto", progress=False):
         """Train a run on part of the normal data (or reuse run_path), then fit the scores on one held-out half and
         calibrate on the other. data: a `data.Data` of normal samples; holdout: the fraction kept from training
-        (default: 30%, or up to half when that is needed to hold out 40 samples); features: also compare reconstructions in the
-        shipped classifier's feature space (Fashion-MNIST, digits); device: auto (CUDA when there is one), cpu, cuda."""
+        (default: 30%, or up to half when that is needed to hold out 40 samples); features: also compare
+        reconstructions in the shipped classifier's feature space (Fashion-MNIST, digits); device: auto (CUDA when
+        there is one), cpu, cuda."""
         from pathlib import Path
 
         from .api import save_samples
-        from .checkpoint import load_run, write_json_atomic
+        from .checkpoint import load_run
         from .data import Data
+        from .evaluate import SHIPPED
         from .train import TrainConfig, Trainer, pick_device
 
         out = Path(out)
-        from .evaluate import SHIPPED
-
         if features and (data.codec.kind != "image" or data_spec.split(":")[0] not in SHIPPED):
-            raise DiffusekitError(f"--features needs images of a data set with a shipped classifier ({', '.join(SHIPPED)}); "
-                                  f"got {data_spec}")
+            raise DiffusekitError(f"--features needs images of a data set with a shipped classifier "
+                                  f"({', '.join(SHIPPED)}); got {data_spec}")
         n = len(data.x)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         if holdout is None:  # 20 to fit the scores and 20 to calibrate when the data allow it
@@ -318,8 +347,9 @@ class Detector:
             raise DiffusekitError(f"--holdout must be in (0, 1), got {holdout:g}")
         n_held = n if run_path is not None else int(round(holdout * n))
         if n_held < 40:  # said before any training is spent
-            raise DiffusekitError(f"too little held-out normal data: {n_held} of {n} samples; the detector needs at least "
-                                  f"40 (20 to fit the scores, 20 to calibrate; 99 calibration samples for --fpr 0.01)")
+            raise DiffusekitError(f"too little held-out normal data: {n_held} of {n} samples; the detector needs at "
+                                  f"least 40 (20 to fit the scores, 20 to calibrate; 99 calibration samples for --fpr "
+                                  f"0.01): give more normal data{' or a larger --holdout' if n >= 80 else ''}")
         if run_path is None:
             train_idx, held = perm[:n - n_held], perm[n - n_held:]
             out.mkdir(parents=True, exist_ok=True)
@@ -340,17 +370,39 @@ class Detector:
         k = len(held) // 2  # the first half fits the scores, the second calibrates
         info = {"data": data_spec, "run": run_ref, "kind": run.codec.kind, "shape": list(run.model_config.in_shape),
                 "columns": getattr(run.codec, "columns", None), "seed": seed, "features": bool(features),
+                "draws": n_draws(math.prod(run.model_config.in_shape)), "data_sha256": _digest(data.x),
                 "n_train": n - len(held), "n_fit": k, "n_calibration": len(held) - k}
         det = cls(out, run, info, dev)
-        # a level absent from the training split is unseen here too: its block reads "no level", and it counts
-        x, unseen = det.encode(Data(data.x[held], None, data.codec, data.class_names))
-        raw = raw_scores(run, x, seed=seed, batch_size=batch_size, features=det.features, device=dev, progress=progress)
-        info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()})
-        info["calibration"] = sorted(det.combined({name: v[k:] for name, v in raw.items()},
-                                                  [(i - k, c, v) for i, c, v in unseen if i >= k])[0].tolist())
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "detector.json", info)
+        det._fit_scores(Data(data.x[held], None, data.codec, data.class_names), batch_size, progress)
         return det
+
+    def refit(self, data, batch_size=256, progress=False):
+        """Fit the scores and calibration again on the same held-out rows of the same normal data `fit` was given,
+        keeping the trained model (after a change to the scores). Writes detector.json."""
+        from .data import Data
+
+        i = self.info
+        n, n_held = len(data.x), i["n_fit"] + i["n_calibration"]
+        if n != i["n_train"] + n_held or i.get("data_sha256", _digest(data.x)) != _digest(data.x):
+            raise DiffusekitError(f"refit needs the normal data the detector was fit on ({i['n_train'] + n_held} "
+                                  f"samples); got {n} samples{' that differ' if n == i['n_train'] + n_held else ''}")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(i["seed"]))
+        i["draws"] = n_draws(math.prod(self.run.model_config.in_shape))
+        self._fit_scores(Data(data.x[perm[n - n_held:]], None, data.codec, data.class_names), batch_size, progress)
+
+    def _fit_scores(self, held, batch_size, progress):
+        from .checkpoint import write_json_atomic
+
+        info, k = self.info, self.info["n_fit"]
+        # a level absent from the training split is unseen here too: its block reads "no level", and it counts
+        x, unseen = self.encode(held)
+        raw = raw_scores(self.run, x, seed=info["seed"], batch_size=batch_size, features=self.features,
+                         draws=info["draws"], device=self.device, progress=progress)
+        info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()})
+        info["calibration"] = sorted(self.combined({name: v[k:] for name, v in raw.items()},
+                                                   [(i - k, c, v) for i, c, v in unseen if i >= k])[0].tolist())
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path / "detector.json", info)
 
     def encode(self, data):
         """(a data.Data's samples in this detector's model space, its unseen categories as (row, column, value)),
@@ -386,6 +438,7 @@ class Detector:
         (the mean over a categorical column's dimensions). unseen: (row, column, value) of categories the model
         never saw (from `encode`); each adds UNSEEN_PENALTY to its row's score."""
         raw = raw_scores(self.run, x, seed=self.info["seed"], batch_size=batch_size, features=self.features,
+                         draws=self.info.get("draws", 1),  # detectors from before the draws used one
                          device=self.device, progress=progress)
         s, z = self.combined(raw, unseen)
         out = {"score": s, "p_value": conformal_p_values(s, torch.tensor(self.info["calibration"])), "z": z,
