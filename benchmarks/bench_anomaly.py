@@ -79,6 +79,7 @@ def run_tables(a):
     from diffusekit.anomaly import Detector
     from diffusekit.data import Data
     from diffusekit.data.codecs import VectorCodec
+    from diffusekit.train import pick_device
 
     report = {"minutes": a.minutes, "seed": a.seed, "refit": a.refit, "load_before": os.getloadavg()}
     for name, (normal, anom) in tables().items():
@@ -92,7 +93,7 @@ def run_tables(a):
         out = Path(a.out) / name.split()[0]
         normal_data = Data(codec.encode(train), None, codec)
         if a.refit:  # the trained models of an earlier run in --out, with the current scores
-            det = Detector.load(out, a.device if a.device != "auto" else "cpu")
+            det = Detector.load(out, pick_device(a.device))
             if det.info["seed"] != a.seed:
                 raise SystemExit(f"{out} holds a detector of seed {det.info['seed']}, not --seed {a.seed}")
             det.refit(normal_data)

@@ -170,7 +170,7 @@ def fit_stats(raw: dict) -> dict:
                 slope = float(torch.cov(torch.stack([c, comp[k]]))[0, 1] / c.var().clamp_min(1e-12))
                 stats["complexity_line"][k] = [float(comp[k].mean() - slope * c.mean()), slope]
         comp = component_scores(raw, stats)
-    comp["profile"] = _out_of_fold_mahalanobis(prof)
+    comp["profile"] = _out_of_fold_mahalanobis(raw["profile"])
     stats["median"], stats["mad"] = {}, {}
     for k, v in comp.items():
         med = float(v.median())
@@ -187,14 +187,17 @@ def _out_of_fold_mahalanobis(prof, folds: int = 5) -> torch.Tensor:
     profile's z-scores of new normal data would spread wider than the other scores', and the weights would be wrong."""
     from sklearn.covariance import LedoitWolf
 
-    n = len(prof)
-    fold = np.arange(n) % folds
-    out = np.zeros(n)
+    fold = torch.arange(len(prof)) % folds
+    out = torch.zeros(len(prof), dtype=torch.float64)
     for f in range(folds):
-        lw = LedoitWolf().fit(prof[fold != f])
-        d = prof[fold == f] - lw.location_
-        out[fold == f] = np.sqrt(np.maximum(np.einsum("nk,kl,nl->n", d, lw.precision_, d), 0))
-    return torch.from_numpy(out)
+        lw = LedoitWolf().fit(prof[fold != f].numpy())
+        out[fold == f] = _mahalanobis(prof[fold == f], lw.location_, lw.precision_)
+    return out
+
+
+def _mahalanobis(v: torch.Tensor, mean, precision) -> torch.Tensor:
+    d = v.double() - torch.as_tensor(mean, dtype=torch.float64)
+    return torch.einsum("nk,kl,nl->n", d, torch.as_tensor(precision, dtype=torch.float64), d).clamp_min(0).sqrt()
 
 
 def min_variance_weights(z: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
@@ -224,10 +227,7 @@ def min_variance_weights(z: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
 
 
 def component_scores(raw: dict, stats: dict) -> dict:
-    mu = torch.tensor(stats["profile_mean"], dtype=torch.float64)
-    P = torch.tensor(stats["profile_precision"], dtype=torch.float64)
-    d = raw["profile"] - mu
-    out = {"profile": torch.einsum("nk,kl,nl->n", d, P, d).clamp_min(0).sqrt()}
+    out = {"profile": _mahalanobis(raw["profile"], stats["profile_mean"], stats["profile_precision"])}
     for k in ("reconstruction", "reconstruction_features", "likelihood"):
         if k in raw:
             out[k] = raw[k]
