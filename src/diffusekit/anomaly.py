@@ -17,6 +17,9 @@ error calls simple out-of-distribution images normal (Fashion-MNIST model agains
 replaced by its residual from a straight line in the PNG complexity fitted on the held-out normal "fit" split: the
 error relative to normal images of the same complexity. The profile needs no correction: its Mahalanobis distance
 is two-sided and already flags errors unusually low for the normal data.
+Ensembles: a detector can score with the mean denoiser of several models trained on the same rows with different
+seeds (`precond.MeanDenoiser`); every score then uses that one denoiser. Tables train three by default, sharing the
+training budget (`default_models`).
 Averaged noise draws: each error is a mean over d dimensions, so with few dimensions (tables) one noise draw per
 level is noisy: the scores of min(16, ceil(256 / d)) draws are averaged (1 for images of 256 pixels or more, 4 for
 8x8 digits). The number is stored with the detector: its statistics hold only for scores made the same way.
@@ -98,6 +101,13 @@ def png_bits_per_dim(images_uint8: np.ndarray) -> torch.Tensor:
         Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(buf, format="PNG", optimize=True)
         out.append(8 * buf.tell() / im.size)
     return torch.tensor(out, dtype=torch.float64)
+
+
+def default_models(kind: str) -> int:
+    """Models a detector trains by default: 3 for tables, whose networks learn their few hundred rows almost by heart,
+    each in its own way (the mean of three is a smoother model of normal data, and tables are cheap to score three
+    times); 1 for images, whose models are not near memorising and cost the most to score."""
+    return 3 if kind == "vector" else 1
 
 
 def n_draws(d: int) -> int:
@@ -302,14 +312,14 @@ class Detector:
         import json
         from pathlib import Path
 
-        from .checkpoint import load_run
+        from .checkpoint import load_ensemble
 
         f = Path(path) / "detector.json"
         if not f.is_file():
             raise DiffusekitError(f"{path} is not a detector folder (no detector.json; make one with `anomaly fit`)")
         try:
             info = json.loads(f.read_text())
-            run_path = Path(info["run"]) if Path(info["run"]).is_absolute() else Path(path) / info["run"]
+            runs = [Path(p) if Path(p).is_absolute() else Path(path) / p for p in info.get("runs", [info["run"]])]
             missing = [k for k in ("stats", "calibration", "seed", "n_calibration") if k not in info]
             if not missing and "weights" not in info["stats"]:
                 missing = ["stats.weights (a detector from before the weighted combination: fit it again)"]
@@ -317,20 +327,22 @@ class Detector:
             raise DiffusekitError(f"{f} is corrupt: {e}") from None
         if missing:
             raise DiffusekitError(f"{f} is incomplete: no {', '.join(missing)}")
-        return cls(Path(path), load_run(run_path, device=device), info, device)
+        return cls(Path(path), load_ensemble(runs, device=device), info, device)
 
     @classmethod
     def fit(cls, data, out, *, run_path=None, data_spec="data", minutes=3.0, steps=0, preset=None, holdout=None, seed=0,
-            batch_size=256, features=False, device="auto", progress=False):
-        """Train a run on part of the normal data (or reuse run_path), then fit the scores on one held-out half and
-        calibrate on the other. data: a `data.Data` of normal samples; holdout: the fraction kept from training
-        (default: 30%, or up to half when that is needed to hold out 40 samples); features: also compare
+            models=None, batch_size=256, features=False, device="auto", progress=False):
+        """Train models on part of the normal data (or reuse run_path: one run or a list, an ensemble), then fit the
+        scores on one held-out half and calibrate on the other. data: a `data.Data` of normal samples; holdout: the
+        fraction kept from training (default: 30%, or up to half when that is needed to hold out 40 samples);
+        models: how many models to train (seeds differ) and score with as one, their mean denoiser (default
+        `default_models`): `minutes` is shared among them, `steps` is per model; features: also compare
         reconstructions in the shipped classifier's feature space (Fashion-MNIST, digits); device: auto (CUDA when
         there is one), cpu, cuda."""
         from pathlib import Path
 
         from .api import save_samples
-        from .checkpoint import load_run
+        from .checkpoint import load_ensemble
         from .data import Data
         from .evaluate import SHIPPED
         from .train import TrainConfig, Trainer, pick_device
@@ -339,6 +351,12 @@ class Detector:
         if features and (data.codec.kind != "image" or data_spec.split(":")[0] not in SHIPPED):
             raise DiffusekitError(f"--features needs images of a data set with a shipped classifier "
                                   f"({', '.join(SHIPPED)}); got {data_spec}")
+        if run_path is not None and models is not None:
+            raise DiffusekitError("models trains new models; to score with an ensemble of trained runs, give them all "
+                                  "as run_path (--run A --run B ...)")
+        models = default_models(data.codec.kind) if models is None else models
+        if models < 1:
+            raise DiffusekitError(f"--models must be at least 1, got {models}")
         n = len(data.x)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         if holdout is None:  # 20 to fit the scores and 20 to calibrate when the data allow it
@@ -357,18 +375,21 @@ class Detector:
             kind = data.codec.kind
             train_file = out / ("normal_train.npz" if kind == "image" else "normal_train.csv")
             save_samples(str(train_file), user, kind=kind, columns=getattr(data.codec, "columns", None))
-            cfg = dict(data=str(train_file), out=str(out / "run"), minutes=0.0 if steps else minutes, steps=steps,
-                       seed=seed, class_cond="off", device=device)
-            if preset:
-                cfg["preset"] = preset
-            Trainer(TrainConfig(**cfg), progress=progress).run()
-            run_path, run_ref = out / "run", "run"
+            run_refs = ["run"] + [f"run{k + 1}" for k in range(1, models)]
+            for k, ref in enumerate(run_refs):
+                cfg = dict(data=str(train_file), out=str(out / ref), minutes=0.0 if steps else minutes / models,
+                           steps=steps, seed=seed + 1000 * k, class_cond="off", device=device)
+                if preset:
+                    cfg["preset"] = preset
+                Trainer(TrainConfig(**cfg), progress=progress).run()
+            run_paths = [out / ref for ref in run_refs]
         else:
-            held, run_ref = perm, str(Path(run_path).resolve())
+            run_paths = list(run_path) if isinstance(run_path, (list, tuple)) else [run_path]
+            held, run_refs = perm, [str(Path(p).resolve()) for p in run_paths]
         dev = pick_device(device)
-        run = load_run(run_path, device=dev)
+        run = load_ensemble(run_paths, device=dev)
         k = len(held) // 2  # the first half fits the scores, the second calibrates
-        info = {"data": data_spec, "run": run_ref, "kind": run.codec.kind, "shape": list(run.model_config.in_shape),
+        info = {"data": data_spec, "run": run_refs[0], "runs": run_refs, "kind": run.codec.kind, "shape": list(run.model_config.in_shape),
                 "columns": getattr(run.codec, "columns", None), "seed": seed, "features": bool(features),
                 "draws": n_draws(math.prod(run.model_config.in_shape)), "data_sha256": _digest(data.x),
                 "n_train": n - len(held), "n_fit": k, "n_calibration": len(held) - k}

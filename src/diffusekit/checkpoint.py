@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -143,3 +143,21 @@ def load_run(path, checkpoint: str = "last", ema: bool = True, device="cpu") -> 
     denoiser.eval().requires_grad_(False).to(device)
     return Run(path, cfg, mcfg, codec_from_dict(cfg["codec"]), denoiser, int(meta.get("step", 0)),
                list(cfg.get("class_names", [])))
+
+
+def load_ensemble(paths, device="cpu") -> Run:
+    """Runs of the same data as one Run whose denoiser is the mean of theirs (precond.MeanDenoiser); its other
+    fields are the first run's. One path: that run."""
+    from .precond import MeanDenoiser
+
+    runs = [load_run(p, device=device) for p in paths]
+    first = runs[0]
+    for r in runs[1:]:
+        same = (r.config["codec"] == first.config["codec"] and r.model_config.in_shape == first.model_config.in_shape
+                and r.num_classes == first.num_classes)
+        if not same:
+            raise DiffusekitError(f"runs {first.path} and {r.path} model different data (codec, shape or classes): an "
+                                  f"ensemble needs runs of the same data")
+    if len(runs) == 1:
+        return first
+    return replace(first, denoiser=MeanDenoiser([r.denoiser for r in runs]))

@@ -384,6 +384,9 @@ def cmd_anomaly_fit(a):
 
     if a.run is None and a.minutes <= 0 and a.steps <= 0:
         raise DiffusekitError(f"--minutes (or --steps) must be > 0 to train a model, got {a.minutes:g}")
+    if a.run is not None and a.models is not None:
+        raise DiffusekitError("--models trains new models; to score with an ensemble of trained runs give --run once "
+                              "per run")
     out = Path(a.out)
     if (out / "detector.json").exists():
         raise DiffusekitError(f"{out} already holds a detector; choose another --out (nothing was overwritten)")
@@ -391,10 +394,12 @@ def cmd_anomaly_fit(a):
 
     data = load_data(a.data)
     det = Detector.fit(data, out, run_path=a.run, data_spec=a.data, minutes=a.minutes, preset=a.preset,
-                       steps=a.steps, holdout=a.holdout, seed=a.seed, batch_size=a.batch_size, features=a.features,
-                       device=a.device, progress=not a.no_progress)
+                       steps=a.steps, holdout=a.holdout, seed=a.seed, models=a.models, batch_size=a.batch_size,
+                       features=a.features, device=a.device, progress=not a.no_progress)
     i = det.info
-    print(f"detector saved in {out}: model {i['run']} ({i['n_train']} normal samples trained on"
+    runs = i["runs"]
+    print(f"detector saved in {out}: {'model' if len(runs) == 1 else f'mean of {len(runs)} models'} "
+          f"{', '.join(runs)} ({i['n_train']} normal samples trained on"
           f"{' earlier' if a.run else ''}), scores fit on {i['n_fit']}, calibrated on {i['n_calibration']} "
           f"(smallest --fpr with a guarantee: {1 / (i['n_calibration'] + 1):.3g})")
 
@@ -705,9 +710,13 @@ def build_parser() -> argparse.ArgumentParser:
     f = asub.add_parser("fit", help="train (or reuse --run) a model of normal data, fit and calibrate the scores")
     f.add_argument("--data", required=True, help="normal data: a data spec (.csv, .npz, folder, digits, ...)")
     f.add_argument("--out", required=True, help="detector folder")
-    f.add_argument("--run", help="reuse this trained run (then all of --data is held out for fit + calibration)")
-    f.add_argument("--minutes", type=float, default=3.0, help="training budget when no --run")
-    f.add_argument("--steps", type=int, default=0, help="train for this many steps instead of --minutes")
+    f.add_argument("--run", action="append", help="reuse this trained run (then all of --data is held out for fit + "
+                   "calibration); repeat it to score with the mean of several runs of the same data")
+    f.add_argument("--minutes", type=float, default=3.0, help="training budget when no --run (shared by the models)")
+    f.add_argument("--models", type=int, default=None,
+                   help="models to train, with different seeds, and score with as one (their mean denoiser); default 3 "
+                        "for tables, 1 for images")
+    f.add_argument("--steps", type=int, default=0, help="train for this many steps (per model) instead of --minutes")
     f.add_argument("--preset", choices=["tiny", "small", "base", "large"], default=None)
     f.add_argument("--holdout", type=float, default=None,
                    help="fraction of --data kept from training to fit and calibrate the scores (default 0.3, up to 0.5 "

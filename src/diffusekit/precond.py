@@ -129,3 +129,17 @@ def from_diffusers(unet, scheduler) -> Denoiser:
     ab = scheduler.alphas_cumprod.double()
     sig = ((1 - ab) / ab).sqrt()
     return Denoiser(DiffusersUNet(unet), kind, 1.0, alpha_bars=ab, sigma_min=float(sig[0]), sigma_max=float(sig[-1]))
+
+
+class MeanDenoiser(torch.nn.Module):
+    """Several denoisers of one data space as one: their mean. Each estimates E[x0 | x_sigma], so the mean is an
+    estimate of the same thing whose error from any one training run's quirks is averaged down (bagging). Trained on
+    a few hundred rows, a network learns them almost by heart and fills the space between them in its own way; the
+    mean of several runs is a smoother model of the normal data (the anomaly detector's ensembles)."""
+
+    def __init__(self, denoisers):
+        super().__init__()
+        self.members = torch.nn.ModuleList(denoisers)
+
+    def forward(self, x, sigma, class_labels=None):
+        return sum(D(x, sigma, class_labels) for D in self.members) / len(self.members)
