@@ -66,7 +66,7 @@ def write_csv(path, values, columns):
 def toy_detector(tmp_path_factory):
     d = tmp_path_factory.mktemp("anomaly")
     write_csv(d / "normal.csv", gmm8_points(3000, 0), ["a", "b"])
-    assert cli("anomaly", "fit", "--data", d / "normal.csv", "--out", d / "det", "--steps", 3000,
+    assert cli("anomaly", "fit", "--data", d / "normal.csv", "--out", d / "det", "--steps", 3000, "--models", 1,
                "--no-progress") == 0
     return d
 
@@ -124,8 +124,16 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
                "--out", tmp_path / "rep", "--fpr", 0.1, "--no-progress") == 0
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert rep["auroc"] > 0.8, rep  # 1,500 steps; the benchmark reports the real figure
+    info = json.loads((tmp_path / "det" / "detector.json").read_text())
+    assert info["runs"] == ["run", "run2", "run3"] and "run" not in info  # a table: three models by default
+    assert len({json.loads((tmp_path / "det" / r / "config.json").read_text())["train"]["seed"] for r in info["runs"]}) == 3
     e = one_line_error
     capsys.readouterr()
+    e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--models", 0),
+      "at least 1")
+    e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--run",
+                  tmp_path / "det" / "run", "--models", 2), "--run once per run")
+    assert not (tmp_path / "det3").exists()
     # columns that differ from fit: named
     write_csv(tmp_path / "fewer.csv", test[:, 1:], cols[1:])
     e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "fewer.csv", "--out", tmp_path / "s.csv", "--fpr", 0.1),
@@ -284,3 +292,44 @@ def test_refit_reproduces_the_fit_and_checks_the_data(toy_detector, tmp_path):
     after = json.loads(f.read_text())
     assert np.allclose(before["calibration"], after["calibration"]) and before["stats"]["weights"] == pytest.approx(
         after["stats"]["weights"])
+
+
+def test_an_ensemble_is_the_mean_denoiser(tmp_path, capsys):
+    """MeanDenoiser averages its members exactly; load_ensemble refuses runs of other data, in one line."""
+    import shutil
+
+    from diffusekit.checkpoint import load_ensemble, load_run
+    from diffusekit.precond import MeanDenoiser
+
+    class Ones(torch.nn.Module):
+        def forward(self, x, sigma, class_labels=None):
+            return torch.ones_like(x)
+
+    class Shrink(torch.nn.Module):  # the exact denoiser of N(0, I)
+        def forward(self, x, sigma, class_labels=None):
+            return x / (1 + sigma**2)
+
+    mean = MeanDenoiser([Ones(), Shrink()])
+    x = torch.randn(4, 3)
+    assert torch.allclose(mean(x, 2.0), (1 + x / 5) / 2)
+
+    write_csv(tmp_path / "a.csv", gmm8_points(300, 0), ["a", "b"])
+    assert cli("train", "--data", tmp_path / "a.csv", "--out", tmp_path / "r1", "--steps", 20, "--seed", 1,
+               "--no-progress") == 0
+    assert cli("train", "--data", tmp_path / "a.csv", "--out", tmp_path / "r2", "--steps", 20, "--seed", 2,
+               "--no-progress") == 0
+    ens = load_ensemble([tmp_path / "r1", tmp_path / "r2"])
+    one, two = load_run(tmp_path / "r1"), load_run(tmp_path / "r2")
+    x = torch.randn(8, 2)
+    with torch.no_grad():
+        assert torch.allclose(ens.denoiser(x, 0.5), (one.denoiser(x, 0.5) + two.denoiser(x, 0.5)) / 2)
+        assert not torch.allclose(one.denoiser(x, 0.5), two.denoiser(x, 0.5))  # the seeds made different models
+    # a run of other data (its codec standardizes by other means): refused
+    shutil.copytree(tmp_path / "r2", tmp_path / "other")
+    cfg = json.loads((tmp_path / "other" / "config.json").read_text())
+    cfg["codec"]["mean"] = [v + 1 for v in cfg["codec"]["mean"]]
+    (tmp_path / "other" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DiffusekitError, match="same data"):
+        load_ensemble([tmp_path / "r1", tmp_path / "other"])
+    one_line_error(capsys, cli("anomaly", "fit", "--data", tmp_path / "a.csv", "--out", tmp_path / "det", "--run",
+                               tmp_path / "r1", "--run", tmp_path / "other"), "same data")

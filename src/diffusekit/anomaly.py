@@ -319,7 +319,7 @@ class Detector:
             raise DiffusekitError(f"{path} is not a detector folder (no detector.json; make one with `anomaly fit`)")
         try:
             info = json.loads(f.read_text())
-            runs = [Path(p) if Path(p).is_absolute() else Path(path) / p for p in info.get("runs", [info["run"]])]
+            runs = [Path(p) if Path(p).is_absolute() else Path(path) / p for p in info.get("runs") or [info["run"]]]
             missing = [k for k in ("stats", "calibration", "seed", "n_calibration") if k not in info]
             if not missing and "weights" not in info["stats"]:
                 missing = ["stats.weights (a detector from before the weighted combination: fit it again)"]
@@ -389,8 +389,12 @@ class Detector:
         dev = pick_device(device)
         run = load_ensemble(run_paths, device=dev)
         k = len(held) // 2  # the first half fits the scores, the second calibrates
-        info = {"data": data_spec, "run": run_refs[0], "runs": run_refs, "kind": run.codec.kind, "shape": list(run.model_config.in_shape),
-                "columns": getattr(run.codec, "columns", None), "seed": seed, "features": bool(features),
+        # an ensemble is listed under "runs" only, so that versions which knew one "run" refuse it rather than
+        # score with its first model against statistics of the mean
+        info = {"data": data_spec, **({"run": run_refs[0]} if len(run_refs) == 1 else {}), "runs": run_refs,
+                "kind": run.codec.kind,
+                "shape": list(run.model_config.in_shape), "columns": getattr(run.codec, "columns", None), "seed": seed,
+                "features": bool(features),
                 "draws": n_draws(math.prod(run.model_config.in_shape)), "data_sha256": _digest(data.x),
                 "n_train": n - len(held), "n_fit": k, "n_calibration": len(held) - k}
         det = cls(out, run, info, dev)
