@@ -3,7 +3,8 @@ calibration of their combination (DESIGN.md: tasks wrap the denoiser).
 
 Scores, each higher = less like the normal data:
 - ``profile``: the denoising-error profile, log E||D(x + sigma eps, sigma) - x||^2 / d at K noise levels, scored by
-  its Mahalanobis distance under a Gaussian (Ledoit-Wolf shrinkage) fitted on held-out normal data;
+  its Mahalanobis distance under a Gaussian (Ledoit-Wolf shrinkage) fitted on held-out normal data (adjacent levels
+  averaged to keep at least 10 fit samples per dimension: `profile_bins`);
 - ``reconstruction``: x is noised part-way (to a few levels) and brought back by deterministic DDIM; the log of the
   error, in pixels (or standardized columns) and, with ``features=True`` (images with a shipped classifier), in its
   feature space;
@@ -166,9 +167,10 @@ def fit_stats(raw: dict) -> dict:
     errors, each score's median and robust scale, the combination weights, the per-dimension error scale."""
     from sklearn.covariance import LedoitWolf
 
-    prof = raw["profile"].numpy()
-    lw = LedoitWolf().fit(prof)
-    stats = {"profile_mean": lw.location_.tolist(), "profile_precision": lw.precision_.tolist()}
+    stats = {"profile_bins": profile_bins(len(raw["profile"]), raw["profile"].shape[1])}
+    prof = binned_profile(raw["profile"], stats)
+    lw = LedoitWolf().fit(prof.numpy())
+    stats.update(profile_mean=lw.location_.tolist(), profile_precision=lw.precision_.tolist())
     stats["per_dim_mean"] = raw["per_dim"].mean(0).flatten().tolist()
     stats["per_dim_std"] = raw["per_dim"].std(0).clamp_min(1e-8).flatten().tolist()
     comp = component_scores(raw, stats)
@@ -180,7 +182,7 @@ def fit_stats(raw: dict) -> dict:
                 slope = float(torch.cov(torch.stack([c, comp[k]]))[0, 1] / c.var().clamp_min(1e-12))
                 stats["complexity_line"][k] = [float(comp[k].mean() - slope * c.mean()), slope]
         comp = component_scores(raw, stats)
-    comp["profile"] = _out_of_fold_mahalanobis(raw["profile"])
+    comp["profile"] = _out_of_fold_mahalanobis(prof)
     stats["median"], stats["mad"] = {}, {}
     for k, v in comp.items():
         med = float(v.median())
@@ -189,6 +191,20 @@ def fit_stats(raw: dict) -> dict:
     z = torch.stack([(v - stats["median"][k]) / stats["mad"][k] for k, v in comp.items()], 1)
     stats["weights"] = dict(zip(comp, min_variance_weights(z).tolist()))
     return stats
+
+
+def profile_bins(n_fit: int, k: int) -> int:
+    """Dimensions of the profile's Gaussian: at most one per 10 fit samples (at least 2, at most the k levels). Its
+    Mahalanobis distance leans on the least-variance directions of the covariance (differences between adjacent
+    levels), the worst estimated from few samples: 20 fit rows of a small table cannot pin down 8 dimensions."""
+    return max(2, min(k, n_fit // 10))
+
+
+def binned_profile(prof: torch.Tensor, stats: dict) -> torch.Tensor:
+    """The [N, K] profile averaged over runs of adjacent levels into stats["profile_bins"] dimensions (all K for
+    detectors fitted before the bins)."""
+    bins = stats.get("profile_bins", prof.shape[1])
+    return torch.stack([c.mean(1) for c in torch.tensor_split(prof.double(), bins, dim=1)], 1)
 
 
 def _out_of_fold_mahalanobis(prof, folds: int = 5) -> torch.Tensor:
@@ -237,7 +253,8 @@ def min_variance_weights(z: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
 
 
 def component_scores(raw: dict, stats: dict) -> dict:
-    out = {"profile": _mahalanobis(raw["profile"], stats["profile_mean"], stats["profile_precision"])}
+    out = {"profile": _mahalanobis(binned_profile(raw["profile"], stats), stats["profile_mean"],
+                                   stats["profile_precision"])}
     for k in ("reconstruction", "reconstruction_features", "likelihood"):
         if k in raw:
             out[k] = raw[k]
