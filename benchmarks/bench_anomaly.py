@@ -5,7 +5,7 @@
     python benchmarks/bench_anomaly.py oneclass [--minutes 0.5] [--device cuda] [--skip-baselines | --only-baselines]
 
 tables (ODDS-style): the normal class is split 70/30 (seeded); our detector trains on the 70% (`anomaly fit` with
-its default hold-out: 30% of it, or 40 rows for wine, kept for fit + calibration) and every baseline is fit on the
+its defaults: three models sharing --minutes; hold-out 30% of it, or 40 rows for wine, kept for fit + calibration) and every baseline is fit on the
 same 70% (standardized features); all are scored on the 30% normal plus every anomaly. Baselines: IsolationForest,
 OneClassSVM (RBF, nu 0.1), LocalOutlierFactor (novelty, k = 20) and the k-NN distance (k = 5, mean distance),
 defaults fixed in advance.
