@@ -5,10 +5,10 @@
     python benchmarks/bench_anomaly.py oneclass [--minutes 0.5] [--device cuda] [--skip-baselines | --only-baselines]
 
 tables (ODDS-style): the normal class is split 70/30 (seeded); our detector trains on the 70% (`anomaly fit` with
-its defaults: three models sharing --minutes; hold-out 30% of it, or 40 rows for wine, kept for fit + calibration) and every baseline is fit on the
-same 70% (standardized features); all are scored on the 30% normal plus every anomaly. Baselines: IsolationForest,
-OneClassSVM (RBF, nu 0.1), LocalOutlierFactor (novelty, k = 20) and the k-NN distance (k = 5, mean distance),
-defaults fixed in advance.
+its defaults: three models sharing --minutes; hold-out 30% of it, or 40 rows for wine, kept for fit + calibration)
+and every baseline is fit on the same 70% (standardized features); all are scored on the 30% normal plus every
+anomaly. Baselines: IsolationForest, OneClassSVM (RBF, nu 0.1), LocalOutlierFactor (novelty, k = 20) and the k-NN
+distance (k = 5, mean distance), defaults fixed in advance.
 - breast cancer: benign normal, malignant anomalies (212);
 - wine: classes 0 and 1 normal, class 2 anomalies (48);
 - digits (the optdigits set of ODDS, 8x8 as 64 columns): digits 1-9 normal, the 0s anomalies, subsampled to 10%.

@@ -88,6 +88,25 @@ def test_toy_anomalies_off_the_support(toy_detector, tmp_path, capsys):
     assert "AUROC" in capsys.readouterr().out
 
 
+def test_a_detector_from_before_ensembles_and_bins_scores_as_before(toy_detector, tmp_path):
+    """detector.json of older versions: one "run", no profile bins. With 450 fit rows the toy keeps all 8 levels, so
+    the same file without the new keys must give the same scores."""
+    import shutil
+
+    from diffusekit.anomaly import Detector
+
+    d = tmp_path / "det"
+    shutil.copytree(toy_detector / "det", d)
+    info = json.loads((d / "detector.json").read_text())
+    assert info["run"] == "run" and info["runs"] == ["run"] and info["stats"]["profile_bins"] == 8
+    del info["runs"], info["stats"]["profile_bins"]
+    (d / "detector.json").write_text(json.dumps(info))
+    x = torch.from_numpy(gmm8_points(64, 3)).float()
+    new, old = Detector.load(toy_detector / "det"), Detector.load(d)
+    x = new.run.codec.encode(x.numpy())
+    assert torch.equal(new.score(x)["score"], old.score(x)["score"])
+
+
 def test_calibration_on_fresh_normal_data(toy_detector, tmp_path):
     d = toy_detector
     n, a = 2000, 0.05
@@ -123,7 +142,7 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
     assert cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column", "malignant",
                "--out", tmp_path / "rep", "--fpr", 0.1, "--no-progress") == 0
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert rep["auroc"] > 0.8, rep  # 1,500 steps; the benchmark reports the real figure
+    assert rep["auroc"] > 0.8, rep  # three models of 1,500 steps; the benchmark reports the real figure
     info = json.loads((tmp_path / "det" / "detector.json").read_text())
     assert info["runs"] == ["run", "run2", "run3"] and "run" not in info  # a table: three models by default
     assert len({json.loads((tmp_path / "det" / r / "config.json").read_text())["train"]["seed"] for r in info["runs"]}) == 3
@@ -333,6 +352,17 @@ def test_an_ensemble_is_the_mean_denoiser(tmp_path, capsys):
         load_ensemble([tmp_path / "r1", tmp_path / "other"])
     one_line_error(capsys, cli("anomaly", "fit", "--data", tmp_path / "a.csv", "--out", tmp_path / "det", "--run",
                                tmp_path / "r1", "--run", tmp_path / "other"), "same data")
+    one_line_error(capsys, cli("anomaly", "fit", "--data", tmp_path / "a.csv", "--out", tmp_path / "det", "--run",
+                               tmp_path / "r1", "--run", tmp_path / "r1"), "one run twice")
+    # an ensemble of earlier runs: listed (absolute) under "runs" only, and loads as their mean
+    assert cli("anomaly", "fit", "--data", tmp_path / "a.csv", "--out", tmp_path / "det", "--run", tmp_path / "r1",
+               "--run", tmp_path / "r2", "--no-progress") == 0
+    info = json.loads((tmp_path / "det" / "detector.json").read_text())
+    assert info["runs"] == [str((tmp_path / r).resolve()) for r in ("r1", "r2")] and "run" not in info
+    from diffusekit.anomaly import Detector
+
+    with torch.no_grad():
+        assert torch.allclose(Detector.load(tmp_path / "det").run.denoiser(x, 0.5), ens.denoiser(x, 0.5))
 
 
 def test_profile_bins_keep_ten_fit_samples_per_dimension():

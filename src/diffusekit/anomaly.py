@@ -299,7 +299,7 @@ def per_dim_z(raw: dict, stats: dict) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# A detector: a run, the fit split's statistics and the calibration scores, in one folder
+# A detector: its run(s), the fit split's statistics and the calibration scores, in one folder
 
 
 def _feature_fn(data_spec: str, run, device):
@@ -336,7 +336,8 @@ class Detector:
             raise DiffusekitError(f"{path} is not a detector folder (no detector.json; make one with `anomaly fit`)")
         try:
             info = json.loads(f.read_text())
-            runs = [Path(p) if Path(p).is_absolute() else Path(path) / p for p in info.get("runs") or [info["run"]]]
+            info["runs"] = info.get("runs") or [info["run"]]  # older detectors: one "run"
+            runs = [Path(p) if Path(p).is_absolute() else Path(path) / p for p in info["runs"]]
             missing = [k for k in ("stats", "calibration", "seed", "n_calibration") if k not in info]
             if not missing and "weights" not in info["stats"]:
                 missing = ["stats.weights (a detector from before the weighted combination: fit it again)"]
@@ -353,7 +354,8 @@ class Detector:
         scores on one held-out half and calibrate on the other. data: a `data.Data` of normal samples; holdout: the
         fraction kept from training (default: 30%, or up to half when that is needed to hold out 40 samples);
         models: how many models to train (seeds differ) and score with as one, their mean denoiser (default
-        `default_models`): `minutes` is shared among them, `steps` is per model; features: also compare
+        `default_models`; model k has seed `seed + 1000 k`): `minutes` is shared among them, `steps` is per model;
+        features: also compare
         reconstructions in the shipped classifier's feature space (Fashion-MNIST, digits); device: auto (CUDA when
         there is one), cpu, cuda."""
         from pathlib import Path
@@ -369,8 +371,8 @@ class Detector:
             raise DiffusekitError(f"--features needs images of a data set with a shipped classifier "
                                   f"({', '.join(SHIPPED)}); got {data_spec}")
         if run_path is not None and models is not None:
-            raise DiffusekitError("models trains new models; to score with an ensemble of trained runs, give them all "
-                                  "as run_path (--run A --run B ...)")
+            raise DiffusekitError("--models trains new models; to score with an ensemble of trained runs give --run "
+                                  "once per run")
         models = default_models(data.codec.kind) if models is None else models
         if models < 1:
             raise DiffusekitError(f"--models must be at least 1, got {models}")
@@ -403,13 +405,12 @@ class Detector:
         else:
             run_paths = list(run_path) if isinstance(run_path, (list, tuple)) else [run_path]
             held, run_refs = perm, [str(Path(p).resolve()) for p in run_paths]
+            if len(set(run_refs)) < len(run_refs):
+                raise DiffusekitError(f"--run names one run twice: {', '.join(run_refs)}")
         dev = pick_device(device)
         run = load_ensemble(run_paths, device=dev)
         k = len(held) // 2  # the first half fits the scores, the second calibrates
-        # an ensemble is listed under "runs" only, so that versions which knew one "run" refuse it rather than
-        # score with its first model against statistics of the mean
-        info = {"data": data_spec, **({"run": run_refs[0]} if len(run_refs) == 1 else {}), "runs": run_refs,
-                "kind": run.codec.kind,
+        info = {"data": data_spec, "runs": run_refs, "kind": run.codec.kind,
                 "shape": list(run.model_config.in_shape), "columns": getattr(run.codec, "columns", None), "seed": seed,
                 "features": bool(features),
                 "draws": n_draws(math.prod(run.model_config.in_shape)), "data_sha256": _digest(data.x),
@@ -441,6 +442,11 @@ class Detector:
         raw = raw_scores(self.run, x, seed=info["seed"], batch_size=batch_size, features=self.features,
                          draws=info["draws"], device=self.device, progress=progress)
         info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()})
+        # versions before ensembles and bins read one "run": give it only when they would score this detector the
+        # same way, so that they refuse the others ("corrupt") instead of scoring them wrongly
+        info.pop("run", None)
+        if len(info["runs"]) == 1 and info["stats"]["profile_bins"] == raw["profile"].shape[1]:
+            info["run"] = info["runs"][0]
         info["calibration"] = sorted(self.combined({name: v[k:] for name, v in raw.items()},
                                                    [(i - k, c, v) for i, c, v in unseen if i >= k])[0].tolist())
         self.path.mkdir(parents=True, exist_ok=True)

@@ -146,8 +146,8 @@ def load_run(path, checkpoint: str = "last", ema: bool = True, device="cpu") -> 
 
 
 def load_ensemble(paths, device="cpu") -> Run:
-    """Runs of the same data as one Run whose denoiser is the mean of theirs (precond.MeanDenoiser); its other
-    fields are the first run's. One path: that run."""
+    """Runs of one data space (the same codec, shape and classes) as one Run whose denoiser is the mean of theirs
+    (precond.MeanDenoiser); its other fields, noise range included, are the first run's. One path: that run."""
     from .precond import MeanDenoiser
 
     runs = [load_run(p, device=device) for p in paths]
@@ -157,7 +157,7 @@ def load_ensemble(paths, device="cpu") -> Run:
                 and r.num_classes == first.num_classes)
         if not same:
             raise DiffusekitError(f"runs {first.path} and {r.path} model different data (codec, shape or classes): an "
-                                  f"ensemble needs runs of the same data")
+                                  f"ensemble needs runs of the same data space")
     if len(runs) == 1:
         return first
-    return replace(first, denoiser=MeanDenoiser([r.denoiser for r in runs]))
+    return replace(first, denoiser=MeanDenoiser([r.denoiser for r in runs]).eval().requires_grad_(False))

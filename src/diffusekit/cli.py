@@ -384,9 +384,6 @@ def cmd_anomaly_fit(a):
 
     if a.run is None and a.minutes <= 0 and a.steps <= 0:
         raise DiffusekitError(f"--minutes (or --steps) must be > 0 to train a model, got {a.minutes:g}")
-    if a.run is not None and a.models is not None:
-        raise DiffusekitError("--models trains new models; to score with an ensemble of trained runs give --run once "
-                              "per run")
     out = Path(a.out)
     if (out / "detector.json").exists():
         raise DiffusekitError(f"{out} already holds a detector; choose another --out (nothing was overwritten)")
@@ -398,9 +395,9 @@ def cmd_anomaly_fit(a):
                        features=a.features, device=a.device, progress=not a.no_progress)
     i = det.info
     runs = i["runs"]
+    trained = "trained earlier" if a.run else f"trained on {i['n_train']} normal samples"
     print(f"detector saved in {out}: {'model' if len(runs) == 1 else f'mean of {len(runs)} models'} "
-          f"{', '.join(runs)} ({i['n_train']} normal samples trained on"
-          f"{' earlier' if a.run else ''}), scores fit on {i['n_fit']}, calibrated on {i['n_calibration']} "
+          f"{', '.join(runs)} ({trained}), scores fit on {i['n_fit']}, calibrated on {i['n_calibration']} "
           f"(smallest --fpr with a guarantee: {1 / (i['n_calibration'] + 1):.3g})")
 
 
@@ -707,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("anomaly", help="anomaly detection: fit on normal data, score, report")
     asub = an.add_subparsers(dest="anomaly_command", required=True)
-    f = asub.add_parser("fit", help="train (or reuse --run) a model of normal data, fit and calibrate the scores")
+    f = asub.add_parser("fit", help="train models of normal data (or reuse --run), fit and calibrate the scores")
     f.add_argument("--data", required=True, help="normal data: a data spec (.csv, .npz, folder, digits, ...)")
     f.add_argument("--out", required=True, help="detector folder")
     f.add_argument("--run", action="append", help="reuse this trained run (then all of --data is held out for fit + "
