@@ -764,10 +764,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _leave_process_group():
+    """Under torchrun: wait for every rank, then tear the group down. A rank that exits with gloo's threads still up
+    while another is finishing aborts ("terminate called without an active exception", SIGABRT) about one run in ten
+    here, failing a command whose work was done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        _leave_process_group()
     except (DiffusekitError, OSError, zipfile.BadZipFile, csv.Error) as e:
         # our own errors, and files that cannot be read or written (missing folder, full disk, corrupt zip)
         msg = str(e) if isinstance(e, DiffusekitError) else f"{type(e).__name__}: {e}"
