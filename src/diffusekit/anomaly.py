@@ -314,6 +314,13 @@ def _feature_fn(data_spec: str, run, device):
     return lambda x: features(model, x)[0].double()
 
 
+def _split(n: int, seed: int, n_held: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, held-out rows) of n normal samples: a seeded permutation, its last n_held held out. `fit` and
+    `refit` both split here, so that a refit scores the very rows the fit held out."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:n - n_held], perm[n - n_held:]
+
+
 class Detector:
     def __init__(self, path, run, info: dict, device="cpu"):
         self.path, self.run, self.info, self.device = path, run, info, torch.device(device)
@@ -355,14 +362,12 @@ class Detector:
         fraction kept from training (default: 30%, or up to half when that is needed to hold out 40 samples);
         models: how many models to train (seeds differ) and score with as one, their mean denoiser (default
         `default_models`; model k has seed `seed + 1000 k`): `minutes` is shared among them, `steps` is per model;
-        features: also compare
-        reconstructions in the shipped classifier's feature space (Fashion-MNIST, digits); device: auto (CUDA when
-        there is one), cpu, cuda."""
+        features: also compare reconstructions in the shipped classifier's feature space (Fashion-MNIST, digits);
+        device: auto (CUDA when there is one), cpu, cuda."""
         from pathlib import Path
 
         from .api import save_samples
         from .checkpoint import load_ensemble
-        from .data import Data
         from .evaluate import SHIPPED
         from .train import TrainConfig, Trainer, pick_device
 
@@ -377,7 +382,6 @@ class Detector:
         if models < 1:
             raise DiffusekitError(f"--models must be at least 1, got {models}")
         n = len(data.x)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         if holdout is None:  # 20 to fit the scores and 20 to calibrate when the data allow it
             holdout = min(0.5, max(0.3, 40 / max(n, 1)))
         if run_path is None and not 0 < holdout < 1:
@@ -387,8 +391,8 @@ class Detector:
             raise DiffusekitError(f"too little held-out normal data: {n_held} of {n} samples; the detector needs at "
                                   f"least 40 (20 to fit the scores, 20 to calibrate; 99 calibration samples for --fpr "
                                   f"0.01): give more normal data{' or a larger --holdout' if n >= 80 else ''}")
+        train_idx, held = _split(n, seed, n_held)
         if run_path is None:
-            train_idx, held = perm[:n - n_held], perm[n - n_held:]
             out.mkdir(parents=True, exist_ok=True)
             user = data.codec.decode(data.x[train_idx])
             kind = data.codec.kind
@@ -404,7 +408,7 @@ class Detector:
             run_paths = [out / ref for ref in run_refs]
         else:
             run_paths = list(run_path) if isinstance(run_path, (list, tuple)) else [run_path]
-            held, run_refs = perm, [str(Path(p).resolve()) for p in run_paths]
+            run_refs = [str(Path(p).resolve()) for p in run_paths]
             if len(set(run_refs)) < len(run_refs):
                 raise DiffusekitError(f"--run names one run twice: {', '.join(run_refs)}")
         dev = pick_device(device)
@@ -412,33 +416,32 @@ class Detector:
         k = len(held) // 2  # the first half fits the scores, the second calibrates
         info = {"data": data_spec, "runs": run_refs, "kind": run.codec.kind,
                 "shape": list(run.model_config.in_shape), "columns": getattr(run.codec, "columns", None), "seed": seed,
-                "features": bool(features),
-                "draws": n_draws(math.prod(run.model_config.in_shape)), "data_sha256": _digest(data.x),
+                "features": bool(features), "data_sha256": _digest(data.x),
                 "n_train": n - len(held), "n_fit": k, "n_calibration": len(held) - k}
         det = cls(out, run, info, dev)
-        det._fit_scores(Data(data.x[held], None, data.codec, data.class_names), batch_size, progress)
+        det._fit_scores(data, held, batch_size, progress)
         return det
 
     def refit(self, data, batch_size=256, progress=False):
         """Fit the scores and calibration again on the same held-out rows of the same normal data `fit` was given,
         keeping the trained model (after a change to the scores). Writes detector.json."""
-        from .data import Data
-
         i = self.info
         n, n_held = len(data.x), i["n_fit"] + i["n_calibration"]
         if n != i["n_train"] + n_held or i.get("data_sha256", _digest(data.x)) != _digest(data.x):
             raise DiffusekitError(f"refit needs the normal data the detector was fit on ({i['n_train'] + n_held} "
                                   f"samples); got {n} samples{' that differ' if n == i['n_train'] + n_held else ''}")
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(i["seed"]))
-        i["draws"] = n_draws(math.prod(self.run.model_config.in_shape))
-        self._fit_scores(Data(data.x[perm[n - n_held:]], None, data.codec, data.class_names), batch_size, progress)
+        self._fit_scores(data, _split(n, i["seed"], n_held)[1], batch_size, progress)
 
-    def _fit_scores(self, held, batch_size, progress):
+    def _fit_scores(self, data, held, batch_size, progress):
+        """Score the held-out rows `held` of the normal data: statistics from the first n_fit, calibration from the
+        rest; writes detector.json."""
         from .checkpoint import write_json_atomic
+        from .data import Data
 
         info, k = self.info, self.info["n_fit"]
+        info["draws"] = n_draws(math.prod(self.run.model_config.in_shape))
         # a level absent from the training split is unseen here too: its block reads "no level", and it counts
-        x, unseen = self.encode(held)
+        x, unseen = self.encode(Data(data.x[held], None, data.codec, data.class_names))
         raw = raw_scores(self.run, x, seed=info["seed"], batch_size=batch_size, features=self.features,
                          draws=info["draws"], device=self.device, progress=progress)
         info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()})
