@@ -56,6 +56,13 @@ def tables():
     }
 
 
+def table_split(normal, anom):
+    """(train: 70% of the normal rows, test: the other 30% and every anomaly, y: 1 for anomalies), seeded and fixed."""
+    normal = normal[np.random.default_rng(1).permutation(len(normal))]
+    n_tr = int(0.7 * len(normal))
+    return normal[:n_tr], np.concatenate([normal[n_tr:], anom]), np.r_[np.zeros(len(normal) - n_tr), np.ones(len(anom))]
+
+
 def baselines():
     from sklearn.ensemble import IsolationForest
     from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
@@ -83,11 +90,8 @@ def run_tables(a):
 
     report = {"minutes": a.minutes, "seed": a.seed, "refit": a.refit, "load_before": os.getloadavg()}
     for name, (normal, anom) in tables().items():
-        g = np.random.default_rng(1)
-        normal = normal[g.permutation(len(normal))]
-        n_tr = int(0.7 * len(normal))
-        train, test = normal[:n_tr], np.concatenate([normal[n_tr:], anom])
-        y = np.r_[np.zeros(len(normal) - n_tr), np.ones(len(anom))]
+        train, test, y = table_split(normal, anom)
+        n_tr = len(train)
         codec = VectorCodec.fit(train)
         t0 = time.time()
         out = Path(a.out) / name.split()[0]
