@@ -6,8 +6,9 @@
 combos: for every table detector under the given --out folders of `bench_anomaly.py tables`, the raw scores of its
 fit split (the held-out normal rows its statistics were fitted on) and of the benchmark's test rows are computed once
 with the saved models; then each variant is fitted on the fit split alone (robust z-scores, least-variance weights,
-no label) and its AUROC taken on the test rows. Variants: the detector as fitted; the profile's Gaussian with 1, 2, 4
-or 8 dimensions (adjacent levels averaged) instead of `profile_bins`; the profile replaced by its one-sided level (the
+no label) and its AUROC taken on the test rows. Variants: the detector as `fit` now fits it (for tables the
+profile's distance counts only errors above the normal mean); as it was fitted before (two-sided); the two-sided
+profile's Gaussian with 1, 2, 4 or 8 dimensions (adjacent levels averaged) instead of `profile_bins`; the profile replaced by its one-sided level (the
 mean log error over the levels, larger = less normal); without the profile; each component alone. Writes
 results/anomaly_tables_ablation.json.
 
@@ -47,17 +48,19 @@ def variants(fit: dict, test: dict) -> dict:
     """AUROC-ready scores of the test rows [N] for each label-free variant, fitted on the fit split's raw scores."""
     from sklearn.covariance import LedoitWolf
 
-    stats = fit_stats(fit)
-    cf, ct = component_scores(fit, stats), component_scores(test, stats)
-    cf["profile"] = _out_of_fold_mahalanobis(binned_profile(fit["profile"], stats))
-    level_f, level_t = fit["profile"].mean(1), test["profile"].mean(1)
-
     def weighted(f, t):
         zs = [_robust_z(f[k], t[k]) for k in f]
         w = min_variance_weights(torch.stack([z[0] for z in zs], 1))
         return torch.stack([z[1] for z in zs], 1) @ w
 
-    out = {"as fitted": weighted(cf, ct)}
+    out = {}
+    for one_sided in (True, False):  # `fit`'s default for tables now; the two-sided profile of before
+        stats = fit_stats(fit, profile_one_sided=one_sided)
+        cf, ct = component_scores(fit, stats), component_scores(test, stats)
+        cf["profile"] = _out_of_fold_mahalanobis(binned_profile(fit["profile"], stats), one_sided)
+        out["as fitted (one-sided profile)" if one_sided else "two-sided profile (as fitted before)"] = weighted(cf, ct)
+    out["one-sided profile alone"] = component_scores(test, fit_stats(fit, profile_one_sided=True))["profile"]
+    level_f, level_t = fit["profile"].mean(1), test["profile"].mean(1)
     for b in (1, 2, 4, 8):
         pf, pt = binned_profile(fit["profile"], {"profile_bins": b}), binned_profile(test["profile"], {"profile_bins": b})
         lw = LedoitWolf().fit(pf.numpy())
@@ -67,7 +70,7 @@ def variants(fit: dict, test: dict) -> dict:
     out["without the profile"] = weighted({k: v for k, v in cf.items() if k != "profile"},
                                           {k: v for k, v in ct.items() if k != "profile"})
     for k in cf:
-        out[f"{k} alone"] = ct[k]
+        out[f"{k} alone" if k != "profile" else "two-sided profile alone"] = ct[k]
     out["profile's one-sided level alone"] = level_t
     return out
 
