@@ -434,6 +434,12 @@ def test_one_sided_profile_counts_only_errors_above_normal():
     raw = {"profile": fit, "reconstruction": fit[:, 0], "likelihood": fit[:, 1], "per_dim": fit[:, :2]}
     one, two = fit_stats(raw, profile_one_sided=True), fit_stats(raw)
     assert one["profile_one_sided"] and not two["profile_one_sided"]
+    # the out-of-fold distances are one-sided too (smaller median), but their scale is the two-sided one: over half
+    # the fit rows below the mean would make the one-sided MAD 0
+    assert one["median"]["profile"] < two["median"]["profile"] and one["mad"]["profile"] == two["mad"]["profile"]
+    shift = torch.where(torch.arange(200) % 5 < 3, -1.0, 1.5).double()[:, None]  # 60% of the rows below the mean
+    low = fit_stats({**raw, "profile": 0.1 * fit + shift}, profile_one_sided=True)
+    assert low["median"]["profile"] == 0 and low["mad"]["profile"] > 0.1, (low["median"], low["mad"])
     mean, prec = torch.tensor(one["profile_mean"]), torch.tensor(one["profile_precision"])
     below, above = mean - torch.rand(5, 8, generator=g) - 0.1, mean + torch.rand(5, 8, generator=g) + 0.1
     assert torch.equal(_mahalanobis(below, mean, prec, one_sided=True), torch.zeros(5, dtype=torch.float64))

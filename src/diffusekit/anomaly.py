@@ -194,6 +194,9 @@ def fit_stats(raw: dict, profile_one_sided: bool = False) -> dict:
         med = float(v.median())
         stats["median"][k] = med
         stats["mad"][k] = max(1.4826 * float((v - med).abs().median()), 1e-8)
+    if profile_one_sided:  # about half the normal rows score exactly 0, so its own MAD can be 0: the two-sided spread
+        two = _out_of_fold_mahalanobis(prof)
+        stats["mad"]["profile"] = max(1.4826 * float((two - two.median()).abs().median()), 1e-8)
     z = torch.stack([(v - stats["median"][k]) / stats["mad"][k] for k, v in comp.items()], 1)
     stats["weights"] = dict(zip(comp, min_variance_weights(z).tolist()))
     return stats
