@@ -116,6 +116,7 @@ def run_memorising(a):
         save_samples(str(tmp / "train.csv"), codec.decode(x[tr_idx]), kind="vector", columns=codec.columns)
         tr = Trainer(TrainConfig(data=str(tmp / "train.csv"), out=str(tmp / "run"), steps=a.steps, seed=a.seed,
                                  class_cond="off", device="cpu"), progress=False)
+        x, x_test = tr.data.codec.encode(train), tr.data.codec.encode(test)  # the model's own coordinates
         levels = noise_levels(tr.mcfg)
 
         @torch.no_grad()
