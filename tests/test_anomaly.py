@@ -261,6 +261,9 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
     d, x = digits_detector
     info = json.loads((d / "det" / "detector.json").read_text())
     assert info["features"] and info["draws"] == 4  # 8x8: 256 / 64
+    # one model, all 8 levels, two-sided: older versions score it the same way, so they may read its "run"
+    assert info["run"] == info["runs"][0] and info["stats"]["profile_bins"] == 8
+    assert not info["stats"]["profile_one_sided"]
     assert set(info["stats"]["complexity_line"]) == {"reconstruction", "reconstruction_features"}
     # anomalies: digits with a white 3x3 patch at a random place (the clean ones were in the fit or calibration half:
     # the model trained on every digit, and --run holds all of --data out)

@@ -7,7 +7,7 @@ Scores, each higher = less like the normal data:
   averaged to keep at least 10 fit samples per dimension: `profile_bins`). For tables the distance is one-sided: levels
   where the error is below the normal mean count as 0. A table's network learns its few hundred rows by heart and
   denoises them (and any copy of them) far better than held-out normal rows; two-sided, that flagged most of the rows
-  it was trained on (68 of wine's 130 normal rows at --fpr 0.1). Images keep the two-sided distance (below);
+  it was trained on (68 of the 130 normal wine rows a detector was fit on, at --fpr 0.1). Images keep the two-sided distance (below);
 - ``reconstruction``: x is noised part-way (to a few levels) and brought back by deterministic DDIM; the log of the
   error, in pixels (or standardized columns) and, with ``features=True`` (images with a shipped classifier), in its
   feature space;
@@ -459,7 +459,8 @@ class Detector:
         info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()},
                                   profile_one_sided=self.run.codec.kind == "vector")
         # versions before ensembles and bins read one "run": give it only when they would score this detector the
-        # same way, so that they refuse the others ("corrupt") instead of scoring them wrongly
+        # same way, so that they refuse the others ("corrupt") instead of scoring them wrongly. (The unreleased
+        # versions of 2026-11-27 that read "runs" but not "profile_one_sided" would score a table detector two-sided.)
         info.pop("run", None)
         if len(info["runs"]) == 1 and info["stats"]["profile_bins"] == raw["profile"].shape[1] and \
                 not info["stats"]["profile_one_sided"]:
