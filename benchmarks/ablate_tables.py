@@ -33,14 +33,13 @@ from sklearn.metrics import roc_auc_score
 from bench_anomaly import RESULTS, table_split, tables
 
 from diffusekit.anomaly import (Detector, _mahalanobis, _out_of_fold_mahalanobis, _split, binned_profile,
-                                component_scores, error_profile, fit_stats, min_variance_weights, noise_levels,
-                                raw_scores)
+                                component_scores, default_holdout, error_profile, fit_stats, min_variance_weights,
+                                noise_levels, raw_scores, robust_location_scale)
 from diffusekit.likelihood import unconditional
 
 
 def _robust_z(fit, test):
-    med = float(fit.median())
-    mad = max(1.4826 * float((fit - med).abs().median()), 1e-8)
+    med, mad = robust_location_scale(fit)
     return (fit - med) / mad, (test - med) / mad
 
 
@@ -53,13 +52,15 @@ def variants(fit: dict, test: dict) -> dict:
         w = min_variance_weights(torch.stack([z[0] for z in zs], 1))
         return torch.stack([z[1] for z in zs], 1) @ w
 
-    out = {}
+    out, comps = {}, {}
     for one_sided in (True, False):  # `fit`'s default for tables now; the two-sided profile of before
         stats = fit_stats(fit, profile_one_sided=one_sided)
         cf, ct = component_scores(fit, stats), component_scores(test, stats)
         cf["profile"] = _out_of_fold_mahalanobis(binned_profile(fit["profile"], stats), one_sided)
         out["as fitted (one-sided profile)" if one_sided else "two-sided profile (as fitted before)"] = weighted(cf, ct)
-    out["one-sided profile alone"] = component_scores(test, fit_stats(fit, profile_one_sided=True))["profile"]
+        comps[one_sided] = cf, ct
+    out["one-sided profile alone"] = comps[True][1]["profile"]
+    cf, ct = comps[False]  # the variants below replace or drop the two-sided profile
     level_f, level_t = fit["profile"].mean(1), test["profile"].mean(1)
     for b in (1, 2, 4, 8):
         pf, pt = binned_profile(fit["profile"], {"profile_bins": b}), binned_profile(test["profile"], {"profile_bins": b})
@@ -104,10 +105,10 @@ def run_memorising(a):
 
     normal, anom = next(v for k, v in tables().items() if k.startswith(a.data))
     train, test, y = table_split(normal, anom)
-    codec = VectorCodec.fit(train)
-    x, x_test = codec.encode(train), codec.encode(test)
+    codec = VectorCodec.fit(train)  # as the benchmark gives the data to `anomaly fit`
+    x = codec.encode(train)
     n = len(x)
-    tr_idx, held = _split(n, a.seed, int(round(min(0.5, max(0.3, 40 / n)) * n)))  # `anomaly fit`'s default hold-out
+    tr_idx, held = _split(n, a.seed, int(round(default_holdout(n) * n)))
     fit_idx = held[: len(held) // 2]
     if a.all_rows:
         tr_idx = torch.arange(n)

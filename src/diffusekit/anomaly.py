@@ -191,15 +191,18 @@ def fit_stats(raw: dict, profile_one_sided: bool = False) -> dict:
     comp["profile"] = _out_of_fold_mahalanobis(prof, profile_one_sided)
     stats["median"], stats["mad"] = {}, {}
     for k, v in comp.items():
-        med = float(v.median())
-        stats["median"][k] = med
-        stats["mad"][k] = max(1.4826 * float((v - med).abs().median()), 1e-8)
+        stats["median"][k], stats["mad"][k] = robust_location_scale(v)
     if profile_one_sided:  # about half the normal rows score exactly 0, so its own MAD can be 0: the two-sided spread
-        two = _out_of_fold_mahalanobis(prof)
-        stats["mad"]["profile"] = max(1.4826 * float((two - two.median()).abs().median()), 1e-8)
+        stats["mad"]["profile"] = robust_location_scale(_out_of_fold_mahalanobis(prof))[1]
     z = torch.stack([(v - stats["median"][k]) / stats["mad"][k] for k, v in comp.items()], 1)
     stats["weights"] = dict(zip(comp, min_variance_weights(z).tolist()))
     return stats
+
+
+def robust_location_scale(v: torch.Tensor) -> tuple[float, float]:
+    """(median, MAD scaled to a Gaussian's standard deviation, at least 1e-8)."""
+    med = float(v.median())
+    return med, max(1.4826 * float((v - med).abs().median()), 1e-8)
 
 
 def profile_bins(n_fit: int, k: int) -> int:
@@ -326,6 +329,12 @@ def _feature_fn(data_spec: str, run, device):
     return lambda x: features(model, x)[0].double()
 
 
+def default_holdout(n: int) -> float:
+    """Fraction of n normal samples `fit` holds out by default: 30%, raised up to half to hold out 40 (20 to fit the
+    scores and 20 to calibrate) when the data allow it."""
+    return min(0.5, max(0.3, 40 / max(n, 1)))
+
+
 def _split(n: int, seed: int, n_held: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(training rows, held-out rows) of n normal samples: a seeded permutation, its last n_held held out. `fit` and
     `refit` both split here, so that a refit scores the very rows the fit held out."""
@@ -394,8 +403,8 @@ class Detector:
         if models < 1:
             raise DiffusekitError(f"--models must be at least 1, got {models}")
         n = len(data.x)
-        if holdout is None:  # 20 to fit the scores and 20 to calibrate when the data allow it
-            holdout = min(0.5, max(0.3, 40 / max(n, 1)))
+        if holdout is None:
+            holdout = default_holdout(n)
         if run_path is None and not 0 < holdout < 1:
             raise DiffusekitError(f"--holdout must be in (0, 1), got {holdout:g}")
         n_held = n if run_path is not None else int(round(holdout * n))
