@@ -281,10 +281,13 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
                "--fpr", 0.05, "--no-progress") == 0
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert rep["auroc"] > 0.95, rep  # 0.986 when written
+    # the nearest-neighbour score: --run holds all of --data out, so its reference is the fit half (leave-one-out)
+    assert info["stats"]["neighbours"]["n_reference"] == info["n_fit"] and "neighbours" in info["stats"]["weights"]
+    assert rep["auroc_per_component"]["neighbours"] > 0.8, rep
     assert cli("anomaly", "score", d / "det", "--data", tmp_path / "test.npz", "--out", tmp_path / "s.csv",
                "--maps", tmp_path / "maps", "--fpr", 0.05, "--no-progress") == 0
     with open(tmp_path / "s.csv") as f:
-        assert "z_reconstruction_features" in next(csv.reader(f))
+        assert {"z_reconstruction_features", "z_neighbours"} <= set(next(csv.reader(f)))
     from PIL import Image
 
     hits = 0
@@ -296,6 +299,58 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
     capsys.readouterr()
     one_line_error(capsys, cli("anomaly", "fit", "--data", d / "normal.npz", "--run", d / "run", "--out",
                                tmp_path / "det2", "--features"), "shipped classifier")
+    # a detector folder without its reference, or with a spoiled one: one line, nothing written
+    import shutil
+
+    for spoil, needle in ((lambda f: f.unlink(), "lacks reference.safetensors"),
+                          (lambda f: f.write_bytes(b"not a tensor file"), "corrupt")):
+        shutil.copytree(d / "det", tmp_path / "det3")
+        spoil(tmp_path / "det3" / "reference.safetensors")
+        one_line_error(capsys, cli("anomaly", "score", tmp_path / "det3", "--data", tmp_path / "test.npz", "--out",
+                                   tmp_path / "s3.csv", "--no-progress"), needle)
+        assert not (tmp_path / "s3.csv").exists()
+        shutil.rmtree(tmp_path / "det3")
+
+
+def test_neighbour_distance_leaves_a_reference_row_out_of_its_own_neighbours():
+    from diffusekit.anomaly import neighbour_distance
+
+    ref = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    assert neighbour_distance(ref[:3], ref, k=1).tolist() == [0, 0, 0]
+    assert neighbour_distance(ref[:3], ref, k=1, self_index=torch.tensor([0, 1, 2])).tolist() == [1, 1, 2]
+    assert neighbour_distance(ref[:3], ref, k=2, self_index=torch.tensor([0, -1, 2])).tolist() == [2, 0.5, 2.5]
+    assert neighbour_distance(torch.tensor([[10.0]]), ref, k=9).tolist() == [(10 + 9 + 7 + 3) / 4]  # k > rows: all
+
+
+def test_the_reference_holds_training_and_fit_images_never_calibration_ones(tmp_path, monkeypatch):
+    """A detector that trains its model: the reference is a seeded subset (capped) of the images the model trained on
+    and the fit half; a calibration image is never in it (its distance would then be smaller than a new image's)."""
+    from diffusekit import anomaly
+    from diffusekit.anomaly import Detector, _split
+    from diffusekit.data import load_data
+
+    # almost no noise: an image's representation is then (nearly) the same whichever draw made it
+    monkeypatch.setattr(anomaly, "MAX_REFERENCE", 300)
+    monkeypatch.setattr(anomaly, "REPRESENTATION_LEVEL", 1e-4)
+    data = load_data("digits")
+    det = Detector.fit(data, tmp_path / "det", steps=5, preset="tiny", device="cpu")
+    i = det.info
+    assert i["stats"]["neighbours"]["n_reference"] == 300 == len(det.reference)
+    held = _split(len(data.x), i["seed"], i["n_fit"] + i["n_calibration"])[1]
+    rest = torch.ones(len(data.x), dtype=torch.bool)
+    rest[held] = False
+    x, _ = det.encode(data)
+
+    def nearest(rows):
+        rep = anomaly.representation(det.run, x[rows], [0] * len(rows))
+        return torch.cdist(rep, det.reference).min(1).values
+
+    typical = float(nearest(held).median())
+    found = [int((nearest(rows) < 0.01 * typical).sum())
+             for rows in (rest.nonzero().flatten(), held[:i["n_fit"]], held[i["n_fit"]:])]
+    assert found[0] > 100 and found[1] > 20 and sum(found[:2]) == 300, found  # training and fit images, all of it
+    assert found[2] == 0, found  # no calibration image
+    assert torch.equal(Detector.load(tmp_path / "det").reference, det.reference)
 
 
 def test_profile_scale_is_out_of_sample_on_small_fit_splits():

@@ -94,6 +94,16 @@ class Denoiser(torch.nn.Module):
         F = self.net(c_in * x, self.c_noise(sigma), class_labels)
         return torch.addcmul(c_skip * x, c_out, F.to(x.dtype))
 
+    def representation(self, x, sigma: float, class_labels=None):
+        """The network's own features of x at noise level sigma (one level for the batch) [N, F], for networks that
+        define them (our U-Net), else None. The one place past D that the network shows: the anomaly detector's
+        nearest-neighbour score needs what the network has learned of normal images, not only its output."""
+        if not hasattr(self.net, "representation"):
+            return None
+        _, _, c_in = self.coeffs(float(sigma), self.sigma_data)
+        c_noise = torch.full((x.shape[0],), self.c_noise(float(sigma)), dtype=x.dtype, device=x.device)
+        return self.net.representation(c_in * x, c_noise, class_labels)
+
 
 def guided(denoiser, labels: torch.Tensor, guidance: float, null_label: int):
     """Classifier-free guidance (Ho & Salimans 2022) as a denoiser: D_u + w (D_c - D_u); w = 1 is plain conditional."""
@@ -143,3 +153,8 @@ class MeanDenoiser(torch.nn.Module):
 
     def forward(self, x, sigma, class_labels=None):
         return sum(D(x, sigma, class_labels) for D in self.members) / len(self.members)
+
+    def representation(self, x, sigma, class_labels=None):
+        """The members' representations side by side (None if one has none)."""
+        reps = [D.representation(x, sigma, class_labels) for D in self.members]
+        return None if any(r is None for r in reps) else torch.cat(reps, 1)

@@ -86,7 +86,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x, c_noise, class_labels=None):
+    def _encode(self, x, c_noise, class_labels):
+        """(the bottleneck's activations, the skip activations, the embedding)."""
         emb = F.silu(self.embed(c_noise, class_labels))
         h = self.inp(x)
         hs = [h]
@@ -96,7 +97,16 @@ class UNet(nn.Module):
             else:
                 h = block[0](h)
             hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        return self.mid[2](self.mid[1](self.mid[0](h, emb)), emb), hs, emb
+
+    def representation(self, x, c_noise, class_labels=None):
+        """The bottleneck's activations [N, C * r * r], averaged down to at most 8 x 8 positions (r): what the
+        network knows of x beyond the skip connections (the anomaly detector's nearest-neighbour score)."""
+        h = self._encode(x, c_noise, class_labels)[0]
+        return F.adaptive_avg_pool2d(h, min(h.shape[-1], 8)).flatten(1)
+
+    def forward(self, x, c_noise, class_labels=None):
+        h, hs, emb = self._encode(x, c_noise, class_labels)
         for block in self.up:
             if isinstance(block[0], ResBlock):
                 h = block[1](block[0](torch.cat([h, hs.pop()], 1), emb))
