@@ -59,10 +59,8 @@ def main():
             g, out = torch.Generator().manual_seed(seed), []
             for i in range(0, len(x), 500):
                 xb = x[i:i + 500]
-                xn = xb + s * torch.randn(xb.shape, generator=g)
-                _, _, c_in = run.denoiser.coeffs(s, run.denoiser.sigma_data)
-                c_noise = torch.full((len(xb),), run.denoiser.c_noise(s))
-                out.append(run.denoiser.net._encode(c_in * xn, c_noise, None)[0])
+                rep = run.denoiser.representation(xb + s * torch.randn(xb.shape, generator=g), s, positions=7)
+                out.append(rep.view(len(xb), -1, 7, 7))  # the whole 7 x 7 bottleneck, averaged below
             return torch.cat(out)
 
         ref, query = bottleneck(tr, 1), bottleneck(test.x, 2)

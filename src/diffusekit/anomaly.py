@@ -548,9 +548,8 @@ class Detector:
         the held-out images' distances [N]: the fit half's leave-one-out, the calibration half's to the whole
         reference (as new images will be). The calibration images never enter the reference: their distances are
         then exchangeable with new normal images', and the conformal guarantee holds."""
-        from safetensors.torch import save_file
-
         from .api import sample_seeds
+        from .checkpoint import save_tensors_atomic
         from .data import Data
 
         k = self.info["n_fit"]
@@ -570,10 +569,8 @@ class Detector:
         ref = torch.cat(parts)
         self_index = torch.full((k,), -1, dtype=torch.long)
         self_index[fit_pick] = torch.arange(len(ref) - len(fit_pick), len(ref))
-        tmp = self.path / (REFERENCE_FILE + ".tmp")
         self.path.mkdir(parents=True, exist_ok=True)
-        save_file({"representation": ref.half().contiguous()}, str(tmp))
-        tmp.replace(self.path / REFERENCE_FILE)
+        save_tensors_atomic(self.path / REFERENCE_FILE, {"representation": ref.half()})
         self.reference = ref.half().float().to(self.device)  # scored as it is stored
         return torch.cat([neighbour_distance(rep_held[:k].to(self.device), self.reference, self_index=self_index),
                           neighbour_distance(rep_held[k:].to(self.device), self.reference)]).cpu()

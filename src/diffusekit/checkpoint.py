@@ -45,6 +45,13 @@ def write_json_atomic(path: Path, obj):
     write_text_atomic(path, json.dumps(obj, indent=2))
 
 
+def save_tensors_atomic(path, tensors: dict):
+    """One safetensors file, written under a temporary name and renamed into place."""
+    tmp = Path(f"{path}.tmp-{os.getpid()}")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
 def save_checkpoint(path, tensors: dict, meta: dict):
     """tensors: {file stem: {name: tensor}}; meta: JSON-able. Atomic: tmp dir, then rename."""
     path = Path(path)

@@ -94,15 +94,15 @@ class Denoiser(torch.nn.Module):
         F = self.net(c_in * x, self.c_noise(sigma), class_labels)
         return torch.addcmul(c_skip * x, c_out, F.to(x.dtype))
 
-    def representation(self, x, sigma: float, class_labels=None):
+    def representation(self, x, sigma: float, class_labels=None, **knobs):
         """The network's own features of x at noise level sigma (one level for the batch) [N, F], for networks that
-        define them (our U-Net), else None. The one place past D that the network shows: the anomaly detector's
+        define them (our U-Net; knobs go to it), else None. The one place past D that the network shows: the anomaly detector's
         nearest-neighbour score needs what the network has learned of normal images, not only its output."""
         if not hasattr(self.net, "representation"):
             return None
         _, _, c_in = self.coeffs(float(sigma), self.sigma_data)
         c_noise = torch.full((x.shape[0],), self.c_noise(float(sigma)), dtype=x.dtype, device=x.device)
-        return self.net.representation(c_in * x, c_noise, class_labels)
+        return self.net.representation(c_in * x, c_noise, class_labels, **knobs)
 
 
 def guided(denoiser, labels: torch.Tensor, guidance: float, null_label: int):
@@ -154,7 +154,7 @@ class MeanDenoiser(torch.nn.Module):
     def forward(self, x, sigma, class_labels=None):
         return sum(D(x, sigma, class_labels) for D in self.members) / len(self.members)
 
-    def representation(self, x, sigma, class_labels=None):
+    def representation(self, x, sigma, class_labels=None, **knobs):
         """The members' representations side by side (None if one has none)."""
-        reps = [D.representation(x, sigma, class_labels) for D in self.members]
+        reps = [D.representation(x, sigma, class_labels, **knobs) for D in self.members]
         return None if any(r is None for r in reps) else torch.cat(reps, 1)
