@@ -154,6 +154,10 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
     info = json.loads((tmp_path / "det" / "detector.json").read_text())
     assert info["runs"] == ["run", "run2", "run3"] and "run" not in info  # a table: three models by default
     assert info["stats"]["profile_one_sided"]
+    # the nearest-neighbour score in the residual MLP's representation: every training and fit row is a reference
+    assert info["stats"]["neighbours"]["n_reference"] == info["n_train"] + info["n_fit"], info["stats"]["neighbours"]
+    assert (tmp_path / "det" / "reference.safetensors").is_file() and "neighbours" in info["stats"]["weights"]
+    assert rep["auroc_per_component"]["neighbours"] > 0.8, rep
     assert len({json.loads((tmp_path / "det" / r / "config.json").read_text())["train"]["seed"] for r in info["runs"]}) == 3
     e = one_line_error
     capsys.readouterr()
@@ -322,17 +326,26 @@ def test_neighbour_distance_leaves_a_reference_row_out_of_its_own_neighbours():
     assert neighbour_distance(torch.tensor([[10.0]]), ref, k=9).tolist() == [(10 + 9 + 7 + 3) / 4]  # k > rows: all
 
 
-def test_the_reference_holds_training_and_fit_images_never_calibration_ones(tmp_path, monkeypatch):
-    """A detector that trains its model: the reference is a seeded subset (capped) of the images the model trained on
-    and the fit half; a calibration image is never in it (its distance would then be smaller than a new image's)."""
+@pytest.mark.parametrize("kind", ["image", "table"])
+def test_the_reference_holds_training_and_fit_samples_never_calibration_ones(kind, tmp_path, monkeypatch):
+    """A detector that trains its model(s): the reference is a seeded subset (capped) of the samples the models
+    trained on and the fit half; a calibration sample is never in it (its distance would then be smaller than a new
+    sample's). Images: the U-Net's bottleneck; tables: the residual MLP's (three models side by side)."""
+    from sklearn.datasets import load_breast_cancer
+
     from diffusekit import anomaly
     from diffusekit.anomaly import Detector, _split
     from diffusekit.data import load_data
 
-    # almost no noise: an image's representation is then (nearly) the same whichever draw made it
+    # almost no noise: a sample's representation is then (nearly) the same whichever draw made it
     monkeypatch.setattr(anomaly, "MAX_REFERENCE", 300)
     monkeypatch.setattr(anomaly, "REPRESENTATION_LEVEL", 1e-4)
-    data = load_data("digits")
+    if kind == "image":
+        data = load_data("digits")
+    else:  # 357 benign rows: 250 train, 53 fit, 54 calibrate; 303 candidates for 300 places
+        bc = load_breast_cancer()
+        write_csv(tmp_path / "benign.csv", bc.data[bc.target == 1], [c.replace(" ", "_") for c in bc.feature_names])
+        data = load_data(str(tmp_path / "benign.csv"))
     det = Detector.fit(data, tmp_path / "det", steps=5, preset="tiny", device="cpu")
     i = det.info
     assert i["stats"]["neighbours"]["n_reference"] == 300 == len(det.reference)
@@ -348,8 +361,8 @@ def test_the_reference_holds_training_and_fit_images_never_calibration_ones(tmp_
     typical = float(nearest(held).median())
     found = [int((nearest(rows) < 0.01 * typical).sum())
              for rows in (rest.nonzero().flatten(), held[:i["n_fit"]], held[i["n_fit"]:])]
-    assert found[0] > 100 and found[1] > 20 and sum(found[:2]) == 300, found  # training and fit images, all of it
-    assert found[2] == 0, found  # no calibration image
+    assert found[0] > 100 and found[1] > 20 and sum(found[:2]) == 300, found  # training and fit samples, all of it
+    assert found[2] == 0, found  # no calibration sample
     assert torch.equal(Detector.load(tmp_path / "det").reference, det.reference)
 
 

@@ -15,11 +15,12 @@ Scores, each higher = less like the normal data:
   (Serra et al. 2020): raw likelihood ranks simple out-of-distribution images (MNIST under a Fashion-MNIST model) as
   *more* likely, and the difference cancels that. For tables, the NLL from the probability-flow ODE (4 Hutchinson
   probes, tolerance 1e-3);
-- ``neighbours`` (images): the mean distance to the NEIGHBOURS nearest normal images in the network's own
-  representation (`precond.Denoiser.representation`: the U-Net's bottleneck) of the image noised a little. The
-  reference holds normal images that are never calibration images (`Detector._fit_reference`). On the Fashion-MNIST
-  one-class protocol it is the strongest score by far, above the k-NN distance on pixels: a model of one class
-  represents that class's shapes, and the others land far from them.
+- ``neighbours``: the mean distance to the NEIGHBOURS nearest normal samples in the network's own representation
+  (`precond.Denoiser.representation`: the U-Net's bottleneck, the residual MLP's last hidden state) of the sample
+  noised a little. The reference holds normal samples that are never calibration samples (`Detector._fit_reference`).
+  On the Fashion-MNIST one-class protocol it is the strongest score by far, above the k-NN distance on pixels: a
+  model of one class represents that class's shapes, and the others land far from them. On tables it is about as
+  good as the k-NN distance on the standardized columns, and no component is better.
 For images the reconstruction errors are first corrected for complexity like the likelihood: a simple image (a
 digit on black) is reconstructed with less error than a detailed one, whatever data the model learned, so the raw
 error calls simple out-of-distribution images normal (Fashion-MNIST model against MNIST: AUROC 0.29). Each is
@@ -69,9 +70,9 @@ COMPLEXITY_CORRECTED = ("reconstruction", "reconstruction_features")
 # An unseen category (a level of a categorical column absent from the normal data) is evidence in itself: each one
 # adds ten normal spreads (robust z units) to the row's combined score, and is named in scores.csv.
 UNSEEN_PENALTY = 10.0
-# The nearest-neighbour score: distance to the NEIGHBOURS nearest normal images in the network's own representation
-# (`Denoiser.representation`) of the image noised to REPRESENTATION_LEVEL * sigma_data, against at most
-# MAX_REFERENCE normal images the detector keeps (reference.safetensors).
+# The nearest-neighbour score: distance to the NEIGHBOURS nearest normal samples in the network's own representation
+# (`Denoiser.representation`) of the sample noised to REPRESENTATION_LEVEL * sigma_data, against at most
+# MAX_REFERENCE normal samples the detector keeps (reference.safetensors).
 NEIGHBOURS, REPRESENTATION_LEVEL, MAX_REFERENCE = 5, 0.3, 4096
 
 
@@ -133,7 +134,7 @@ def n_draws(d: int) -> int:
 @torch.no_grad()
 def representation(run, x, seeds):
     """The network's representation [N, F] of x noised to REPRESENTATION_LEVEL (per-sample seeds), or None when
-    its network has none (only our U-Net defines one)."""
+    its network has none (a diffusers U-Net)."""
     m = run.model_config
     labels = None if m.num_classes == 0 else torch.full((len(x),), m.num_classes, dtype=torch.long, device=x.device)
     s = REPRESENTATION_LEVEL * m.sigma_data
@@ -378,7 +379,7 @@ def _load_reference(f, device) -> torch.Tensor:
     from safetensors.torch import load_file
 
     if not f.is_file():
-        raise DiffusekitError(f"the detector folder lacks {f.name} (its nearest-neighbour score's normal images): "
+        raise DiffusekitError(f"the detector folder lacks {f.name} (its nearest-neighbour score's normal samples): "
                               f"copy the whole folder, or fit it again")
     try:
         return load_file(str(f))["representation"].float().to(device)
@@ -404,7 +405,7 @@ class Detector:
         self.path, self.run, self.info, self.device = path, run, info, torch.device(device)
         # detectors from before the option compared features whenever a classifier shipped for their data
         self.features = _feature_fn(info["data"], run, self.device) if info.get("features", True) else None
-        self.reference = None  # the nearest-neighbour score's normal images, in the network's representation
+        self.reference = None  # the nearest-neighbour score's normal samples, in the network's representation
         if "neighbours" in info.get("stats", {}):
             self.reference = _load_reference(Path(path) / REFERENCE_FILE, self.device)
 
@@ -522,7 +523,7 @@ class Detector:
         x, unseen = self.encode(Data(data.x[held], None, data.codec, data.class_names))
         raw = raw_scores(self.run, x, seed=info["seed"], batch_size=batch_size, features=self.features,
                          draws=info["draws"], device=self.device, progress=progress,
-                         with_representation=self.run.codec.kind == "image")
+                         with_representation=True)  # absent for networks without one (a diffusers U-Net)
         if "representation" in raw:
             raw["neighbours"] = self._fit_reference(data, held, raw.pop("representation"), batch_size)
         info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()},
@@ -544,10 +545,10 @@ class Detector:
 
     def _fit_reference(self, data, held, rep_held, batch_size):
         """Choose the nearest-neighbour score's reference, a seeded subset of at most MAX_REFERENCE of the normal
-        images that are not calibration images (those the models trained on, and the fit half), write it, and return
-        the held-out images' distances [N]: the fit half's leave-one-out, the calibration half's to the whole
-        reference (as new images will be). The calibration images never enter the reference: their distances are
-        then exchangeable with new normal images', and the conformal guarantee holds."""
+        samples that are not calibration samples (those the models trained on, and the fit half), write it, and return
+        the held-out samples' distances [N]: the fit half's leave-one-out, the calibration half's to the whole
+        reference (as new samples will be). The calibration samples never enter the reference: their distances are
+        then exchangeable with new normal samples', and the conformal guarantee holds."""
         from .api import sample_seeds
         from .checkpoint import save_tensors_atomic
         from .data import Data
