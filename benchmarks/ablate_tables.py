@@ -6,7 +6,8 @@
 combos: for every table detector under the given --out folders of `bench_anomaly.py tables`, the raw scores of its
 fit split (the held-out normal rows its statistics were fitted on) and of the benchmark's test rows are computed once
 with the saved models; then each variant is fitted on the fit split alone (robust z-scores, least-variance weights,
-no label) and its AUROC taken on the test rows. Variants: the detector as `fit` now fits it (for tables the
+no label) and its AUROC taken on the test rows. All without the nearest-neighbour score (added to tables on
+2026-11-28, after this analysis: `bench_anomaly.py tables` measures it). Variants: the detector as `fit` fitted it then (for tables the
 profile's distance counts only errors above the normal mean); as it was fitted before (two-sided); the two-sided
 profile's Gaussian with 1, 2, 4 or 8 dimensions (adjacent levels averaged) instead of `profile_bins`; the profile replaced by its one-sided level (the
 mean log error over the levels, larger = less normal); without the profile; each component alone. Writes

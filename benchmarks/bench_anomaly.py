@@ -109,7 +109,7 @@ def run_tables(a):
         rows = {"diffusekit": {"auroc": float(roc_auc_score(y, r["score"].numpy())), "seconds": time.time() - t0,
                                "components": {k: float(roc_auc_score(y, v.numpy())) for k, v in r["z"].items()},
                                # the plain mean of the robust z-scores: a label-free alternative, reported only
-                               "equal_weights_auroc": float(roc_auc_score(y, torch.stack(list(r["z"].values())).mean(0))),
+                               "equal_mean_auroc": float(roc_auc_score(y, torch.stack(list(r["z"].values())).mean(0))),
                                "weights": det.stats["weights"],
                                "realised_fpr": {str(f): float((r["p_value"][y == 0] <= f).double().mean())
                                                 for f in (0.01, 0.05)},
@@ -123,7 +123,7 @@ def run_tables(a):
     names = [k for k in report if isinstance(report[k], dict) and "diffusekit" in report[k]]
     report["mean_auroc"] = {m: float(np.mean([report[n][m]["auroc"] for n in names]))
                             for m in ["diffusekit", *baselines()]}
-    report["mean_auroc"]["diffusekit, equal weights"] = float(np.mean([report[n]["diffusekit"]["equal_weights_auroc"]
+    report["mean_auroc"]["diffusekit, equal mean"] = float(np.mean([report[n]["diffusekit"]["equal_mean_auroc"]
                                                                        for n in names]))
     report["load_after"] = os.getloadavg()
     print("mean AUROC", json.dumps(report["mean_auroc"]))
