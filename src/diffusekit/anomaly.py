@@ -20,7 +20,7 @@ Scores, each higher = less like the normal data:
   noised a little. The reference holds normal samples that are never calibration samples (`Detector._fit_reference`).
   On the Fashion-MNIST one-class protocol it is the strongest score by far, above the k-NN distance on pixels: a
   model of one class represents that class's shapes, and the others land far from them. On tables it is about as
-  good as the k-NN distance on the standardized columns, and no component is better.
+  good as the k-NN distance on the standardized columns (the best component on two of three benchmark tables).
 For images the reconstruction errors are first corrected for complexity like the likelihood: a simple image (a
 digit on black) is reconstructed with less error than a detailed one, whatever data the model learned, so the raw
 error calls simple out-of-distribution images normal (Fashion-MNIST model against MNIST: AUROC 0.29). Each is

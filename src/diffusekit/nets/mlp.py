@@ -27,18 +27,15 @@ class ResidualMLP(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def _hidden(self, x, c_noise, class_labels):
+    def representation(self, x, c_noise, class_labels=None):
+        """The residual stream after the last block [N, width], which the output head reads: the network's own
+        coordinates for x (the anomaly detector's nearest-neighbour score). On the ODDS-style tables its k-NN distance
+        ranks anomalies as well as the k-NN distance on the standardized columns (benchmarks/RESULTS.md)."""
         emb = nn.functional.silu(self.embed(c_noise, class_labels))
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
         return h
 
-    def representation(self, x, c_noise, class_labels=None):
-        """The residual stream after the last block [N, width]: the network's own coordinates for x (the anomaly
-        detector's nearest-neighbour score). On the ODDS-style tables its k-NN distance ranks anomalies as well as
-        the k-NN distance on the standardized columns (benchmarks/RESULTS.md)."""
-        return self._hidden(x, c_noise, class_labels)
-
     def forward(self, x, c_noise, class_labels=None):
-        return self.out(self._hidden(x, c_noise, class_labels))
+        return self.out(self.representation(x, c_noise, class_labels))
