@@ -81,6 +81,22 @@ def baselines():
     }
 
 
+def detector_figures(y, r: dict, det) -> dict:
+    """A detector's figures on labelled scores r (`Detector.score`; y = 1 for anomalies): its AUROC, each component's,
+    the plain mean of the robust z-scores' (a label-free alternative to the weights, reported only), and the realised
+    false-positive rate of its p-values on the normal samples."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    z = r["z"]
+    return {"auroc": float(roc_auc_score(y, r["score"].numpy())),
+            "components": {k: float(roc_auc_score(y, v.numpy())) for k, v in z.items()},
+            "equal_mean_auroc": float(roc_auc_score(y, torch.stack(list(z.values())).mean(0).numpy())),
+            "weights": det.stats["weights"],
+            "realised_fpr": {str(f): float((r["p_value"][torch.from_numpy(y == 0)] <= f).double().mean())
+                             for f in (0.01, 0.05)}}
+
+
 def run_tables(a):
     from sklearn.metrics import roc_auc_score
 
@@ -106,13 +122,7 @@ def run_tables(a):
         else:
             det = Detector.fit(normal_data, out, minutes=a.minutes, data_spec=name, seed=a.seed, device=a.device)
         r = det.score(det.run.codec.encode(test))
-        rows = {"diffusekit": {"auroc": float(roc_auc_score(y, r["score"].numpy())), "seconds": time.time() - t0,
-                               "components": {k: float(roc_auc_score(y, v.numpy())) for k, v in r["z"].items()},
-                               # the plain mean of the robust z-scores: a label-free alternative, reported only
-                               "equal_mean_auroc": float(roc_auc_score(y, torch.stack(list(r["z"].values())).mean(0))),
-                               "weights": det.stats["weights"],
-                               "realised_fpr": {str(f): float((r["p_value"][y == 0] <= f).double().mean())
-                                                for f in (0.01, 0.05)},
+        rows = {"diffusekit": {**detector_figures(y, r, det), "seconds": time.time() - t0,
                                "n_calibration": det.info["n_calibration"]}}
         tr_s, te_s = codec.encode(train).numpy(), codec.encode(test).numpy()
         for bname, fn in baselines().items():
@@ -156,12 +166,10 @@ def run_ood(a):
               device=det.device)["bits_per_dim"]
     np.savez_compressed(a.results / "anomaly_ood_z.npz", y=y, **{k: v.float().numpy() for k, v in r["z"].items()})
     report = {"run": a.run, "n_normal": len(normal), "n_ood": len(ood), "n_calibration": det.info["n_calibration"],
-              "auroc": float(roc_auc_score(y, r["score"].numpy())),
-              "components": {k: float(roc_auc_score(y, v.numpy())) for k, v in r["z"].items()},
+              **detector_figures(y.astype(int), r, det),
               "raw_elbo_bits_per_dim_auroc": float(roc_auc_score(y, raw.numpy())),
-              "realised_fpr": {str(f): float((r["p_value"][:len(normal)] <= f).double().mean()) for f in (0.01, 0.05)},
               "tpr": {str(f): float((r["p_value"][len(normal):] <= f).double().mean()) for f in (0.01, 0.05)},
-              "weights": det.stats["weights"], "seconds_fit": fit_s, "seconds_per_1000_scored": 1000 * score_s / len(x),
+              "seconds_fit": fit_s, "seconds_per_1000_scored": 1000 * score_s / len(x),
               "device": str(det.device), "load": os.getloadavg()}
     print(json.dumps(report, indent=2))
     (a.results / "anomaly_ood.json").write_text(json.dumps(report, indent=2))
@@ -202,13 +210,8 @@ def run_oneclass(a):
                                data_spec="fashion-mnist", device=a.device)
             t1 = time.time()
             r = det.score(test.x, batch_size=500)
-            row["diffusekit"] = {"auroc": float(roc_auc_score(y, r["score"].numpy())),
-                                 "components": {k: float(roc_auc_score(y, v.numpy())) for k, v in r["z"].items()},
-                                 "equal_mean_auroc": float(roc_auc_score(y, torch.stack(list(r["z"].values())).mean(0).numpy())),
-                                 "weights": det.stats["weights"], "train_steps": _steps(det),
-                                 "seconds_fit": t1 - t0, "seconds_score": time.time() - t1,
-                                 "realised_fpr": {str(f): float((r["p_value"][y == 0] <= f).double().mean())
-                                                  for f in (0.01, 0.05)}}
+            row["diffusekit"] = {**detector_figures(y, r, det), "train_steps": _steps(det),
+                                 "seconds_fit": t1 - t0, "seconds_score": time.time() - t1}
             zs.update({f"class{c}_{k}": v.float().numpy() for k, v in r["z"].items()})
             np.savez_compressed(a.results / f"{name}_z.npz", labels=test.labels.numpy(), **zs)
         if not a.skip_baselines:
