@@ -7,7 +7,8 @@ c that `anomaly fit` would train on (seed 0: the first 70% of a seeded permutati
 test set (c normal, the other nine anomalous) of the mean distance to the 5 nearest training images in the U-Net's
 bottleneck, of images noised to 0.3 sigma_data, averaged to r x r positions (r = 7, the full 7 x 7 map, down to 1),
 next to the same k-NN distance on raw pixels (fit on all 6,000 images of c, as the baselines are). Trained models are
-kept in --out and reused. Component-level only: the detector's combination is `bench_anomaly.py oneclass`.
+kept in --out and reused; --set FIELD=VALUE changes a training setting. Component-level only: the detector's
+combination is `bench_anomaly.py oneclass`.
 """
 import argparse
 import json
@@ -27,6 +28,23 @@ def knn_auroc(y, ref, query):
     return float(roc_auc_score(y, NearestNeighbors(n_neighbors=5).fit(ref).kneighbors(query)[0].mean(1)))
 
 
+def train_overrides(items):
+    """(field, value) pairs from FIELD=VALUE strings, each value parsed as its TrainConfig field's type."""
+    from dataclasses import fields
+
+    from diffusekit.train import TrainConfig
+
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for item in items:
+        k, _, v = item.partition("=")
+        if k not in types:
+            raise SystemExit(f"--set {item}: no TrainConfig field {k!r}")
+        t = types[k] if isinstance(types[k], str) else types[k].__name__
+        if t == "bool" and v.lower() not in ("true", "false"):
+            raise SystemExit(f"--set {item}: {k} is true or false")
+        yield k, (v.lower() == "true" if t == "bool" else {"int": int, "float": float}.get(t, str)(v))
+
+
 def main():
     from diffusekit.api import save_samples
     from diffusekit.checkpoint import load_run
@@ -38,9 +56,12 @@ def main():
     p.add_argument("--classes", type=int, nargs="+", default=[8, 0, 1, 2, 3, 4, 5, 6, 7, 9])
     p.add_argument("--out", type=Path, default=Path("runs/probe-neighbours"))
     p.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a TrainConfig field for the trainings, e.g. --set warmup_steps=20 --set bf16=true")
     a = p.parse_args()
+    overrides = dict(train_overrides(a.set))
     train, test = load_data("fashion-mnist:train"), load_data("fashion-mnist:test")
-    report = {"minutes": a.minutes, "load_before": os.getloadavg(), "classes": {}}
+    report = {"minutes": a.minutes, "train": overrides, "load_before": os.getloadavg(), "classes": {}}
     for c in a.classes:
         normal = train.x[train.labels == c]
         tr = normal[torch.randperm(len(normal), generator=torch.Generator().manual_seed(0))[:4200]]
@@ -49,8 +70,8 @@ def main():
         if not (d / "run" / "last").exists():
             d.mkdir(parents=True, exist_ok=True)
             save_samples(str(d / "train.npz"), train.codec.decode(tr), kind="image")
-            Trainer(TrainConfig(data=str(d / "train.npz"), out=str(d / "run"), minutes=a.minutes, class_cond="off",
-                                device="cpu"), progress=False).run()
+            Trainer(TrainConfig(**{"data": str(d / "train.npz"), "out": str(d / "run"), "minutes": a.minutes,
+                                   "class_cond": "off", "device": "cpu", **overrides}), progress=False).run()
         run = load_run(d / "run")
         s = 0.3 * run.model_config.sigma_data
 
