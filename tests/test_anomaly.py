@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -91,7 +92,6 @@ def test_toy_anomalies_off_the_support(toy_detector, tmp_path, capsys):
 def test_a_detector_from_before_ensembles_and_bins_scores_as_before(toy_detector, tmp_path):
     """detector.json of older versions: one "run", no profile bins. With 450 fit rows the toy keeps all 8 levels, so
     the same file without the new keys must give the same scores."""
-    import shutil
 
     from diffusekit.anomaly import Detector
 
@@ -165,7 +165,28 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
       "at least 1")
     e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--run",
                   tmp_path / "det" / "run", "--models", 2), "--run once per run")
+    e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--batch-size", 0),
+      "at least 1")
+    e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--seed", -1), ">= 0")
     assert not (tmp_path / "det3").exists()
+    # a fit that did not finish (models, no detector.json): a retry says so and replaces nothing
+    shutil.copytree(tmp_path / "det" / "run", tmp_path / "left" / "run")
+    (tmp_path / "left" / "normal_train.csv").write_text("MARKER\n")
+    e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "left", "--steps", 1),
+      "did not finish", "normal_train.csv, run")
+    assert (tmp_path / "left" / "normal_train.csv").read_text() == "MARKER\n"
+    # scores never overwrite the data they score or the detector's files
+    for out, what in ((tmp_path / "normal.csv", "the data it scores"), (tmp_path / "det" / "normal_train.csv", "of the detector")):
+        before = out.read_bytes()
+        e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", out, "--fpr", 0.1),
+          "would overwrite", what)
+        assert out.read_bytes() == before
+    # a corrupt or incomplete detector.json
+    shutil.copytree(tmp_path / "det", tmp_path / "bad")
+    for text, msg in (("[]", "corrupt"), (json.dumps({**info, "stats": {"weights": {}}}), "incomplete")):
+        (tmp_path / "bad" / "detector.json").write_text(text)
+        e(capsys, cli("anomaly", "score", tmp_path / "bad", "--data", tmp_path / "normal.csv", "--out", tmp_path / "s.csv",
+                      "--fpr", 0.1), msg)
     # columns that differ from fit: named
     write_csv(tmp_path / "fewer.csv", test[:, 1:], cols[1:])
     e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "fewer.csv", "--out", tmp_path / "s.csv", "--fpr", 0.1),
@@ -304,7 +325,6 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
     one_line_error(capsys, cli("anomaly", "fit", "--data", d / "normal.npz", "--run", d / "run", "--out",
                                tmp_path / "det2", "--features"), "shipped classifier")
     # a detector folder without its reference, or with a spoiled one: one line, nothing written
-    import shutil
 
     for spoil, needle in ((lambda f: f.unlink(), "lacks reference.safetensors"),
                           (lambda f: f.write_bytes(b"not a tensor file"), "corrupt")):
@@ -387,7 +407,6 @@ def test_profile_scale_is_out_of_sample_on_small_fit_splits():
 
 
 def test_refit_reproduces_the_fit_and_checks_the_data(toy_detector, tmp_path):
-    import shutil
 
     from diffusekit.anomaly import Detector
     from diffusekit.data import Data, load_data
@@ -412,7 +431,6 @@ def test_refit_reproduces_the_fit_and_checks_the_data(toy_detector, tmp_path):
 
 def test_an_ensemble_is_the_mean_denoiser(tmp_path, capsys):
     """MeanDenoiser averages its members exactly; load_ensemble refuses runs of other data, in one line."""
-    import shutil
 
     from diffusekit.checkpoint import load_ensemble, load_run
     from diffusekit.precond import MeanDenoiser

@@ -429,7 +429,10 @@ class Detector:
             missing = [k for k in ("stats", "calibration", "seed", "n_calibration") if k not in info]
             if not missing and "weights" not in info["stats"]:
                 missing = ["stats.weights (a detector from before the weighted combination: fit it again)"]
-        except (ValueError, KeyError, TypeError) as e:
+            if not missing:
+                missing = [f"stats.{k}" for k in ("median", "mad", "profile_mean", "profile_precision")
+                           if k not in info["stats"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # AttributeError: JSON that is not an object
             raise DiffusekitError(f"{f} is corrupt: {e}") from None
         if missing:
             raise DiffusekitError(f"{f} is incomplete: no {', '.join(missing)}")
@@ -460,6 +463,16 @@ class Detector:
         models = default_models(data.codec.kind) if models is None else models
         if models < 1:
             raise DiffusekitError(f"--models must be at least 1, got {models}")
+        if seed < 0:
+            raise DiffusekitError(f"--seed must be >= 0, got {seed}")
+        if (out / "detector.json").exists():
+            raise DiffusekitError(f"{out} already holds a detector; choose another --out (nothing was overwritten)")
+        run_refs = ["run"] + [f"run{k + 1}" for k in range(1, models)]
+        left = [p.name for p in (out / "normal_train.npz", out / "normal_train.csv", *(out / r for r in run_refs))
+                if p.exists()]
+        if run_path is None and left:  # said before anything is written: a retry must not replace them
+            raise DiffusekitError(f"{out} holds {', '.join(left)} from a fit that did not finish (no detector.json); "
+                                  f"choose another --out or remove them (nothing was overwritten)")
         n = len(data.x)
         if holdout is None:
             holdout = default_holdout(n)
@@ -477,7 +490,6 @@ class Detector:
             kind = data.codec.kind
             train_file = out / ("normal_train.npz" if kind == "image" else "normal_train.csv")
             save_samples(str(train_file), user, kind=kind, columns=getattr(data.codec, "columns", None))
-            run_refs = ["run"] + [f"run{k + 1}" for k in range(1, models)]
             for k, ref in enumerate(run_refs):
                 cfg = dict(data=str(train_file), out=str(out / ref), minutes=0.0 if steps else minutes / models,
                            steps=steps, seed=seed + 1000 * k, class_cond="off", device=device)

@@ -116,6 +116,6 @@ def save_samples(path: str, decoded: np.ndarray, labels=None, kind="image", colu
     elif path.endswith(".csv"):
         from .checkpoint import write_csv_atomic
 
-        write_csv_atomic(path, columns, decoded)
+        write_csv_atomic(path, columns, decoded, exact=True)
     else:
         raise DiffusekitError(f"--out for vectors must end in .npz or .csv, got {path!r}")

@@ -28,8 +28,10 @@ def write_text_atomic(path, text: str):
     os.replace(tmp, path)
 
 
-def write_csv_atomic(path, header, rows):
-    """A CSV (header row unless empty; floats as %.6g, text as is, quoted where needed), written atomically."""
+def write_csv_atomic(path, header, rows, exact=False):
+    """A CSV (header row unless empty; floats as %.6g, or with exact=True as the shortest text that reads back to the
+    same float64 (data, which a 6-digit copy would blur: 1234567.89, a unix time); text as is, quoted where needed),
+    written atomically."""
     import csv
     import io
 
@@ -37,7 +39,8 @@ def write_csv_atomic(path, header, rows):
     w = csv.writer(buf, lineterminator="\n")
     if header:
         w.writerow(header)
-    w.writerows([v if isinstance(v, str) else f"{v:.6g}" for v in row] for row in rows)
+    num = (lambda v: repr(float(v))) if exact else (lambda v: f"{v:.6g}")
+    w.writerows([v if isinstance(v, str) else num(v) for v in row] for row in rows)
     write_text_atomic(path, buf.getvalue())
 
 

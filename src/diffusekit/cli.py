@@ -385,8 +385,7 @@ def cmd_anomaly_fit(a):
     if a.run is None and a.minutes <= 0 and a.steps <= 0:
         raise DiffusekitError(f"--minutes (or --steps) must be > 0 to train a model, got {a.minutes:g}")
     out = Path(a.out)
-    if (out / "detector.json").exists():
-        raise DiffusekitError(f"{out} already holds a detector; choose another --out (nothing was overwritten)")
+    _check_batch_size(a.batch_size)
     from .data import load_data
 
     data = load_data(a.data)
@@ -406,10 +405,12 @@ def _scored(a):
 
     det = Detector.load(a.detector, pick_device(a.device))
     check_fpr(a.fpr, det.info["n_calibration"])
+    if getattr(a, "maps", None) and det.info["kind"] != "image":  # said before the scoring is spent
+        raise DiffusekitError("--maps draws per-pixel maps and is for images; tables get per-column contributions")
     _check_batch_size(a.batch_size)
     from .data import load_data, split_column
 
-    data = load_data(a.data)
+    data = load_data(a.data, categorical=getattr(det.run.codec, "categories", {}))
     labels = None
     if a.anomaly_command == "report" and a.label_column:
         data, labels = split_column(data, a.label_column)
@@ -426,9 +427,12 @@ def cmd_anomaly_score(a):
 
     if not a.out.endswith(".csv"):
         raise DiffusekitError(f"--out must be a .csv file, got {a.out!r}")
+    out, data = Path(a.out).resolve(), Path(a.data).resolve()
+    if out == data or (out.exists() and out.parent == Path(a.detector).resolve()):
+        what = "the data it scores" if out == data else "a file of the detector"
+        raise DiffusekitError(f"--out {a.out} would overwrite {what}; choose another path (nothing was written)")
+    out.parent.mkdir(parents=True, exist_ok=True)
     det, r, _, x, unseen = _scored(a)
-    if a.maps and det.info["kind"] != "image":
-        raise DiffusekitError("--maps draws per-pixel maps and is for images; tables get per-column contributions")
     flags = r["p_value"] <= a.fpr
     zs = list(r["z"])
     head = ["index", "score", "p_value", f"flag_at_fpr_{a.fpr:g}"] + [f"z_{k}" for k in zs]

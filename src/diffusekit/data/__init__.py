@@ -37,8 +37,10 @@ class Data:
         return len(self.x)
 
 
-def load_data(spec: str, image_size: int | None = None) -> Data:
-    """Load a data spec; raises DiffusekitError with a one-line message on any problem."""
+def load_data(spec: str, image_size: int | None = None, categorical=()) -> Data:
+    """Load a data spec; raises DiffusekitError with a one-line message on any problem. categorical: CSV columns
+    read as categories whatever their cells look like (new rows for a model whose column is categorical: a batch
+    may hold only its number-like levels)."""
     name, _, rest = spec.partition(":")
     if spec == "digits":
         return _digits()
@@ -51,7 +53,7 @@ def load_data(spec: str, image_size: int | None = None) -> Data:
     if spec.endswith(".npz"):
         return _npz(spec)
     if spec.endswith(".csv"):
-        return _csv(spec)
+        return _csv(spec, set(categorical))
     if os.path.isdir(spec):
         return _image_folder(spec, image_size)
     if spec.endswith("/") or os.path.sep in spec or os.path.exists(spec):
@@ -199,7 +201,7 @@ def _npz(path: str) -> Data:
     return _images(a, labels, names)
 
 
-def _csv(path: str) -> Data:
+def _csv(path: str, categorical_columns=frozenset()) -> Data:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a byte-order mark
             rows = [r for r in csv.reader(f) if r]
@@ -227,7 +229,9 @@ def _csv(path: str) -> Data:
             raise DiffusekitError(f"{path}: missing value {cells[missing[0], j]!r} in column {name!r}, row "
                                   f"{missing[0] + first} (impute or drop it first; diffusekit does not impute)")
         text = [i for i, v in enumerate(cells[:, j]) if not _is_number(v)]
-        if not text:
+        if name in categorical_columns:
+            categorical = True
+        elif not text:
             cells[:, j] = col = cells[:, j].astype(np.float64)
             if not np.isfinite(col).all():
                 raise DiffusekitError(f"{path}: NaN or infinite values in column {name!r} (impute or drop them first)")

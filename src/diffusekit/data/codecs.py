@@ -100,15 +100,17 @@ class VectorCodec:
         return [c not in self.categories for c in self.columns]
 
     def decode(self, x: torch.Tensor) -> np.ndarray:
+        # float64 values: a float32 one holds 7 digits, so a column like a unix time (1.7e9, spread 10) would lose
+        # its spread on the way back (the detector and `encode` re-encode decoded rows)
         x = x.double().cpu().numpy()
         if not self.categories:
-            return (x * self.std + self.mean).astype(np.float32)
+            return x * self.std + self.mean
         out = np.empty((len(x), len(self.columns)), dtype=object)
         for j, (c, sl) in enumerate(zip(self.columns, self.slices)):
             if c in self.categories:
                 out[:, j] = np.asarray(self.categories[c], dtype=object)[x[:, sl].argmax(1)]
             else:
-                out[:, j] = (x[:, sl.start] * self.std[j] + self.mean[j]).astype(np.float32).tolist()
+                out[:, j] = (x[:, sl.start] * self.std[j] + self.mean[j]).tolist()
         return out
 
     def encode(self, a, unseen: list | None = None) -> torch.Tensor:
