@@ -92,7 +92,6 @@ def test_toy_anomalies_off_the_support(toy_detector, tmp_path, capsys):
 def test_a_detector_from_before_ensembles_and_bins_scores_as_before(toy_detector, tmp_path):
     """detector.json of older versions: one "run", no profile bins. With 450 fit rows the toy keeps all 8 levels, so
     the same file without the new keys must give the same scores."""
-
     from diffusekit.anomaly import Detector
 
     info = json.loads((toy_detector / "det" / "detector.json").read_text())
@@ -325,7 +324,6 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
     one_line_error(capsys, cli("anomaly", "fit", "--data", d / "normal.npz", "--run", d / "run", "--out",
                                tmp_path / "det2", "--features"), "shipped classifier")
     # a detector folder without its reference, or with a spoiled one: one line, nothing written
-
     for spoil, needle in ((lambda f: f.unlink(), "lacks reference.safetensors"),
                           (lambda f: f.write_bytes(b"not a tensor file"), "corrupt")):
         shutil.copytree(d / "det", tmp_path / "det3")
@@ -334,6 +332,14 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
                                    tmp_path / "s3.csv", "--no-progress"), needle)
         assert not (tmp_path / "s3.csv").exists()
         shutil.rmtree(tmp_path / "det3")
+    # a model whose outputs are not finite (a diverged or spoiled run): one line, no scores
+    from diffusekit.anomaly import Detector
+
+    det = Detector.load(d / "det")
+    with torch.no_grad():
+        next(det.run.denoiser.parameters()).fill_(float("nan"))
+    with pytest.raises(DiffusekitError, match="not finite"):
+        det.score(det.run.codec.encode(x[:8]))
 
 
 def test_neighbour_distance_leaves_a_reference_row_out_of_its_own_neighbours():
@@ -407,7 +413,6 @@ def test_profile_scale_is_out_of_sample_on_small_fit_splits():
 
 
 def test_refit_reproduces_the_fit_and_checks_the_data(toy_detector, tmp_path):
-
     from diffusekit.anomaly import Detector
     from diffusekit.data import Data, load_data
 
@@ -431,7 +436,6 @@ def test_refit_reproduces_the_fit_and_checks_the_data(toy_detector, tmp_path):
 
 def test_an_ensemble_is_the_mean_denoiser(tmp_path, capsys):
     """MeanDenoiser averages its members exactly; load_ensemble refuses runs of other data, in one line."""
-
     from diffusekit.checkpoint import load_ensemble, load_run
     from diffusekit.precond import MeanDenoiser
 

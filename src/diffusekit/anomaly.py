@@ -205,6 +205,10 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, device
         lik = nll(run.denoiser, m, run.codec, x, method="ode", estimator="rademacher", n_probes=4, rtol=1e-3, atol=1e-3,
                   seed=seed, batch_size=batch_size, device=device)
         out["likelihood"] = lik["bits_per_dim"].double()
+    bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
+    if bad:  # the inputs were checked: the model's outputs are not (calibration would flag everything, or nothing)
+        raise DiffusekitError(f"the model's {', '.join(bad)} scores are not finite (NaN or infinite): is the run's "
+                              f"checkpoint sound?")
     return out
 
 
