@@ -33,7 +33,8 @@ for c in classes:
     run, out = runs / f"class{c}" / "run", runs / f"class{c}" / "detector"
     n, n_held = len(normal), 1800
     held = _split(n, 0, n_held)[1]
-    info = {"data": "fashion-mnist", "runs": [str(run)], "kind": "image", "shape": [1, 28, 28], "columns": None,
+    # the run's absolute path: Detector.load (the CLI) reads a relative one from the detector's folder
+    info = {"data": "fashion-mnist", "runs": [str(run.resolve())], "kind": "image", "shape": [1, 28, 28], "columns": None,
             "seed": 0, "features": False, "data_sha256": "", "n_train": n - n_held, "n_fit": 900, "n_calibration": 900}
     det = Detector(out, load_ensemble([run]), info)
     det._fit_scores(Data(normal, None, train.codec), held, 500, False)
