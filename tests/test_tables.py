@@ -130,6 +130,11 @@ def test_train_sample_evaluate(mixed_run, tmp_path, capsys):
     write(tmp_path / "purple.csv", [["0.0", "purple", "0.0"]])  # likelihood has no value for a level never trained on
     one_line_error(capsys, cli("nll", d / "run", "--data", tmp_path / "purple.csv"), "category 'purple'",
                    "not in the training data")
+    # new rows are typed by the run: a batch of mostly number-like cells in its categorical column is read as
+    # categories (so the unknown level is named), not refused as a numeric column with a typo
+    write(tmp_path / "numeric.csv", [["0.0", "red", "0.0"], ["0.0", "1", "0.0"], ["0.0", "2", "0.0"]])
+    one_line_error(capsys, cli("nll", d / "run", "--data", tmp_path / "numeric.csv"), "category '1",
+                   "not in the training data")
 
 
 def test_anomaly_with_categories(mixed_run, tmp_path, capsys):

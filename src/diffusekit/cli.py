@@ -108,7 +108,8 @@ def _run_data(run, spec: str, n: int):
 
     if n < 0:
         raise DiffusekitError(f"--n must be >= 0 (0: all), got {n}")
-    data = load_data(spec, image_size=run.model_config.in_shape[-1] if run.codec.kind == "image" else None)
+    data = load_data(spec, image_size=run.model_config.in_shape[-1] if run.codec.kind == "image" else None,
+                     categorical=getattr(run.codec, "categories", {}))  # new rows typed as the run's columns
     if data.codec.kind != run.codec.kind:
         raise DiffusekitError(f"{spec} holds {data.codec.kind}s but the run models {run.codec.kind}s")
     x, labels = (data.x[:n], None if data.labels is None else data.labels[:n]) if n else (data.x, data.labels)
