@@ -35,7 +35,7 @@ from bench_anomaly import RESULTS, table_split, tables
 
 from diffusekit.anomaly import (Detector, _mahalanobis, _out_of_fold_mahalanobis, _split, binned_profile,
                                 component_scores, default_holdout, error_profile, fit_stats, min_variance_weights,
-                                noise_levels, raw_scores, robust_location_scale)
+                                noise_levels, normal_scores, raw_scores, robust_location_scale)
 from diffusekit.likelihood import unconditional
 
 
@@ -50,7 +50,7 @@ def variants(fit: dict, test: dict) -> dict:
 
     def weighted(f, t):
         zs = [_robust_z(f[k], t[k]) for k in f]
-        w = min_variance_weights(torch.stack([z[0] for z in zs], 1))
+        w = min_variance_weights(normal_scores(torch.stack([z[0] for z in zs], 1)))  # as `fit_stats`
         return torch.stack([z[1] for z in zs], 1) @ w
 
     out, comps = {}, {}

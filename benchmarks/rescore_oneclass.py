@@ -27,7 +27,8 @@ def combine(cols, fit):
     z = np.stack(cols, 1)
     med = np.median(z[fit], 0)
     z = (z - med) / np.maximum(1.4826 * np.median(np.abs(z[fit] - med), 0), 1e-8)
-    return z @ min_variance_weights(torch.tensor(z[fit])).numpy(), z.mean(1)
+    # the rule of that run: least variance of the z-scores clipped to +-10 (the detector now takes their normal scores)
+    return z @ min_variance_weights(torch.tensor(z[fit]).clamp(-10, 10)).numpy(), z.mean(1)
 
 
 def main():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusekit.anomaly import check_fpr, conformal_p_values, min_variance_weights
+from diffusekit.anomaly import check_fpr, conformal_p_values, min_variance_weights, normal_scores
 from diffusekit.errors import DiffusekitError
 from test_cli import cli, one_line_error
 
@@ -39,6 +39,25 @@ def test_min_variance_weights():
     w = min_variance_weights(torch.stack([a, 2 * a + 0.1 * b], 1))
     assert float(w[1]) == 0 and float(w[0]) == 1
     assert (w >= 0).all() and abs(float(w.sum()) - 1) < 1e-9
+
+
+def test_normal_scores_keep_only_ranks():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 20000, generator=g, dtype=torch.float64)
+    heavy = b.exp()  # a long right tail, as the neighbour distance has on normal images, in robust z units:
+    heavy = (heavy - heavy.median()) / (1.4826 * (heavy - heavy.median()).abs().median())  # variance 6.4
+    n = normal_scores(torch.stack([a, heavy], 1))
+    # any increasing map of a column gives the same normal scores, standard normal in the bulk
+    assert torch.allclose(n, normal_scores(torch.stack([5 * a - 2, 2 * b], 1)))
+    assert abs(float(n[:, 1].std()) - 1) < 0.01 and abs(float(n[:, 1].median())) < 0.01
+    # ties share their mean rank: half the samples at 0 all get the quantile of the first half's mean rank
+    t = normal_scores(torch.cat([torch.zeros(100), torch.arange(1.0, 101)])[:, None])[:, 0]
+    assert torch.allclose(t[:100], torch.special.ndtri(torch.tensor((50.5 - 0.5) / 200, dtype=torch.float64)))
+    assert (t[101:] > t[100:-1]).all()
+    # the weights see how scores move together, not their tails: two independent scores weigh alike, where the
+    # variance of the robust z-scores gives the long-tailed one a seventh
+    assert torch.allclose(min_variance_weights(n), torch.tensor([0.5, 0.5], dtype=torch.float64), atol=0.02)
+    assert float(min_variance_weights(torch.stack([a, heavy], 1))[1]) < 0.15
 
 
 def test_fpr_checks():
