@@ -13,6 +13,7 @@ now), the plain mean, and the neighbour distance alone (reported, not label-free
 in --results (fit_z_*.npy) and reused."""
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,12 @@ def fit_z(det, data, cache: Path):
         seen["z"] = z.clone()
         return ranks(z)
 
-    A.raw_scores, A.normal_scores, path = fit_half, spy, det.path
-    det.path = cache.parent / "scratch_detector"  # its fitting step writes detector.json and the reference here
-    i = det.info
-    try:  # the held-out rows `fit` chose (`refit` would also check the data's digest, which some detectors lack)
-        det._fit_scores(data, A._split(len(data.x), i["seed"], i["n_fit"] + i["n_calibration"])[1], 500, False)
+    A.raw_scores, A.normal_scores, path, i = fit_half, spy, det.path, det.info
+    try:
+        with tempfile.TemporaryDirectory() as tmp:  # the fitting step writes a detector: not over this one
+            det.path = Path(tmp)
+            # the held-out rows `fit` chose (`refit` would also check the data's digest, which some detectors lack)
+            det._fit_scores(data, A._split(len(data.x), i["seed"], i["n_fit"] + i["n_calibration"])[1], 500, False)
     finally:
         A.raw_scores, A.normal_scores, det.path = score_all, ranks, path
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,8 @@ def main():
         train = load_data("fashion-mnist:train")
         for c in a.classes:
             d = a.path / f"class{c}" / "detector"  # its run is class{c}/run (older detectors name it relatively)
-            det = Detector(d, load_ensemble([a.path / f"class{c}" / "run"]), json.loads((d / "detector.json").read_text()))
+            info = json.loads((d / "detector.json").read_text())
+            det = Detector(d, load_ensemble([a.path / f"class{c}" / "run"]), info)
             stored = dict(det.stats["weights"])  # before fit_z refits them
             normal = Data(train.x[train.labels == c], None, train.codec)
             z_fit = fit_z(det, normal, a.results / f"fit_z_oneclass_c{c}.npy")
