@@ -103,7 +103,8 @@ def main():
     summary = report["mean"] if a.task == "oneclass" else {r: v["auroc"] for r, v in report.items()}
     print("result", json.dumps({r: round(v, 4) for r, v in summary.items()}))
     a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / f"reweigh_{a.task}.json").write_text(json.dumps(report, indent=2))
+    part = "" if a.task == "ood" or sorted(a.classes) == list(range(10)) else "_" + "_".join(map(str, a.classes))
+    (a.results / f"reweigh_{a.task}{part}.json").write_text(json.dumps(report, indent=2))  # a subset: its own file
 
 
 if __name__ == "__main__":
