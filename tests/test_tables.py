@@ -85,10 +85,21 @@ def test_new_rows_are_typed_by_the_model_not_by_their_own_cells(tmp_path):
     model = VectorCodec([0.0, 2.5], [1.0, 1.0], ["k", "v"], {"k": ["7", "A", "B"]})
     x = model.encode(d.codec.decode(d.x))
     assert x[:, :3].tolist() == [[1, -1, -1], [1, -1, -1], [-1, 1, -1], [1, -1, -1]]
+    # a batch holding only number-like levels: read as numbers, "1" came back from the float32 model space as
+    # 0.99999996, a level the model never saw, and every row was an anomaly
+    rows = [["1", "1.0"], ["2", "2.0"], ["3", "3.0"], ["1", "4.0"]]
+    write(tmp_path / "num.csv", rows, ("k", "v"))
+    d = load_data(str(tmp_path / "num.csv"), categorical={"k"})
+    unseen = []
+    model = VectorCodec([0.0, 2.5], [1.0, 1.0], ["k", "v"], {"k": ["1", "2", "3", "X"]})
+    x = model.encode(d.codec.decode(d.x), unseen=unseen)
+    assert unseen == [] and x[:, :4].tolist() == [[1, -1, -1, -1], [-1, 1, -1, -1], [-1, -1, 1, -1], [1, -1, -1, -1]]
 
 
 def test_csv_errors(tmp_path, capsys):
     rows = mixed_rows(300, 1)
+    dup = write(tmp_path / "dup.csv", rows, ("x", "colour", "x"))
+    one_line_error(capsys, cli("train", "--data", dup, "--out", tmp_path / "r", "--steps", 1), "duplicated column name 'x'")
     typo = [r[:] for r in rows]
     typo[5][0] = "1.2.3"
     e = one_line_error

@@ -101,9 +101,9 @@ def _toy(rest: str) -> Data:
     return Data(*_vectors(values))
 
 
-def _vectors(values: np.ndarray, columns=None):
-    """values: numbers, or an object array whose text columns are categorical."""
-    codec = VectorCodec.fit(values, columns)
+def _vectors(values: np.ndarray, columns=None, categorical=()):
+    """values: numbers, or an object array whose text columns (and those named in `categorical`) are categorical."""
+    codec = VectorCodec.fit(values, columns, categorical)
     return codec.encode(values), None, codec
 
 
@@ -217,6 +217,9 @@ def _csv(path: str, categorical_columns=frozenset()) -> Data:
         columns, body = header, rows[1:]
     if not body:
         raise DiffusekitError(f"{path} has a header but no rows")
+    dup = sorted({c for c in columns if columns.count(c) > 1})
+    if dup:
+        raise DiffusekitError(f"{path}: duplicated column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))}")
     for i, row in enumerate(body):
         if len(row) != len(columns):
             raise DiffusekitError(f"{path}: row {i + 2 if columns is header else i + 1} has {len(row)} cells, expected {len(columns)}")
@@ -244,7 +247,9 @@ def _csv(path: str, categorical_columns=frozenset()) -> Data:
                 raise DiffusekitError(f"{path}: column {name!r} has {levels} distinct text values in {len(cells)} rows: "
                                       "an identifier, not a category (drop it)")
             categorical = True
-    return Data(*_vectors(cells if categorical else cells.astype(np.float64), columns))
+    # a column the caller names categorical stays one even when this file holds only its number-like levels: read as
+    # numbers, "1" would come back from the float32 model space as 0.99999996, a level the model never saw
+    return Data(*_vectors(cells if categorical else cells.astype(np.float64), columns, categorical_columns))
 
 
 MISSING = ("", "na", "nan", "null", "none")

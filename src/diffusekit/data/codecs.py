@@ -75,13 +75,16 @@ class VectorCodec:
         self._lookup = {c: _level_lookup(levels) for c, levels in self.categories.items()}
 
     @classmethod
-    def fit(cls, values, columns=None):
-        """values: rows of numbers, or (object array) rows whose non-numeric columns are categorical."""
+    def fit(cls, values, columns=None, categorical=()):
+        """values: rows of numbers, or (object array) rows whose non-numeric columns are categorical; columns named in
+        `categorical` are categorical whatever their values look like."""
         values = np.asarray(values)
         columns = list(columns) if columns is not None else [f"x{i}" for i in range(values.shape[1])]
         numeric, categories = np.zeros(values.shape, dtype=np.float64), {}
         for j, c in enumerate(columns):
             try:
+                if c in categorical:
+                    raise ValueError
                 numeric[:, j] = values[:, j].astype(np.float64)
             except (TypeError, ValueError):
                 categories[c] = sorted({str(v) for v in values[:, j]})
