@@ -186,6 +186,9 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
     e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--batch-size", 0),
       "at least 1")
     e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--seed", -1), ">= 0")
+    for budget in (("--steps", -5), ("--minutes", "nan")):  # refused before normal_train is written (a retry works)
+        e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", *budget),
+          "give a training budget")
     assert not (tmp_path / "det3").exists()
     # a fit that did not finish (models, no detector.json): a retry says so and replaces nothing
     shutil.copytree(tmp_path / "det" / "run", tmp_path / "left" / "run")
@@ -199,9 +202,35 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
         e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", out, "--fpr", 0.1),
           "would overwrite", what)
         assert out.read_bytes() == before
-    # a corrupt or incomplete detector.json
+    # nor a file of its models, nor a folder where the scores file would go; all said before scoring
+    log = tmp_path / "det" / "run" / "log.csv"
+    before = log.read_bytes()
+    (tmp_path / "adir.csv").mkdir()
+    for out, what in ((log, "would write into the detector's model"), (tmp_path / "det" / "run" / "new.csv", "model"),
+                      (tmp_path / "adir.csv", "existing folder")):
+        e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", out, "--fpr", 0.1),
+          what)
+    assert log.read_bytes() == before and not (tmp_path / "det" / "run" / "new.csv").exists()
+    (tmp_path / "afile").write_text("x")
+    e(capsys, cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column", "malignant",
+                  "--out", tmp_path / "afile", "--fpr", 0.1), "existing file")
+    # labels other than 0 and 1: an error, not a guess
+    for bad, needle in ((0.4, "got 0.4"), (2, "got 2"), (-1, "got -1")):
+        write_csv(tmp_path / "lab.csv", np.concatenate([test, np.where(labels == 1, bad, 0)[:, None]], 1),
+                  cols + ["malignant"])
+        e(capsys, cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "lab.csv", "--label-column",
+                      "malignant", "--out", tmp_path / "r4", "--fpr", 0.1), "labels must be 0 (normal) or 1", needle)
+    assert not (tmp_path / "r4").exists()
+    # a corrupt or incomplete detector.json: said when it is loaded, in one line
     shutil.copytree(tmp_path / "det", tmp_path / "bad")
-    for text, msg in (("[]", "corrupt"), (json.dumps({**info, "stats": {"weights": {}}}), "incomplete")):
+    st = info["stats"]
+    for text, msg in (("[]", "corrupt"), (json.dumps({**info, "stats": {"weights": {}}}), "incomplete"),
+                      (json.dumps({**info, "calibration": "abc"}), "calibration must be"),
+                      (json.dumps({**info, "calibration": []}), "calibration must be"),
+                      (json.dumps({**info, "n_calibration": "x"}), "n_calibration must be"),
+                      (json.dumps({**info, "columns": None}), "must name its columns"),
+                      (json.dumps({**info, "stats": {**st, "weights": {"profile": 1.0}}}), "same scores"),
+                      (json.dumps({**info, "stats": {**st, "profile_mean": st["profile_mean"][1:]}}), "profile_precision")):
         (tmp_path / "bad" / "detector.json").write_text(text)
         e(capsys, cli("anomaly", "score", tmp_path / "bad", "--data", tmp_path / "normal.csv", "--out", tmp_path / "s.csv",
                       "--fpr", 0.1), msg)
@@ -342,6 +371,12 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
     capsys.readouterr()
     one_line_error(capsys, cli("anomaly", "fit", "--data", d / "normal.npz", "--run", d / "run", "--out",
                                tmp_path / "det2", "--features"), "shipped classifier")
+    # --maps at an existing file: said before scoring; the scores file written above stays as it was
+    (tmp_path / "mapsfile").write_text("x")
+    before = (tmp_path / "s.csv").read_bytes()
+    one_line_error(capsys, cli("anomaly", "score", d / "det", "--data", tmp_path / "test.npz", "--out", tmp_path / "s.csv",
+                               "--maps", tmp_path / "mapsfile", "--fpr", 0.05, "--no-progress"), "existing file")
+    assert (tmp_path / "s.csv").read_bytes() == before
     # a detector folder without its reference, or with a spoiled one: one line, nothing written
     for spoil, needle in ((lambda f: f.unlink(), "lacks reference.safetensors"),
                           (lambda f: f.write_bytes(b"not a tensor file"), "corrupt")):

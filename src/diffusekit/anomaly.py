@@ -421,6 +421,33 @@ def _split(n: int, seed: int, n_held: int) -> tuple[torch.Tensor, torch.Tensor]:
     return perm[:n - n_held], perm[n - n_held:]
 
 
+def _run_paths(path: Path, info):
+    """The folders of the runs a detector scores with (relative ones are under its folder)."""
+    return [Path(p) if Path(p).is_absolute() else path / p for p in info["runs"]]
+
+
+def _check_info(info):
+    """Raise ValueError on a detector.json whose values are of the wrong type or disagree (a hand edit, a damaged
+    file): said at load, in one line, not as a traceback from deep in scoring nor as silently wrong p-values."""
+    st, n = info["stats"], info["n_calibration"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n_calibration must be a positive integer, got {n!r}")
+    cal = info["calibration"]
+    if not isinstance(cal, list) or len(cal) != n or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in cal):
+        raise ValueError(f"calibration must be {n} finite numbers (n_calibration)")
+    names = set(st["weights"])
+    if not names or set(st["median"]) != names or set(st["mad"]) != names:
+        raise ValueError("stats.weights, stats.median and stats.mad must name the same scores")
+    if not all(isinstance(st[k][c], (int, float)) for k in ("weights", "median", "mad") for c in names):
+        raise ValueError("stats.weights, stats.median and stats.mad must hold numbers")
+    d = len(st["profile_mean"])
+    if len(st["profile_precision"]) != d or any(len(row) != d for row in st["profile_precision"]):
+        raise ValueError(f"stats.profile_precision must be {d} x {d} (stats.profile_mean has {d} levels)")
+    if info.get("kind") == "vector" and not info.get("columns"):
+        raise ValueError("a table detector must name its columns")
+
+
 class Detector:
     def __init__(self, path, run, info: dict, device="cpu"):
         self.path, self.run, self.info, self.device = path, run, info, torch.device(device)
@@ -434,6 +461,10 @@ class Detector:
     def stats(self):
         return self.info["stats"]
 
+    @property
+    def run_paths(self):
+        return _run_paths(self.path, self.info)
+
     @classmethod
     def load(cls, path, device="cpu"):
         import json
@@ -446,13 +477,15 @@ class Detector:
         try:
             info = json.loads(f.read_text())
             info["runs"] = info.get("runs") or [info["run"]]  # older detectors: one "run"
-            runs = [Path(p) if Path(p).is_absolute() else Path(path) / p for p in info["runs"]]
+            runs = _run_paths(Path(path), info)
             missing = [k for k in ("stats", "calibration", "seed", "n_calibration") if k not in info]
             if not missing and "weights" not in info["stats"]:
                 missing = ["stats.weights (a detector from before the weighted combination: fit it again)"]
             if not missing:
                 missing = [f"stats.{k}" for k in ("median", "mad", "profile_mean", "profile_precision")
                            if k not in info["stats"]]
+            if not missing:
+                _check_info(info)
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # AttributeError: JSON that is not an object
             raise DiffusekitError(f"{f} is corrupt: {e}") from None
         if missing:
@@ -486,6 +519,12 @@ class Detector:
             raise DiffusekitError(f"--models must be at least 1, got {models}")
         if seed < 0:
             raise DiffusekitError(f"--seed must be >= 0, got {seed}")
+        if run_path is None and not (steps >= 0 and minutes >= 0 and math.isfinite(minutes) and (steps or minutes)):
+            # said before anything is written: the training's own check would come after normal_train is saved
+            raise DiffusekitError(f"give a training budget: --steps N > 0 or --minutes M > 0 (got --steps {steps}, "
+                                  f"--minutes {minutes:g})")
+        if out.exists() and not out.is_dir():
+            raise DiffusekitError(f"--out {out} is an existing file; the detector is a folder (nothing was overwritten)")
         if (out / "detector.json").exists():
             raise DiffusekitError(f"{out} already holds a detector; choose another --out (nothing was overwritten)")
         run_refs = ["run"] + [f"run{k + 1}" for k in range(1, models)]

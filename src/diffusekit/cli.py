@@ -383,8 +383,6 @@ def _compare_figure(path, run, op, y, per_input, mean, spread, truth, task):
 def cmd_anomaly_fit(a):
     from .anomaly import Detector
 
-    if a.run is None and a.minutes <= 0 and a.steps <= 0:
-        raise DiffusekitError(f"--minutes (or --steps) must be > 0 to train a model, got {a.minutes:g}")
     out = Path(a.out)
     _check_batch_size(a.batch_size)
     from .data import load_data
@@ -406,8 +404,22 @@ def _scored(a):
 
     det = Detector.load(a.detector, pick_device(a.device))
     check_fpr(a.fpr, det.info["n_calibration"])
-    if getattr(a, "maps", None) and det.info["kind"] != "image":  # said before the scoring is spent
+    # every output is checked before the scoring is spent and before anything is written
+    if getattr(a, "maps", None) and det.info["kind"] != "image":
         raise DiffusekitError("--maps draws per-pixel maps and is for images; tables get per-column contributions")
+    outs = [("--out", a.out), ("--maps", getattr(a, "maps", None))]
+    for flag, path in outs:
+        if not path:
+            continue
+        p, is_dir = Path(path).resolve(), flag == "--maps" or a.anomaly_command == "report"
+        if p.exists() and p.is_dir() != is_dir:
+            raise DiffusekitError(f"{flag} {path} is an existing {'file' if is_dir else 'folder'}; it must be "
+                                  f"a {'folder' if is_dir else '.csv file'} (nothing was written)")
+        inside = [r for r in det.run_paths if p == r.resolve() or r.resolve() in p.parents]
+        if inside or (p.exists() and Path(a.detector).resolve() in p.parents):
+            raise DiffusekitError(f"{flag} {path} would write into the detector's "
+                                  f"{'model ' + str(inside[0]) if inside else 'folder'}; choose another path "
+                                  f"(nothing was written)")
     _check_batch_size(a.batch_size)
     from .data import load_data, split_column
 
@@ -419,8 +431,23 @@ def _scored(a):
         if data.labels is None:
             raise DiffusekitError("report needs labels: --label-column NAME for a table, or arr_1 (1 = anomaly) in an .npz")
         labels = data.labels.numpy()
+    if labels is not None:  # said before the scoring is spent
+        labels = _binary_labels(labels)
     x, unseen = det.encode(data)
     return det, det.score(x, unseen, batch_size=a.batch_size, progress=not a.no_progress), labels, x, unseen
+
+
+def _binary_labels(labels):
+    """Labels as 0/1 ints; anything else (2, 0.4, -1) is an error, not a guess at what the user meant."""
+    labels = np.asarray(labels, dtype=np.float64)
+    y = np.rint(labels).astype(int)  # rint: table labels come back through float32
+    bad = sorted({float(v) for v in labels[(np.abs(labels - y) > 1e-4) | ((y != 0) & (y != 1))]})
+    if bad:
+        raise DiffusekitError(f"labels must be 0 (normal) or 1 (anomaly); got {', '.join(f'{v:g}' for v in bad[:5])}"
+                              f"{', ...' if len(bad) > 5 else ''}")
+    if y.min() == y.max():
+        raise DiffusekitError(f"the labels are all {'anomalies' if y[0] else 'normal'}: AUROC needs both kinds")
+    return y
 
 
 def cmd_anomaly_score(a):
@@ -432,8 +459,8 @@ def cmd_anomaly_score(a):
     if out == data or (out.exists() and out.parent == Path(a.detector).resolve()):
         what = "the data it scores" if out == data else "a file of the detector"
         raise DiffusekitError(f"--out {a.out} would overwrite {what}; choose another path (nothing was written)")
-    out.parent.mkdir(parents=True, exist_ok=True)
     det, r, _, x, unseen = _scored(a)
+    out.parent.mkdir(parents=True, exist_ok=True)
     flags = r["p_value"] <= a.fpr
     zs = list(r["z"])
     head = ["index", "score", "p_value", f"flag_at_fpr_{a.fpr:g}"] + [f"z_{k}" for k in zs]
@@ -475,9 +502,7 @@ def cmd_anomaly_report(a):
     from .viz import line_plot
 
     det, r, labels, x, unseen = _scored(a)
-    y = (np.rint(np.asarray(labels, dtype=np.float64)) != 0).astype(int)  # rint: labels come back through float32
-    if y.min() == y.max():
-        raise DiffusekitError(f"the labels are all {'anomalies' if y[0] else 'normal'}: AUROC needs both kinds")
+    y = labels
     s = r["score"].numpy()
     flags = (r["p_value"] <= a.fpr).numpy()
     tp, fp = int((flags & (y == 1)).sum()), int((flags & (y == 0)).sum())
@@ -741,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "score":
             q.add_argument("--maps", help="folder for per-pixel anomaly maps (images)")
         else:
-            q.add_argument("--label-column", default=None, help="table column: nonzero = anomaly (images: arr_1)")
+            q.add_argument("--label-column", default=None, help="table column: 1 = anomaly, 0 = normal (images: arr_1)")
         q.add_argument("--batch-size", type=int, default=256)
         q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
         q.add_argument("--no-progress", action="store_true")

@@ -70,7 +70,7 @@ def split_column(data: Data, name: str) -> tuple[Data, np.ndarray]:
     if name not in cols:
         raise DiffusekitError(f"no column {name!r}; the columns are {', '.join(cols)}")
     if name in data.codec.categories:
-        raise DiffusekitError(f"label column {name!r} holds text; it must be numeric (0 = normal, nonzero = anomaly)")
+        raise DiffusekitError(f"label column {name!r} holds text; it must be numeric (0 = normal, 1 = anomaly)")
     values = data.codec.decode(data.x)
     j = cols.index(name)
     x, _, codec = _vectors(np.delete(values, j, axis=1), [c for c in cols if c != name])
