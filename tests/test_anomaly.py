@@ -474,7 +474,8 @@ def test_refit_reproduces_the_fit_and_checks_the_data(toy_detector, tmp_path):
     shutil.copytree(d / "det", tmp_path / "det")  # the module's detector stays as it was
     f = tmp_path / "det" / "detector.json"
     before = json.loads(f.read_text())
-    info = dict(before, calibration=[0.0], stats=dict(before["stats"], weights={"likelihood": 1.0}))
+    weights = {k: float(k == "likelihood") for k in before["stats"]["weights"]}
+    info = dict(before, calibration=[0.0] * before["n_calibration"], stats=dict(before["stats"], weights=weights))
     f.write_text(json.dumps(info))  # spoiled: refit must write it again
     det = Detector.load(tmp_path / "det")
     data = load_data(str(d / "normal.csv"))
