@@ -416,9 +416,11 @@ def _scored(a):
             raise DiffusekitError(f"{flag} {path} is an existing {'file' if is_dir else 'folder'}; it must be "
                                   f"a {'folder' if is_dir else '.csv file'} (nothing was written)")
         inside = [r for r in det.run_paths if p == r.resolve() or r.resolve() in p.parents]
-        if inside or (p.exists() and Path(a.detector).resolve() in p.parents):
-            raise DiffusekitError(f"{flag} {path} would write into the detector's "
-                                  f"{'model ' + str(inside[0]) if inside else 'folder'}; choose another path "
+        if inside:
+            raise DiffusekitError(f"{flag} {path} would write into the detector's model {inside[0]}; choose another "
+                                  f"path (nothing was written)")
+        if p.exists() and Path(a.detector).resolve() in p.parents:
+            raise DiffusekitError(f"{flag} {path} would overwrite a file of the detector; choose another path "
                                   f"(nothing was written)")
     _check_batch_size(a.batch_size)
     from .data import load_data, split_column
@@ -456,9 +458,8 @@ def cmd_anomaly_score(a):
     if not a.out.endswith(".csv"):
         raise DiffusekitError(f"--out must be a .csv file, got {a.out!r}")
     out, data = Path(a.out).resolve(), Path(a.data).resolve()
-    if out == data or (out.exists() and out.parent == Path(a.detector).resolve()):
-        what = "the data it scores" if out == data else "a file of the detector"
-        raise DiffusekitError(f"--out {a.out} would overwrite {what}; choose another path (nothing was written)")
+    if out == data:  # the detector's own files are checked in _scored, once it is loaded
+        raise DiffusekitError(f"--out {a.out} would overwrite the data it scores; choose another path (nothing was written)")
     det, r, _, x, unseen = _scored(a)
     out.parent.mkdir(parents=True, exist_ok=True)
     flags = r["p_value"] <= a.fpr

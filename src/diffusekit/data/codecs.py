@@ -82,12 +82,13 @@ class VectorCodec:
         columns = list(columns) if columns is not None else [f"x{i}" for i in range(values.shape[1])]
         numeric, categories = np.zeros(values.shape, dtype=np.float64), {}
         for j, c in enumerate(columns):
-            try:
-                if c in categorical:
-                    raise ValueError
-                numeric[:, j] = values[:, j].astype(np.float64)
-            except (TypeError, ValueError):
-                categories[c] = sorted({str(v) for v in values[:, j]})
+            if c not in categorical:
+                try:
+                    numeric[:, j] = values[:, j].astype(np.float64)
+                    continue
+                except (TypeError, ValueError):
+                    pass
+            categories[c] = sorted({str(v) for v in values[:, j]})
         std = numeric.std(0)
         # a column constant up to rounding (e.g. float32 round trips) is constant: dividing by its 1e-25 spread
         # would blow every later value up
