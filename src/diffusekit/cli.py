@@ -415,7 +415,7 @@ def _scored(a):
         if p.exists() and p.is_dir() != is_dir:
             raise DiffusekitError(f"{flag} {path} is an existing {'file' if is_dir else 'folder'}; it must be "
                                   f"a {'folder' if is_dir else '.csv file'} (nothing was written)")
-        inside = [r for r in det.run_paths if p == r.resolve() or r.resolve() in p.parents]
+        inside = [r for r in det.run_paths if r.resolve() in (p, *p.parents)]
         if inside:
             raise DiffusekitError(f"{flag} {path} would write into the detector's model {inside[0]}; choose another "
                                   f"path (nothing was written)")
