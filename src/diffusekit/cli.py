@@ -205,10 +205,10 @@ def cmd_encode(a):
         z, k = encode(D, x[i:i + a.batch_size].to(device), m.sigma_min, m.sigma_max, method=a.method, steps=a.steps,
                       rtol=a.rtol, atol=a.atol)
         zs.append(z.cpu())
-        nfe += k
+        nfe += k * len(z)
     _save_npz(a.out, latents=torch.cat(zs).numpy(), source=x.numpy(), method=np.array(a.method))
     print(f"wrote {len(x)} latents (unit variance, shape {tuple(x.shape[1:])}) to {a.out} "
-          f"[{a.method}, {nfe / max(1, -(-len(x) // a.batch_size)):.0f} network calls/sample, {time.time() - t0:.0f} s]")
+          f"[{a.method}, {nfe / max(1, len(x)):.0f} network calls/sample, {time.time() - t0:.0f} s]")
 
 
 def cmd_decode(a):

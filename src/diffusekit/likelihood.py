@@ -54,30 +54,39 @@ def check_tolerances(rtol: float, atol: float):
 
 
 def dopri5(f, y, s0: float, s1: float, rtol=1e-5, atol=1e-5, max_steps=10_000):
-    """Integrate dy/ds = f(s, y) from s0 to s1 (either direction); y is [N, ...], one step size for the batch,
-    accepted when every sample's RMS scaled error is <= 1. Returns (y(s1), number of f evaluations)."""
+    """Integrate dy/ds = f(s, y) from s0 to s1 (either direction) for a batch y [N, ...], f taking per-sample
+    times s [N]. Each sample has its own step size, accepted when its RMS scaled error is <= 1, so its result
+    does not depend on the rest of the batch. Every call evaluates the whole batch (finished samples stand still,
+    so f needs no subsetting). Returns (y(s1), network evaluations per sample [N] while it was moving)."""
     check_tolerances(rtol, atol)
     direction = 1.0 if s1 >= s0 else -1.0
     span = abs(s1 - s0)
-    s, h, k1, nfe = s0, 0.02 * span, f(s0, y), 1
+    n = y.shape[0]
+    s = torch.full((n,), float(s0), dtype=torch.float64, device=y.device)
+    h = torch.full_like(s, 0.02 * span)
+    nfe = torch.ones_like(s)
+    k1 = f(s, y)
+    col = (n,) + (1,) * (y.ndim - 1)  # per-sample scalars broadcast over a sample's values
     for _ in range(max_steps):
-        if abs(s - s0) >= span * (1 - 1e-12):
+        moving = (s - s0).abs() < span * (1 - 1e-12)
+        if not moving.any():
             return y, nfe
-        h = min(h, span - abs(s - s0))
+        h = torch.where(moving, torch.minimum(h, span - (s - s0).abs()), 0.0)
+        step = (direction * h).reshape(col)
         ks = [k1]
         for i in range(1, 7):
-            yi = y + direction * h * sum(a * k for a, k in zip(_A[i], ks) if a)
+            yi = y + step * sum(a * k for a, k in zip(_A[i], ks) if a)
             ks.append(f(s + direction * _C[i] * h, yi))
-        nfe += 6
-        y_new = yi  # stage 7 is evaluated at the 5th-order solution (first same as last)
-        err = direction * h * sum(e * k for e, k in zip(_E, ks) if e)
-        scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
-        norm = float((err / scale).pow(2).flatten(1).mean(1).sqrt().max())
-        if not math.isfinite(norm):
+        nfe += 6 * moving
+        err = step * sum(e * k for e, k in zip(_E, ks) if e)
+        scale = atol + rtol * torch.maximum(y.abs(), yi.abs())  # stage 7 is the 5th-order solution (FSAL)
+        norm = (err / scale).pow(2).flatten(1).mean(1).sqrt()
+        if not torch.isfinite(norm[moving]).all():
             raise DiffusekitError("the ODE produced NaN or infinite values (is the model's checkpoint sound?)")
-        if norm <= 1:
-            s, y, k1 = s + direction * h, y_new, ks[6]
-        h *= min(5.0, max(0.2, 0.9 * (norm + 1e-16) ** -0.2))
+        ok = moving & (norm <= 1)
+        s = torch.where(ok, s + direction * h, s)
+        y, k1 = torch.where(ok.reshape(col), yi, y), torch.where(ok.reshape(col), ks[6], k1)
+        h = h * (0.9 * (norm + 1e-16) ** -0.2).clamp(0.2, 5.0)
     raise DiffusekitError(f"the ODE solver needed more than {max_steps} steps; loosen --rtol/--atol")
 
 
@@ -85,13 +94,13 @@ def dopri5(f, y, s0: float, s1: float, rtol=1e-5, atol=1e-5, max_steps=10_000):
 # The probability-flow ODE in s = ln(sigma), with and without the divergence
 
 
-def _denoise_at(denoiser, x, s: float, dtype):
-    return denoiser(x.to(dtype), torch.tensor(math.exp(s), dtype=dtype, device=x.device)).to(torch.float64)
+def _denoise_at(denoiser, x, s: torch.Tensor, dtype):
+    return denoiser(x.to(dtype), s.exp().to(dtype)).to(torch.float64)
 
 
 def flow(denoiser, x, sigma_from: float, sigma_to: float, *, rtol=1e-5, atol=1e-5, dtype=torch.float32):
     """Carry x along the probability-flow ODE from noise level sigma_from to sigma_to (adaptive, float64 state).
-    Returns (x at sigma_to in float64, network evaluations per sample)."""
+    Returns (x at sigma_to in float64, network evaluations per sample [N])."""
     with torch.no_grad():
         return dopri5(lambda s, y: y - _denoise_at(denoiser, y, s, dtype), x.to(torch.float64),
                       math.log(sigma_from), math.log(sigma_to), rtol, atol)
@@ -133,7 +142,7 @@ def ode_log_likelihood(denoiser, x, sigma_min: float, sigma_max: float, *, estim
         xs = y[:, :d].reshape(x.shape)
         with torch.enable_grad():
             xi = xs.to(dtype).detach().requires_grad_(True)
-            D = denoiser(xi, torch.tensor(math.exp(s), dtype=dtype, device=x.device))
+            D = denoiser(xi, s.exp().to(dtype))
             tr = torch.zeros(n, dtype=torch.float64, device=x.device)
             for j, v in enumerate(vs):  # v^T (dD/dx) v, one vector-Jacobian product per probe
                 (vjp,) = torch.autograd.grad(D, xi, v, retain_graph=j < len(vs) - 1)
@@ -247,8 +256,8 @@ def nll(denoiser, model_config, codec, x, *, method="ode", seed=0, batch_size=64
 
     Returns {"nats": [N], "bits_per_dim": [N], "nfe": [N] (ode)} in sample order; sharded over torchrun ranks
     and gathered. Randomness (dequantization, probes, ELBO levels) is drawn per sample from `seed`, so a
-    sample's value does not depend on the batch size or the number of processes, up to the ODE tolerance (the
-    adaptive solver takes one step size per batch). Images without `dequantize`: the continuous density of
+    sample's value does not depend on the batch size or the number of processes (the adaptive solver steps each
+    sample on its own; only floating-point rounding in batched network calls differs). Images without `dequantize`: the continuous density of
     the 0..255 pixel values (the same change of variables, no bound)."""
     from tqdm.auto import tqdm
 
@@ -277,7 +286,7 @@ def nll(denoiser, model_config, codec, x, *, method="ode", seed=0, batch_size=64
         if method == "ode":
             r = ode_log_likelihood(D, xb, model_config.sigma_min, model_config.sigma_max, estimator=estimator,
                                    n_probes=n_probes, noise=noise, rtol=rtol, atol=atol)
-            nats, nfe = -r["logp"], torch.full((len(idx),), float(r["nfe"]))
+            nats, nfe = -r["logp"], r["nfe"].cpu()
         else:
             nats = elbo_nll(D, xb, model_config.sigma_min, model_config.sigma_max, n_levels=n_levels, noise=noise)
             nfe = torch.full((len(idx),), float(n_levels))
@@ -293,9 +302,10 @@ def encode(denoiser, x, sigma_min: float, sigma_max: float, *, method="ode", ste
     """Data (model space, read as the state at sigma_min) -> latent noise, scaled to unit variance
     (z = x(sigma_max) / sigma_max, so decoding N(0, I) draws samples). method: "ode" (adaptive probability-flow
     ODE, invertible to its tolerance) or "ddim" (DDIM inversion on a Karras grid of `steps` levels: fast, with an
-    O(1/steps) round-trip error). Returns (z float32, network evaluations per sample)."""
+    O(1/steps) round-trip error). Returns (z float32, mean network evaluations per sample)."""
     if method == "ode":
         z, nfe = flow(denoiser, x, sigma_min, sigma_max, rtol=rtol, atol=atol)
+        nfe = float(nfe.mean())
     else:
         z, nfe = _ddim(denoiser, x, _grid(steps, sigma_min, sigma_max).flip(0)), steps
     return (z / sigma_max).float(), nfe
@@ -308,6 +318,7 @@ def decode(denoiser, z, sigma_min: float, sigma_max: float, *, method="ode", ste
     x = z.to(torch.float64) * sigma_max
     if method == "ode":
         x, nfe = flow(denoiser, x, sigma_max, sigma_min, rtol=rtol, atol=atol)
+        nfe = float(nfe.mean())
     else:
         x, nfe = _ddim(denoiser, x, _grid(steps, sigma_min, sigma_max)), steps
     return x.float(), nfe
