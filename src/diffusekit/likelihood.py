@@ -257,8 +257,8 @@ def nll(denoiser, model_config, codec, x, *, method="ode", seed=0, batch_size=64
     Returns {"nats": [N], "bits_per_dim": [N], "nfe": [N] (ode)} in sample order; sharded over torchrun ranks
     and gathered. Randomness (dequantization, probes, ELBO levels) is drawn per sample from `seed`, so a
     sample's value does not depend on the batch size or the number of processes (the adaptive solver steps each
-    sample on its own; only floating-point rounding in batched network calls differs). Images without `dequantize`: the continuous density of
-    the 0..255 pixel values (the same change of variables, no bound)."""
+    sample on its own; only floating-point rounding in batched network calls differs). Images without
+    `dequantize`: the continuous density of the 0..255 pixel values (the same change of variables, no bound)."""
     from tqdm.auto import tqdm
 
     from .api import sample_seeds
