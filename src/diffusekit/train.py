@@ -153,6 +153,14 @@ def _distributed(device: torch.device):
     return rank, world
 
 
+def _seed_device(device: torch.device, seed: int):
+    # torch.manual_seed also queues seeds for every accelerator backend, formatting a stack trace each time
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise DiffusekitError("--device cuda, but no CUDA device is available")
@@ -182,7 +190,11 @@ class Trainer:
         self.denoiser = build_denoiser(self.mcfg).to(self.device)
         self.net = self.denoiser.net
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        # the tensors themselves stay put (loading copies into them): listed once, not walked every step
+        self.params, self.ema_params = list(self.net.parameters()), list(self.ema.parameters())
+        # foreach: the same arithmetic as the default per-tensor loop, without its Python overhead on CPU
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
+                                     foreach=True)
         weighting = cfg.weighting if cfg.weighting != "auto" else {"x0": "edm"}.get(cfg.parameterization, cfg.parameterization)
         self.loss = DiffusionLoss(noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule,
                                                      self.mcfg.sigma_min, self.mcfg.sigma_max), weighting,
@@ -288,7 +300,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         self.net.train()
         for j, sl in enumerate(mine):
-            torch.manual_seed(cfg.seed * 1_000_003 + self.step * 65_537 + self.rank * 257 + j)  # dropout
+            _seed_device(self.device, cfg.seed * 1_000_003 + self.step * 65_537 + self.rank * 257 + j)  # dropout
             x0 = self.data.x[idx[sl]].to(self.device)
             lab = None if labels is None else labels[sl].to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -296,7 +308,7 @@ class Trainer:
             part = per_sample.float().sum() / B
             part.backward()
             total += part.detach()
-        params = [p for p in self.net.parameters()]
+        params = self.params
         if self.world > 1:  # one all-reduce of the flattened gradients (sum over ranks = the global mean)
             flat = torch.cat([p.grad.reshape(-1) for p in params] + [total.reshape(1)])
             dist.all_reduce(flat)
@@ -332,8 +344,8 @@ class Trainer:
         if cfg.ema_rampup > 0:
             halflife = min(halflife, (self.step + 1) * B * cfg.ema_rampup)
         beta = 0.5 ** (B / max(halflife, 1e-8))
-        for p_ema, p in zip(self.ema.parameters(), self.net.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        # p.lerp(p_ema, beta) for all tensors in one call (a per-tensor loop dominated small models' steps)
+        torch._foreach_copy_(self.ema_params, torch._foreach_lerp(self.params, self.ema_params, beta))
         for b_ema, b in zip(self.ema.buffers(), self.net.buffers()):
             b_ema.copy_(b)
 
