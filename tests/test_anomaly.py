@@ -86,7 +86,8 @@ def write_csv(path, values, columns):
 def toy_detector(tmp_path_factory):
     d = tmp_path_factory.mktemp("anomaly")
     write_csv(d / "normal.csv", gmm8_points(3000, 0), ["a", "b"])
-    assert cli("anomaly", "fit", "--data", d / "normal.csv", "--out", d / "det", "--steps", 3000, "--models", 1,
+    # 1,000 steps: AUROC 0.9998 below (0.99998 with 3,000)
+    assert cli("anomaly", "fit", "--data", d / "normal.csv", "--out", d / "det", "--steps", 1000, "--models", 1,
                "--no-progress") == 0
     return d
 
@@ -135,7 +136,7 @@ def test_a_detector_from_before_ensembles_and_bins_scores_as_before(toy_detector
 
 def test_calibration_on_fresh_normal_data(toy_detector, tmp_path):
     d = toy_detector
-    n, a = 2000, 0.05
+    n, a = 1000, 0.05
     write_csv(tmp_path / "fresh.csv", gmm8_points(n, 7), ["a", "b"])
     assert cli("anomaly", "score", d / "det", "--data", tmp_path / "fresh.csv", "--out", tmp_path / "s.csv", "--fpr", a,
                "--no-progress") == 0
@@ -163,12 +164,12 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
     test = np.concatenate([benign[300:], malignant[:60]])
     labels = np.r_[np.zeros(len(benign) - 300), np.ones(60)]
     write_csv(tmp_path / "test.csv", np.concatenate([test, labels[:, None]], 1), cols + ["malignant"])
-    assert cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det", "--steps", 1500,
+    assert cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det", "--steps", 500,
                "--no-progress") == 0
     assert cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column", "malignant",
                "--out", tmp_path / "rep", "--fpr", 0.1, "--no-progress") == 0
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert rep["auroc"] > 0.8, rep  # three models of 1,500 steps; the benchmark reports the real figure
+    assert rep["auroc"] > 0.8, rep  # three models of 500 steps (0.936; 0.943 with 1,500); the benchmark has the real one
     info = json.loads((tmp_path / "det" / "detector.json").read_text())
     assert info["runs"] == ["run", "run2", "run3"] and "run" not in info  # a table: three models by default
     assert info["stats"]["profile_one_sided"]
