@@ -30,21 +30,29 @@ def shrunk(g, factor=0.9):
 
 def test_dopri5_solves_a_linear_ode_both_ways():
     y0 = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
-    y1, nfe = dopri5(lambda s, y: -0.5 * y, y0, 0.0, 3.0, rtol=1e-9, atol=1e-9)
+    y1, nfe = dopri5(lambda s, y, rows: -0.5 * y, y0, 0.0, 3.0, rtol=1e-9, atol=1e-9)
     assert torch.allclose(y1, y0 * math.exp(-1.5), rtol=1e-8) and nfe > 7
-    back, _ = dopri5(lambda s, y: -0.5 * y, y1, 3.0, 0.0, rtol=1e-9, atol=1e-9)
+    back, _ = dopri5(lambda s, y, rows: -0.5 * y, y1, 3.0, 0.0, rtol=1e-9, atol=1e-9)
     assert torch.allclose(back, y0, rtol=1e-8)
 
 
 def test_dopri5_steps_each_sample_on_its_own():
-    # dy/ds = -r s y with the rate r carried as a second, constant column: y(2) = y(0) exp(-2 r)
-    f = lambda s, y: torch.stack([-y[:, 1] * s * y[:, 0], torch.zeros_like(s)], 1)  # noqa: E731
-    y0 = torch.tensor([[1.0, 0.5], [1.0, 8.0], [-2.0, 0.1]], dtype=torch.float64)
+    # dy/ds = -r s y with a per-sample rate r, picked by the rows f is handed: y(2) = y(0) exp(-2 r)
+    rate = torch.tensor([0.5, 8.0, 0.1], dtype=torch.float64)
+    evaluated = []
+
+    def f(s, y, rows, rate=rate):
+        evaluated.append(len(rows))
+        return -(rate[rows] * s)[:, None] * y
+
+    y0 = torch.tensor([[1.0], [1.0], [-2.0]], dtype=torch.float64)
     batch, nfe = dopri5(f, y0, 0.0, 2.0, rtol=1e-5, atol=1e-5)
-    assert torch.allclose(batch[:, 0], y0[:, 0] * torch.exp(-2 * y0[:, 1]), atol=1e-5)
+    assert torch.allclose(batch[:, 0], y0[:, 0] * torch.exp(-2 * rate), atol=1e-5)
     assert nfe[1] > nfe[0] > nfe[2]  # the stiff sample takes more steps; the others do not pay for it
+    assert sum(evaluated) == nfe.sum() and min(evaluated) == 1  # finished samples are not evaluated again
+    assert y0[1, 0] == 1.0  # the caller's tensor is left alone
     for i in range(3):  # alone, a sample takes the same steps to the same value
-        alone, k = dopri5(f, y0[i:i + 1], 0.0, 2.0, rtol=1e-5, atol=1e-5)
+        alone, k = dopri5(lambda s, y, rows: f(s, y, rows, rate[i:i + 1]), y0[i:i + 1], 0.0, 2.0, rtol=1e-5, atol=1e-5)
         assert torch.equal(alone[0], batch[i]) and k[0] == nfe[i]
 
 
@@ -146,6 +154,23 @@ def test_nll_reports_data_units_for_vectors_and_is_batch_independent():
         one, all_ = (nll(lambda z, s: gm.denoiser(z.double(), s).float(), stub_config(), codec, x, batch_size=b,
                          rtol=tol, atol=tol) for b in (1, 12))
         assert torch.allclose(one["nats"], all_["nats"], rtol=0, atol=1e-9) and torch.equal(one["nfe"], all_["nfe"])
+
+
+def test_class_conditional_nll_follows_each_samples_label():
+    # class 0 a broad Gaussian, class 1 the 8-mode ring (more solver steps): rows finish at different times, and the
+    # solver must keep handing each remaining row its own label
+    classes = [GaussianMixture(torch.zeros(1, 2, dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)), gmm8()]
+
+    def D(z, s, labels):
+        out = torch.stack([c.denoiser(z.double(), s) for c in classes])  # [class, N, 2]
+        return out[labels, torch.arange(len(z))].float()
+
+    labels = torch.tensor([0, 1] * 6)
+    x = gmm8().sample(12, torch.Generator().manual_seed(3)).float()
+    r = nll(D, stub_config(num_classes=2), VectorCodec([0, 0], [1, 1]), x, labels=labels, batch_size=12)
+    expected = torch.cat([-classes[int(c)].log_prob(xi[None].double()) for xi, c in zip(x, labels)])
+    assert torch.allclose(r["nats"], expected, atol=0.04), (r["nats"], expected)
+    assert r["nfe"][labels == 1].min() > r["nfe"][labels == 0].max()
 
 
 def test_image_nll_is_the_dequantized_discrete_bound_and_seeded_per_sample():

@@ -54,39 +54,41 @@ def check_tolerances(rtol: float, atol: float):
 
 
 def dopri5(f, y, s0: float, s1: float, rtol=1e-5, atol=1e-5, max_steps=10_000):
-    """Integrate dy/ds = f(s, y) from s0 to s1 (either direction) for a batch y [N, ...], f taking per-sample
-    times s [N]. Each sample has its own step size, accepted when its RMS scaled error is <= 1, so its result
-    does not depend on the rest of the batch. Every call evaluates the whole batch (finished samples stand still,
-    so f needs no subsetting). Returns (y(s1), network evaluations per sample [N] while it was moving)."""
+    """Integrate dy/ds = f(s, y, rows) from s0 to s1 (either direction) for a batch y [N, ...]. Each sample has its
+    own step size, accepted when its RMS scaled error is <= 1, so its result does not depend on the rest of the
+    batch; f sees only the samples still moving: their times s [M], states y [M, ...] and batch indices rows [M]
+    (to pick per-sample constants such as probes or labels). Returns (y(s1), network evaluations per sample [N])."""
     check_tolerances(rtol, atol)
     direction = 1.0 if s1 >= s0 else -1.0
     span = abs(s1 - s0)
     n = y.shape[0]
+    y = y.clone()  # updated in place, row by row
     s = torch.full((n,), float(s0), dtype=torch.float64, device=y.device)
     h = torch.full_like(s, 0.02 * span)
     nfe = torch.ones_like(s)
-    k1 = f(s, y)
-    col = (n,) + (1,) * (y.ndim - 1)  # per-sample scalars broadcast over a sample's values
+    k1 = f(s, y, torch.arange(n, device=y.device))
     for _ in range(max_steps):
-        moving = (s - s0).abs() < span * (1 - 1e-12)
-        if not moving.any():
+        rows = ((s - s0).abs() < span * (1 - 1e-12)).nonzero().squeeze(1)
+        if len(rows) == 0:
             return y, nfe
-        h = torch.where(moving, torch.minimum(h, span - (s - s0).abs()), 0.0)
-        step = (direction * h).reshape(col)
-        ks = [k1]
+        col = (len(rows),) + (1,) * (y.ndim - 1)  # per-sample scalars broadcast over a sample's values
+        sm, hm, ym = s[rows], torch.minimum(h[rows], span - (s[rows] - s0).abs()), y[rows]
+        step = (direction * hm).reshape(col)
+        ks = [k1[rows]]
         for i in range(1, 7):
-            yi = y + step * sum(a * k for a, k in zip(_A[i], ks) if a)
-            ks.append(f(s + direction * _C[i] * h, yi))
-        nfe += 6 * moving
+            yi = ym + step * sum(a * k for a, k in zip(_A[i], ks) if a)
+            ks.append(f(sm + direction * _C[i] * hm, yi, rows))
+        nfe[rows] += 6
         err = step * sum(e * k for e, k in zip(_E, ks) if e)
-        scale = atol + rtol * torch.maximum(y.abs(), yi.abs())  # stage 7 is the 5th-order solution (FSAL)
+        scale = atol + rtol * torch.maximum(ym.abs(), yi.abs())  # stage 7 is the 5th-order solution (FSAL)
         norm = (err / scale).pow(2).flatten(1).mean(1).sqrt()
-        if not torch.isfinite(norm[moving]).all():
+        if not torch.isfinite(norm).all():
             raise DiffusekitError("the ODE produced NaN or infinite values (is the model's checkpoint sound?)")
-        ok = moving & (norm <= 1)
-        s = torch.where(ok, s + direction * h, s)
-        y, k1 = torch.where(ok.reshape(col), yi, y), torch.where(ok.reshape(col), ks[6], k1)
-        h = h * (0.9 * (norm + 1e-16) ** -0.2).clamp(0.2, 5.0)
+        ok = norm <= 1
+        done = rows[ok]
+        s[done] = sm[ok] + direction * hm[ok]
+        y[done], k1[done] = yi[ok], ks[6][ok]
+        h[rows] = hm * (0.9 * (norm + 1e-16) ** -0.2).clamp(0.2, 5.0)
     raise DiffusekitError(f"the ODE solver needed more than {max_steps} steps; loosen --rtol/--atol")
 
 
@@ -94,16 +96,12 @@ def dopri5(f, y, s0: float, s1: float, rtol=1e-5, atol=1e-5, max_steps=10_000):
 # The probability-flow ODE in s = ln(sigma), with and without the divergence
 
 
-def _denoise_at(denoiser, x, s: torch.Tensor, dtype):
-    return denoiser(x.to(dtype), s.exp().to(dtype)).to(torch.float64)
-
-
 def flow(denoiser, x, sigma_from: float, sigma_to: float, *, rtol=1e-5, atol=1e-5, dtype=torch.float32):
     """Carry x along the probability-flow ODE from noise level sigma_from to sigma_to (adaptive, float64 state).
     Returns (x at sigma_to in float64, network evaluations per sample [N])."""
     with torch.no_grad():
-        return dopri5(lambda s, y: y - _denoise_at(denoiser, y, s, dtype), x.to(torch.float64),
-                      math.log(sigma_from), math.log(sigma_to), rtol, atol)
+        return dopri5(lambda s, y, rows: y - denoiser(y.to(dtype), s.exp().to(dtype)).to(torch.float64),
+                      x.to(torch.float64), math.log(sigma_from), math.log(sigma_to), rtol, atol)
 
 
 def uniform(noise: PerSampleNoise, shape):
@@ -122,12 +120,13 @@ def probes(shape, kind: str, count: int, noise: PerSampleNoise, device="cpu"):
 
 
 def ode_log_likelihood(denoiser, x, sigma_min: float, sigma_max: float, *, estimator="auto", n_probes=1,
-                       noise: PerSampleNoise | None = None, rtol=1e-5, atol=1e-5, dtype=torch.float32):
+                       noise: PerSampleNoise | None = None, labels=None, rtol=1e-5, atol=1e-5, dtype=torch.float32):
     """ln p(x) in nats per sample (model space, continuous density) by the probability-flow ODE.
 
     Returns a dict: logp [N], prior_logp [N], latent (x at sigma_max, float64), nfe (per sample).
     estimator: "exact" (d backward passes per evaluation), "rademacher" / "gaussian" (Hutchinson with n_probes
-    probes per sample), "auto" (exact for d <= 32)."""
+    probes per sample), "auto" (exact for d <= 32). labels: per-sample class labels [N] for a conditional
+    denoiser D(x, sigma, labels), else it is called as D(x, sigma)."""
     n, d = x.shape[0], x[0].numel()
     if estimator == "auto":
         estimator = "exact" if d <= 32 else "rademacher"
@@ -138,13 +137,14 @@ def ode_log_likelihood(denoiser, x, sigma_min: float, sigma_max: float, *, estim
             raise DiffusekitError(f"--probes must be at least 1, got {n_probes}")
         vs = probes(tuple(x.shape), estimator, n_probes, noise or PerSampleNoise(range(n)), x.device).to(dtype)
 
-    def f(s, y):
-        xs = y[:, :d].reshape(x.shape)
+    def f(s, y, rows):
+        xs = y[:, :d].reshape(len(rows), *x.shape[1:])
         with torch.enable_grad():
             xi = xs.to(dtype).detach().requires_grad_(True)
-            D = denoiser(xi, s.exp().to(dtype))
-            tr = torch.zeros(n, dtype=torch.float64, device=x.device)
-            for j, v in enumerate(vs):  # v^T (dD/dx) v, one vector-Jacobian product per probe
+            sigma = s.exp().to(dtype)
+            D = denoiser(xi, sigma) if labels is None else denoiser(xi, sigma, labels[rows])
+            tr = torch.zeros(len(rows), dtype=torch.float64, device=x.device)
+            for j, v in enumerate(vs[:, rows]):  # v^T (dD/dx) v, one vector-Jacobian product per probe
                 (vjp,) = torch.autograd.grad(D, xi, v, retain_graph=j < len(vs) - 1)
                 tr += (vjp * v).flatten(1).sum(1, dtype=torch.float64)
         if estimator != "exact":
@@ -282,10 +282,11 @@ def nll(denoiser, model_config, codec, x, *, method="ode", seed=0, batch_size=64
         xb = x[idx].to(device)
         if dequantize and codec.kind == "image":
             xb = xb + (uniform(noise, tuple(xb.shape)).to(device, xb.dtype) - 0.5) * LEVEL_WIDTH
-        D = unconditional(denoiser, model_config, None if labels is None else labels[idx])
-        if method == "ode":
-            r = ode_log_likelihood(D, xb, model_config.sigma_min, model_config.sigma_max, estimator=estimator,
-                                   n_probes=n_probes, noise=noise, rtol=rtol, atol=atol)
+        lab = None if labels is None else labels[idx].to(device)
+        D = unconditional(denoiser, model_config, lab)
+        if method == "ode":  # the solver drops finished samples, so it hands the labels over row by row
+            r = ode_log_likelihood(D if lab is None else denoiser, xb, model_config.sigma_min, model_config.sigma_max,
+                                   estimator=estimator, n_probes=n_probes, noise=noise, labels=lab, rtol=rtol, atol=atol)
             nats, nfe = -r["logp"], r["nfe"].cpu()
         else:
             nats = elbo_nll(D, xb, model_config.sigma_min, model_config.sigma_max, n_levels=n_levels, noise=noise)
