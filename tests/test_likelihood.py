@@ -208,7 +208,7 @@ def test_bad_inputs_are_clear_errors():
 
 @pytest.mark.slow
 def test_trained_gmm8_nll_is_within_a_tenth_of_a_nat_of_the_true_entropy(tmp_path):
-    # the default recipe on toy:gmm8 for 5,000 steps (~50 s on 2 cores); scored on fresh draws of the true
+    # the default recipe on toy:gmm8 for 5,000 steps (about a minute on 2 cores); scored on fresh draws of the true
     # mixture, paired with its exact log-density on the same points (the Monte Carlo entropy)
     from diffusekit import load_run
     from diffusekit.data.toys import toy_data
