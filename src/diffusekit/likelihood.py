@@ -72,7 +72,8 @@ def dopri5(f, y, s0: float, s1: float, rtol=1e-5, atol=1e-5, max_steps=10_000):
         if len(rows) == 0:
             return y, nfe
         col = (len(rows),) + (1,) * (y.ndim - 1)  # per-sample scalars broadcast over a sample's values
-        sm, hm, ym = s[rows], torch.minimum(h[rows], span - (s[rows] - s0).abs()), y[rows]
+        sm, ym = s[rows], y[rows]
+        hm = torch.minimum(h[rows], span - (sm - s0).abs())  # the last step lands on s1
         step = (direction * hm).reshape(col)
         ks = [k1[rows]]
         for i in range(1, 7):
@@ -85,9 +86,9 @@ def dopri5(f, y, s0: float, s1: float, rtol=1e-5, atol=1e-5, max_steps=10_000):
         if not torch.isfinite(norm).all():
             raise DiffusekitError("the ODE produced NaN or infinite values (is the model's checkpoint sound?)")
         ok = norm <= 1
-        done = rows[ok]
-        s[done] = sm[ok] + direction * hm[ok]
-        y[done], k1[done] = yi[ok], ks[6][ok]
+        accepted = rows[ok]
+        s[accepted] = sm[ok] + direction * hm[ok]
+        y[accepted], k1[accepted] = yi[ok], ks[6][ok]
         h[rows] = hm * (0.9 * (norm + 1e-16) ** -0.2).clamp(0.2, 5.0)
     raise DiffusekitError(f"the ODE solver needed more than {max_steps} steps; loosen --rtol/--atol")
 
