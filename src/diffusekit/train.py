@@ -193,7 +193,7 @@ class Trainer:
         # the tensors themselves stay put (loading copies into them): listed once, not walked every step
         self.params, self.ema_params = list(self.net.parameters()), list(self.ema.parameters())
         # foreach: the same arithmetic as the default per-tensor loop, without its Python overhead on CPU
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
                                      foreach=True)
         weighting = cfg.weighting if cfg.weighting != "auto" else {"x0": "edm"}.get(cfg.parameterization, cfg.parameterization)
         self.loss = DiffusionLoss(noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule,
@@ -308,16 +308,15 @@ class Trainer:
             part = per_sample.float().sum() / B
             part.backward()
             total += part.detach()
-        params = self.params
         if self.world > 1:  # one all-reduce of the flattened gradients (sum over ranks = the global mean)
-            flat = torch.cat([p.grad.reshape(-1) for p in params] + [total.reshape(1)])
+            flat = torch.cat([p.grad.reshape(-1) for p in self.params] + [total.reshape(1)])
             dist.all_reduce(flat)
             total = flat[-1].clone()
             offset = 0
-            for p in params:
+            for p in self.params:
                 p.grad.copy_(flat[offset: offset + p.numel()].view_as(p.grad))
                 offset += p.numel()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         loss, grad_norm = float(total), float(grad_norm)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             return loss, grad_norm
