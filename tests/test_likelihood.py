@@ -204,6 +204,10 @@ def test_bad_inputs_are_clear_errors():
         nll(gm.denoiser, stub_config(), codec, x, rtol=-1.0)
     with pytest.raises(DiffusekitError, match="probes"):
         ode_log_likelihood(gm.denoiser, torch.zeros(2, 64), SMIN, SMAX, estimator="rademacher", n_probes=0)
+    # a model whose outputs are not finite (a spoiled checkpoint), for one sample of the batch: said, not integrated
+    spoiled = lambda z, s: torch.where(z[:, :1] > 0, float("nan"), gm.denoiser(z, s))  # noqa: E731
+    with pytest.raises(DiffusekitError, match="ODE produced NaN or infinite"):
+        encode(spoiled, torch.tensor([[-1.0, 0.0], [1.0, 0.0]]), SMIN, SMAX)
 
 
 @pytest.mark.slow
