@@ -210,6 +210,22 @@ def test_corrupt_checkpoint(digits_run, tmp_path, capsys):
     assert (digits_run / "last" / "ema.safetensors").stat().st_size > 1000  # the original is untouched
 
 
+def test_a_failed_write_keeps_the_previous_file(tmp_path):
+    from diffusekit.checkpoint import atomic_path
+
+    f = tmp_path / "x.txt"
+    f.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(f) as tmp:
+        with open(tmp, "w") as half:
+            half.write("half")
+        raise RuntimeError("disk full")
+    assert f.read_text() == "old" and os.listdir(tmp_path) == ["x.txt"]
+    with atomic_path(f) as tmp:
+        with open(tmp, "w") as new:
+            new.write("new")
+    assert f.read_text() == "new" and os.listdir(tmp_path) == ["x.txt"]
+
+
 def test_more_bad_sample_options(digits_run, tmp_path, capsys):
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--grid", tmp_path / "grid"), ".png")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--seed", -1, "--out", tmp_path / "a.npz"), "seed")
@@ -218,6 +234,10 @@ def test_more_bad_sample_options(digits_run, tmp_path, capsys):
                                "--out", tmp_path / "a.npz"), ">= 0")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "no" / "such" / "dir" / "a.npz"),
                    "no such file")
+    # --out at a folder: said, and no temporary file is left beside it
+    (tmp_path / "d.npz").mkdir()
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "d.npz"), "is a folder")
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
     for flags in (("--sigma-max", 1000), ("--sigma-min", 0.0001), ("--sigma-min", 5, "--sigma-max", 2)):
         one_line_error(capsys, cli("sample", digits_run, "--n", 2, *flags, "--out", tmp_path / "a.npz"), "training range")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--rho", 0, "--out", tmp_path / "a.npz"), "rho")

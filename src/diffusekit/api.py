@@ -99,15 +99,15 @@ def save_samples(path: str, decoded: np.ndarray, labels=None, kind="image", colu
     """`.npz` (arr_0, and arr_1 labels) or a folder of PNGs (images) / a CSV (vectors)."""
     from PIL import Image
 
+    from .checkpoint import save_npz_atomic
+
     if path.endswith(".npz"):
         if decoded.dtype == object:
             raise DiffusekitError(f"{path}: a table with categorical columns is written as .csv, not .npz")
         arrays = {"arr_0": decoded}
         if labels is not None:
             arrays["arr_1"] = np.asarray(labels)
-        tmp = path[:-4] + f".tmp-{os.getpid()}.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        save_npz_atomic(path, **arrays)
     elif kind == "image":
         os.makedirs(path, exist_ok=True)
         for i, im in enumerate(decoded):

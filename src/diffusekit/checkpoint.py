@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,11 +22,33 @@ from .errors import DiffusekitError
 from .model import ModelConfig, build_denoiser
 
 
+@contextmanager
+def atomic_path(path, suffix=""):
+    """A temporary name beside `path` to write to; renamed onto `path` when the block succeeds and removed when it
+    fails: readers never see a half-written file, and a failed write leaves the previous file as it was. suffix:
+    the extension a writer insists on (np.savez appends ".npz")."""
+    if os.path.isdir(path):
+        raise DiffusekitError(f"{path} is a folder; give a file name to write")
+    tmp = f"{path}.tmp-{os.getpid()}{suffix}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_text_atomic(path, text: str):
-    """Write under a temporary name, then rename: readers never see a half-written file."""
-    tmp = Path(f"{path}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def save_npz_atomic(path, **arrays):
+    import numpy as np
+
+    with atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def write_csv_atomic(path, header, rows, exact=False):
@@ -50,9 +73,8 @@ def write_json_atomic(path: Path, obj):
 
 def save_tensors_atomic(path, tensors: dict):
     """One safetensors file, written under a temporary name and renamed into place."""
-    tmp = Path(f"{path}.tmp-{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
 
 
 def save_checkpoint(path, tensors: dict, meta: dict):

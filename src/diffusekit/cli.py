@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import api
-from .checkpoint import load_checkpoint, load_run, write_csv_atomic, write_text_atomic
+from .checkpoint import load_checkpoint, load_run, save_npz_atomic, write_csv_atomic, write_text_atomic
 from .errors import DiffusekitError
 from .likelihood import unconditional
 from .samplers import DEFAULT_SAMPLER, SAMPLERS
@@ -206,7 +206,7 @@ def cmd_encode(a):
                       rtol=a.rtol, atol=a.atol)
         zs.append(z.cpu())
         nfe += k * len(z)
-    _save_npz(a.out, latents=torch.cat(zs).numpy(), source=x.numpy(), method=np.array(a.method))
+    save_npz_atomic(a.out, latents=torch.cat(zs).numpy(), source=x.numpy(), method=np.array(a.method))
     print(f"wrote {len(x)} latents (unit variance, shape {tuple(x.shape[1:])}) to {a.out} "
           f"[{a.method}, {nfe / max(1, len(x)):.0f} network calls/sample, {time.time() - t0:.0f} s]")
 
@@ -244,12 +244,6 @@ def cmd_decode(a):
         rel = float((x - source).flatten(1).norm(dim=1).div(source.flatten(1).norm(dim=1).clamp_min(1e-12)).max())
         msg += f"; round trip: max relative error {rel:.2e}, max abs error {float((x - source).abs().max()):.2e} (model space)"
     print(msg)
-
-
-def _save_npz(path, **arrays):
-    tmp = f"{path[:-4]}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def _read_images(path: str) -> np.ndarray:
@@ -333,7 +327,7 @@ def cmd_restore(a):
     decoded = run.codec.decode(x)
     if out.endswith(".npz"):
         extra = {} if k == 1 else {"mean": run.codec.decode(mean), "std": (spread / 2).permute(0, 2, 3, 1).numpy()}
-        _save_npz(out, arr_0=decoded, **extra)
+        save_npz_atomic(out, arr_0=decoded, **extra)
     else:
         if out.lower().endswith(".png"):
             from PIL import Image

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .checkpoint import atomic_path
 from .data import Data, load_data, read_npz
 from .data.codecs import ImageCodec
 from .errors import DiffusekitError
@@ -89,9 +90,8 @@ def save_classifier(model, meta, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     # JSON first, weights last and renamed into place: the weights' presence marks a complete cache entry
     Path(str(path) + ".json").write_text(json.dumps(meta, indent=2))
-    tmp = f"{path}.tmp-{os.getpid()}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, str(path) + ".safetensors")
+    with atomic_path(str(path) + ".safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
 
 
 def load_classifier(path: Path):
