@@ -207,7 +207,7 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
     log = tmp_path / "det" / "run" / "log.csv"
     before = log.read_bytes()
     (tmp_path / "adir.csv").mkdir()
-    for out, what in ((log, "would write into the detector's model"), (tmp_path / "det" / "run" / "new.csv", "model"),
+    for out, what in ((log, "would write into the run"), (tmp_path / "det" / "run" / "new.csv", "into the run"),
                       (tmp_path / "adir.csv", "existing folder")):
         e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", out, "--fpr", 0.1),
           what)

@@ -232,11 +232,19 @@ def test_more_bad_sample_options(digits_run, tmp_path, capsys):
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--batch-size", 0, "--out", tmp_path / "a.npz"), "batch")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--sampler", "ddim", "--eta", -1,
                                "--out", tmp_path / "a.npz"), ">= 0")
-    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "no" / "such" / "dir" / "a.npz"),
-                   "no such file")
+    # a missing folder is made; a path under a file, or into the run it samples, is refused before sampling
+    assert cli("sample", digits_run, "--n", 2, "--out", tmp_path / "new" / "dir" / "a.npz") == 0
+    assert (tmp_path / "new" / "dir" / "a.npz").exists()
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "new" / "dir" / "a.npz" / "b.npz"),
+                   "is a file, not a folder")
+    log = (digits_run / "log.csv").read_bytes()
+    for out in (digits_run / "x.npz", digits_run / "last"):
+        one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", out), "would write into the run")
+    assert (digits_run / "log.csv").read_bytes() == log and not (digits_run / "x.npz").exists()
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "s.csv"), "images are written as")
     # --out at a folder: said, and no temporary file is left beside it
     (tmp_path / "d.npz").mkdir()
-    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "d.npz"), "is a folder")
+    one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "d.npz"), "is an existing folder")
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
     for flags in (("--sigma-max", 1000), ("--sigma-min", 0.0001), ("--sigma-min", 5, "--sigma-max", 2)):
         one_line_error(capsys, cli("sample", digits_run, "--n", 2, *flags, "--out", tmp_path / "a.npz"), "training range")

@@ -108,3 +108,13 @@ def test_bad_restoration_input(digits_run, images, tmp_path, capsys):
     e(capsys, cli("inpaint", digits_run, "--images", d / "clean.npz", "--mask", "box:4", "--method", "tweedie",
                   "--out", tmp_path / "x.npz"), "Gaussian denoising")
     assert not (tmp_path / "x.npz").exists()
+    # checked before the restoration is spent: an existing output stays as it was
+    (tmp_path / "keep.npz").write_bytes(b"KEEP")
+    for extra, needle in ((("--truth", tmp_path / "big.npz"), "16x16"), (("--compare", tmp_path / "c.txt"), ".png"),
+                          (("--compare", tmp_path / "big.npz" / "c.png"), "is a file, not a folder"),
+                          (("--method", "dps", "--zeta", "nan"), "--zeta")):
+        e(capsys, cli("inpaint", digits_run, "--images", d / "clean.npz", "--mask", "box:4", "--steps", 2,
+                      "--out", tmp_path / "keep.npz", *extra), needle)
+    e(capsys, cli("denoise", digits_run, "--images", d / "noisy.npz", "--sigma", 0.1, "--out", d / "noisy.npz"),
+      "would overwrite an input")
+    assert (tmp_path / "keep.npz").read_bytes() == b"KEEP"

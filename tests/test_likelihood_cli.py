@@ -104,6 +104,28 @@ def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
     assert cli("nll", digits_run, "--data", tmp_path / "lab.npz", "--n", 1, "--class-labels", "--rtol", 1e-3,
                "--atol", 1e-3) == 0  # digits runs are class-conditional: p(x | 3)
     assert not (tmp_path / "o.csv").exists()  # nothing half-written
+    # an output that is the command's own input: refused, the input kept
+    np.savez(tmp_path / "lat.npz", latents=np.zeros((2, 2), np.float32))
+    before = (tmp_path / "lat.npz").read_bytes()
+    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "lat.npz", "--out", tmp_path / "lat.npz"), "overwrite an input")
+    e(capsys, cli("nll", toy_run, "--data", tmp_path / "nan.csv", "--csv", tmp_path / "nan.csv"), "overwrite an input")
+    assert (tmp_path / "lat.npz").read_bytes() == before and (tmp_path / "nan.csv").read_text().startswith("x0,x1\n1,2")
+    # a run whose weights are not finite: said, nothing written (its samples would be NaN rows or black images)
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    spoiled = tmp_path / "spoiled"
+    shutil.copytree(toy_run, spoiled)
+    ema = spoiled / "last" / "ema.safetensors"
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in load_file(ema).items()},
+              ema)
+    for args in (("sample", spoiled, "--n", 2, "--out", tmp_path / "s.csv"),
+                 ("decode", spoiled, "--latents", tmp_path / "lat.npz", "--out", tmp_path / "s.csv"),
+                 ("nll", spoiled, "--data", "toy:gmm8", "--n", 2)):
+        e(capsys, cli(*args), "NaN or infinite")
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_one_sample_json_has_null_standard_error(toy_run, capsys):

@@ -69,12 +69,15 @@ def cmd_sample(a):
         raise DiffusekitError(f"--grid must be a .png file, got {a.grid!r}")
     device = pick_device(a.device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
+    _check_outputs([("--out", a.out, a.out and _samples_out(a.out, run.codec.kind)), ("--grid", a.grid, "file")],
+                   runs=[a.run])
     knobs = sampler_knobs(a)
     labels = api.pick_labels(run.model_config, a.n, a.seed, a.class_label)
     x = api.sample(run.denoiser, run.model_config, a.n, sampler=a.sampler, steps=a.steps, grid=a.schedule,
                    temperature=a.temperature, seed=a.seed, labels=labels, guidance=a.guidance,
                    batch_size=a.batch_size, device=device, progress=not a.no_progress,
                    rho=a.rho, sigma_min=a.sigma_min, sigma_max=a.sigma_max, **knobs)
+    _check_finite(x, "samples")
     decoded = run.codec.decode(x)
     if a.out:
         api.save_samples(a.out, decoded, None if labels is None else labels.numpy(), run.codec.kind,
@@ -137,6 +140,8 @@ def cmd_nll(a):
     device = pick_device(a.device)
     rank = _init_distributed(device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
+    if rank == 0:
+        _check_outputs([("--csv", a.csv, "file")], inputs=[a.data], runs=[a.run])
     x, labels = _run_data(run, a.data, a.n)
     if a.class_labels:
         if labels is None:
@@ -156,6 +161,7 @@ def cmd_nll(a):
         r = nll(run.denoiser, run.model_config, run.codec, x, method=method, seed=a.seed, batch_size=a.batch_size,
                 labels=labels if a.class_labels else None, estimator=a.estimator, n_probes=a.probes, rtol=a.rtol,
                 atol=a.atol, n_levels=a.levels, device=device, progress=not a.no_progress and not a.json)
+        _check_finite(r["nats"], "likelihoods")
         (m, se), (b, bse) = summarize(r["nats"]), summarize(r["bits_per_dim"])
         name = "exact" if method == "ode" else "elbo"
         if len(x) < 2:  # no standard error from one sample (JSON null, not NaN)
@@ -183,6 +189,47 @@ def cmd_nll(a):
     print(f"units: {report['units']}" + (f"; per-sample values in {a.csv}" if a.csv else ""))
 
 
+def _check_outputs(outputs, inputs=(), runs=()):
+    """Every output path, before the work is spent and before anything is written. outputs: (flag, path, kind) with
+    kind "file" or "folder" (None: not given). Refused: a file where a folder goes or the reverse, an input of the same
+    command, anything inside a run it reads (its checkpoints, config, log). Missing parent folders are created."""
+    for flag, path, kind in outputs:
+        if not path:
+            continue
+        p = Path(path).resolve()
+        if p.exists() and p.is_dir() != (kind == "folder"):
+            raise DiffusekitError(f"{flag} {path} is an existing {'folder' if p.is_dir() else 'file'}; it must be a "
+                                  f"{kind} (nothing was written)")
+        if any(i and Path(i).resolve() == p for i in inputs):
+            raise DiffusekitError(f"{flag} {path} would overwrite an input of this command; choose another path "
+                                  f"(nothing was written)")
+        inside = [r for r in runs if r and Path(r).resolve() in (p, *p.parents)]
+        if inside:
+            raise DiffusekitError(f"{flag} {path} would write into the run {inside[0]}; choose another path "
+                                  f"(nothing was written)")
+        above = next(q for q in p.parents if q.exists())
+        if not above.is_dir():
+            raise DiffusekitError(f"{flag} {path}: {above} is a file, not a folder (nothing was written)")
+        (p if kind == "folder" else p.parent).mkdir(parents=True, exist_ok=True)
+
+
+def _samples_out(path, kind: str):
+    """What `api.save_samples` writes at `path` for a run of this data kind: "file" or "folder"."""
+    if path.endswith(".npz") or (kind == "vector" and path.endswith(".csv")):
+        return "file"
+    if kind == "vector":
+        raise DiffusekitError(f"--out must be a .csv or .npz file for a table, got {path!r}")
+    if os.path.splitext(path)[1].lower() in (".csv", ".json", ".txt", ".png", ".jpg", ".jpeg"):
+        raise DiffusekitError(f"--out {path}: images are written as an .npz file or a folder of PNGs")
+    return "folder"
+
+
+def _check_finite(x: torch.Tensor, what: str):
+    if not torch.isfinite(x).all():
+        raise DiffusekitError(f"the {what} are not finite (NaN or infinite): is the run's checkpoint sound, and are "
+                              f"the settings in range? (nothing was written)")
+
+
 def _check_batch_size(b: int):
     if b < 1:
         raise DiffusekitError(f"--batch-size must be at least 1, got {b}")
@@ -198,6 +245,7 @@ def cmd_encode(a):
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
     if not a.out.endswith(".npz"):
         raise DiffusekitError(f"--out must be a .npz file, got {a.out!r}")
+    _check_outputs([("--out", a.out, "file")], inputs=[a.data], runs=[a.run])
     x, _ = _run_data(run, a.data, a.n)
     m, zs, nfe, t0 = run.model_config, [], 0, time.time()
     D = unconditional(run.denoiser, m)
@@ -206,6 +254,7 @@ def cmd_encode(a):
                       rtol=a.rtol, atol=a.atol)
         zs.append(z.cpu())
         nfe += k * len(z)
+    _check_finite(torch.cat(zs), "latents")
     save_npz_atomic(a.out, latents=torch.cat(zs).numpy(), source=x.numpy(), method=np.array(a.method))
     print(f"wrote {len(x)} latents (unit variance, shape {tuple(x.shape[1:])}) to {a.out} "
           f"[{a.method}, {nfe / max(1, len(x)):.0f} network calls/sample, {time.time() - t0:.0f} s]")
@@ -220,6 +269,7 @@ def cmd_decode(a):
     device = pick_device(a.device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
     m = run.model_config
+    _check_outputs([("--out", a.out, _samples_out(a.out, run.codec.kind))], inputs=[a.latents], runs=[a.run])
     try:
         with np.load(a.latents) as f:
             if "latents" not in f:
@@ -237,6 +287,7 @@ def cmd_decode(a):
                       steps=a.steps, rtol=a.rtol, atol=a.atol)
         xs.append(x.cpu())
     x = torch.cat(xs)
+    _check_finite(x, "decoded samples")
     decoded = run.codec.decode(x)
     api.save_samples(a.out, decoded, kind=run.codec.kind, columns=getattr(run.codec, "columns", None))
     msg = f"wrote {len(x)} decoded samples to {a.out} [{a.method}, {time.time() - t0:.0f} s]"
@@ -303,8 +354,19 @@ def cmd_restore(a):
     out = a.out
     if not (out.endswith(".npz") or out.lower().endswith(".png") or not os.path.splitext(out)[1]):
         raise DiffusekitError(f"--out must be a .npz, a .png or a folder, got {out!r}")
+    if a.compare and not a.compare.lower().endswith(".png"):
+        raise DiffusekitError(f"--compare must be a .png file, got {a.compare!r}")
+    if a.zeta < 0 or not math.isfinite(a.zeta):
+        raise DiffusekitError(f"--zeta must be a finite number >= 0, got {a.zeta:g}")
+    _check_outputs([("--out", out, "file" if out.endswith(".npz") or out.lower().endswith(".png") else "folder"),
+                    ("--compare", a.compare, "file")], inputs=[a.images, a.truth], runs=[a.run])
     images = _read_images(a.images)
     op, y, sigma_y, given = _measurement(a, run, images)
+    truth = given
+    if a.truth:  # read before the restoration is spent and anything written
+        truth = run.codec.encode(_read_images(a.truth))
+        if len(truth) != len(y):
+            raise DiffusekitError(f"--truth holds {len(truth)} images but --images holds {len(y)}")
     mmse, sample = getattr(a, "mmse", False), getattr(a, "sample", False)
     if mmse and sample:
         raise DiffusekitError("choose one of --mmse (posterior mean) and --sample (posterior samples)")
@@ -322,6 +384,7 @@ def cmd_restore(a):
                 seed=a.seed, batch_size=a.batch_size, device=device, progress=not a.no_progress, zeta=a.zeta,
                 resample=a.resample, **knobs)
     seconds = time.time() - t0
+    _check_finite(x, "restorations")
     per_input = x.view(len(y), k, *x.shape[1:])
     mean, spread = per_input.mean(1), per_input.std(1) if k > 1 else None
     decoded = run.codec.decode(x)
@@ -344,11 +407,6 @@ def cmd_restore(a):
            + ("" if method == "tweedie" else f", {a.sampler}, {a.steps} steps") + f", {seconds / len(x):.2f} s/image]"
            f"\nmeasurement consistency: RMS(y - A x) = {float(rms.mean()) / 2:.4f} (image range [0, 1]; "
            f"noise sigma {sigma_y / 2:g})")
-    truth = given
-    if a.truth:
-        truth = run.codec.encode(_read_images(a.truth))
-        if len(truth) != len(y):
-            raise DiffusekitError(f"--truth holds {len(truth)} images but --images holds {len(y)}")
     if truth is not None and (a.truth or a.command != "inpaint"):
         to01 = lambda t: ((t.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)  # noqa: E731
         t = to01(truth)
@@ -402,18 +460,10 @@ def _scored(a):
     if getattr(a, "maps", None) and det.info["kind"] != "image":
         raise DiffusekitError("--maps draws per-pixel maps and is for images; tables get per-column contributions")
     outs = [("--out", a.out), ("--maps", getattr(a, "maps", None))]
+    _check_outputs([(f, p, "folder" if f == "--maps" or a.anomaly_command == "report" else "file") for f, p in outs],
+                   inputs=[a.data], runs=det.run_paths)
     for flag, path in outs:
-        if not path:
-            continue
-        p, is_dir = Path(path).resolve(), flag == "--maps" or a.anomaly_command == "report"
-        if p.exists() and p.is_dir() != is_dir:
-            raise DiffusekitError(f"{flag} {path} is an existing {'file' if is_dir else 'folder'}; it must be "
-                                  f"a {'folder' if is_dir else '.csv file'} (nothing was written)")
-        inside = [r for r in det.run_paths if r.resolve() in (p, *p.parents)]
-        if inside:
-            raise DiffusekitError(f"{flag} {path} would write into the detector's model {inside[0]}; choose another "
-                                  f"path (nothing was written)")
-        if p.exists() and Path(a.detector).resolve() in p.parents:
+        if path and Path(path).exists() and Path(a.detector).resolve() in Path(path).resolve().parents:
             raise DiffusekitError(f"{flag} {path} would overwrite a file of the detector; choose another path "
                                   f"(nothing was written)")
     _check_batch_size(a.batch_size)
@@ -548,6 +598,7 @@ def cmd_info(a):
 def cmd_evaluate(a):
     from .evaluate import Evaluator
 
+    _check_outputs([("--json", a.json, "file")], inputs=[a.samples, a.reference])
     ev = Evaluator(a.reference, cache_dir=a.cache_dir, n_boot=a.bootstrap, progress=True)
     result = ev(a.samples)
     text = json.dumps(result, indent=2)
