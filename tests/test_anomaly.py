@@ -231,7 +231,12 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
                       (json.dumps({**info, "n_calibration": "x"}), "n_calibration must be"),
                       (json.dumps({**info, "columns": None}), "must name its columns"),
                       (json.dumps({**info, "stats": {**st, "weights": {"profile": 1.0}}}), "same scores"),
-                      (json.dumps({**info, "stats": {**st, "profile_mean": st["profile_mean"][1:]}}), "profile_precision")):
+                      (json.dumps({**info, "stats": {**st, "profile_mean": st["profile_mean"][1:]}}), "profile_precision"),
+                      (json.dumps({**info, "stats": {**st, "profile_bins": 100}}), "profile_bins must be"),
+                      (json.dumps({**info, "stats": {**st, "mad": {**st["mad"], "profile": 0}}}), "mad must be positive"),
+                      (json.dumps({**info, "stats": {**st, "per_dim_std": [0.0] * len(st["per_dim_std"])}}), "per_dim_std"),
+                      (json.dumps({**info, "stats": {**st, "per_dim_mean": [0.0], "per_dim_std": [1.0]}}), "per dimension"),
+                      (json.dumps({**info, "draws": 0}), "draws must be"), (json.dumps({**info, "seed": "x"}), "seed must be")):
         (tmp_path / "bad" / "detector.json").write_text(text)
         e(capsys, cli("anomaly", "score", tmp_path / "bad", "--data", tmp_path / "normal.csv", "--out", tmp_path / "s.csv",
                       "--fpr", 0.1), msg)

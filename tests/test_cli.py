@@ -109,6 +109,11 @@ BAD_TRAIN = [
     (["--data", "digits", "--channel-mults", "1,x"], "comma-separated"),
     (["--data", "digits", "--channel-mults", "1,2,2,2,2"], "not divisible"),
     (["--data", "toy:moons", "--attn-resolutions", "4"], "U-Net settings"),
+    (["--data", "toy:moons", "--weight-decay", "-1"], "--weight-decay"),
+    (["--data", "toy:moons", "--grad-clip", "nan"], "--grad-clip"),
+    (["--data", "toy:moons", "--warmup-steps", "-1"], "--warmup-steps"),
+    (["--data", "digits", "--image-size", "100000"], "--image-size"),
+    (["--data", "digits", "--channels", "100000"], "--channels"),
 ]
 
 
@@ -205,6 +210,18 @@ def test_corrupt_checkpoint(digits_run, tmp_path, capsys):
     model = run / "last" / "ema.safetensors"
     model.write_bytes(model.read_bytes()[:1000])  # truncated
     one_line_error(capsys, cli("sample", run, "--n", 2, "--out", tmp_path / "a.npz"), "corrupt or truncated")
+    # a damaged state.json, log or config: one line, not a traceback (a damaged log alone leaves the run usable)
+    model.write_bytes((digits_run / "last" / "ema.safetensors").read_bytes())
+    state = (run / "last" / "state.json").read_text()
+    (run / "last" / "state.json").write_text('{"step": "x"}')
+    one_line_error(capsys, cli("info", run), "lacks a whole step count")
+    (run / "last" / "state.json").write_text(state)
+    (run / "log.csv").write_text("step,loss,img_per_s\n5,abc,1\n")
+    assert cli("info", run) == 0 and "log.csv is damaged" in capsys.readouterr().out
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["model"]["kind"]
+    (run / "config.json").write_text(json.dumps(cfg))
+    one_line_error(capsys, cli("info", run), "config.json is damaged")
     (run / "config.json").write_text("{not json")
     one_line_error(capsys, cli("info", run), "not valid json")
     assert (digits_run / "last" / "ema.safetensors").stat().st_size > 1000  # the original is untouched

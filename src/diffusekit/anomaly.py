@@ -441,9 +441,20 @@ def _check_info(info):
         raise ValueError("stats.weights, stats.median and stats.mad must name the same scores")
     if not all(isinstance(st[k][c], (int, float)) for k in ("weights", "median", "mad") for c in names):
         raise ValueError("stats.weights, stats.median and stats.mad must hold numbers")
+    if not all(0 < st["mad"][c] < math.inf for c in names):
+        raise ValueError("stats.mad must be positive (each score's spread)")
     d = len(st["profile_mean"])
     if len(st["profile_precision"]) != d or any(len(row) != d for row in st["profile_precision"]):
         raise ValueError(f"stats.profile_precision must be {d} x {d} (stats.profile_mean has {d} levels)")
+    if st.get("profile_bins", d) != d:
+        raise ValueError(f"stats.profile_bins must be {d} (stats.profile_mean has {d} levels)")
+    for k, lo, hi in (("seed", 0, 2**63 - 1), ("draws", 1, 64)):
+        v = info.get(k, lo)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"{k} must be an integer in {lo}-{hi}, got {v!r}")
+    std = st.get("per_dim_std", [1.0])
+    if len(st.get("per_dim_mean", std)) != len(std) or not all(isinstance(v, (int, float)) and v > 0 for v in std):
+        raise ValueError("stats.per_dim_mean and stats.per_dim_std must be of one length, the spreads positive")
     if info.get("kind") == "vector" and not info.get("columns"):
         raise ValueError("a table detector must name its columns")
 
@@ -490,7 +501,12 @@ class Detector:
             raise DiffusekitError(f"{f} is corrupt: {e}") from None
         if missing:
             raise DiffusekitError(f"{f} is incomplete: no {', '.join(missing)}")
-        return cls(Path(path), load_ensemble(runs, device=device), info, device)
+        run = load_ensemble(runs, device=device)
+        dims = math.prod(run.model_config.in_shape)
+        if len(info["stats"].get("per_dim_std", [0] * dims)) != dims:
+            raise DiffusekitError(f"{f} is corrupt: stats.per_dim_std must hold one spread per dimension ({dims}) "
+                                  f"of its model")
+        return cls(Path(path), run, info, device)
 
     @classmethod
     def fit(cls, data, out, *, run_path=None, data_spec="data", minutes=3.0, steps=0, preset=None, holdout=None, seed=0,

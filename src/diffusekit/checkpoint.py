@@ -29,6 +29,7 @@ def atomic_path(path, suffix=""):
     the extension a writer insists on (np.savez appends ".npz")."""
     if os.path.isdir(path):
         raise DiffusekitError(f"{path} is a folder; give a file name to write")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}{suffix}"
     try:
         yield tmp
@@ -49,6 +50,12 @@ def save_npz_atomic(path, **arrays):
 
     with atomic_path(path, ".npz") as tmp:
         np.savez(tmp, **arrays)
+
+
+def save_image_atomic(image, path):
+    """A PIL image, its format from the extension of `path`."""
+    with atomic_path(path, os.path.splitext(str(path))[1]) as tmp:
+        image.save(tmp)
 
 
 def write_csv_atomic(path, header, rows, exact=False):
@@ -108,6 +115,11 @@ def load_checkpoint(path, stems=("model", "ema")):
     missing = [s for s in stems if s not in tensors]
     if missing:
         raise DiffusekitError(f"checkpoint {path} lacks {', '.join(m + '.safetensors' for m in missing)}")
+    try:  # the counters every reader uses, checked once here
+        meta["step"] = int(meta["step"])
+        meta["nimg"], meta["elapsed"] = int(meta.get("nimg", 0)), float(meta.get("elapsed", 0.0))
+    except (TypeError, KeyError, ValueError):
+        raise DiffusekitError(f"corrupt checkpoint {path}: its state.json lacks a whole step count") from None
     return tensors, meta
 
 
@@ -164,7 +176,10 @@ def load_run(path, checkpoint: str = "last", ema: bool = True, device="cpu") -> 
     """Load a run's denoiser (EMA weights by default), codec and config, ready to sample."""
     path = Path(path)
     cfg = read_run_config(path)
-    mcfg = ModelConfig.from_dict(cfg["model"])
+    try:
+        mcfg, codec = ModelConfig.from_dict(cfg["model"]), codec_from_dict(cfg["codec"])
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise DiffusekitError(f"{path / 'config.json'} is damaged: its model or codec cannot be read ({e})") from None
     denoiser = build_denoiser(mcfg)
     tensors, meta = load_checkpoint(path / checkpoint)
     try:
@@ -173,7 +188,7 @@ def load_run(path, checkpoint: str = "last", ema: bool = True, device="cpu") -> 
         raise DiffusekitError(f"checkpoint {path / checkpoint} does not match the run's model: "
                               f"{str(e).splitlines()[0]}") from None
     denoiser.eval().requires_grad_(False).to(device)
-    return Run(path, cfg, mcfg, codec_from_dict(cfg["codec"]), denoiser, int(meta.get("step", 0)),
+    return Run(path, cfg, mcfg, codec, denoiser, meta["step"],
                list(cfg.get("class_names", [])))
 
 

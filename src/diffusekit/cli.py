@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from . import api
-from .checkpoint import load_checkpoint, load_run, save_npz_atomic, write_csv_atomic, write_text_atomic
+from .checkpoint import (load_checkpoint, load_run, save_image_atomic, save_npz_atomic, write_csv_atomic,
+                         write_text_atomic)
 from .errors import DiffusekitError
 from .likelihood import unconditional
 from .samplers import DEFAULT_SAMPLER, SAMPLERS
@@ -84,7 +85,7 @@ def cmd_sample(a):
                          columns=getattr(run.codec, "columns", None))
         print(f"wrote {a.n} samples to {a.out}")
     if a.grid:
-        picture(decoded[:256] if run.codec.kind == "image" else decoded, run.codec.kind).save(a.grid)
+        save_image_atomic(picture(decoded[:256] if run.codec.kind == "image" else decoded, run.codec.kind), a.grid)
         print(f"wrote grid {a.grid}")
     if a.report:
         _report_nll(run, x, labels, a, device)
@@ -192,7 +193,7 @@ def cmd_nll(a):
 def _check_outputs(outputs, inputs=(), runs=()):
     """Every output path, before the work is spent and before anything is written. outputs: (flag, path, kind) with
     kind "file" or "folder" (None: not given). Refused: a file where a folder goes or the reverse, an input of the same
-    command, anything inside a run it reads (its checkpoints, config, log). Missing parent folders are created."""
+    command, anything inside a run it reads (its checkpoints, config, log). Missing folders are made when written."""
     for flag, path, kind in outputs:
         if not path:
             continue
@@ -210,7 +211,8 @@ def _check_outputs(outputs, inputs=(), runs=()):
         above = next(q for q in p.parents if q.exists())
         if not above.is_dir():
             raise DiffusekitError(f"{flag} {path}: {above} is a file, not a folder (nothing was written)")
-        (p if kind == "folder" else p.parent).mkdir(parents=True, exist_ok=True)
+        if not os.access(above, os.W_OK):
+            raise DiffusekitError(f"{flag} {path}: cannot write in {above} (nothing was written)")
 
 
 def _samples_out(path, kind: str):
@@ -395,7 +397,7 @@ def cmd_restore(a):
         if out.lower().endswith(".png"):
             from PIL import Image
 
-            Image.fromarray(decoded[0, ..., 0] if decoded.shape[-1] == 1 else decoded[0]).save(out)
+            save_image_atomic(Image.fromarray(decoded[0, ..., 0] if decoded.shape[-1] == 1 else decoded[0]), out)
         else:
             api.save_samples(out, decoded)
         if k > 1:
@@ -429,7 +431,7 @@ def _compare_figure(path, run, op, y, per_input, mean, spread, truth, task):
         rows += [mean[:n], spread[:n] / spread[:n].amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8) * 2 - 1]
     if truth is not None:
         rows.append(truth[:n])
-    image_grid(run.codec.decode(torch.cat(rows)), nrow=n, scale=max(1, 64 // run.codec.size)).save(path)
+    save_image_atomic(image_grid(run.codec.decode(torch.cat(rows)), nrow=n, scale=max(1, 64 // run.codec.size)), path)
 
 
 def cmd_anomaly_fit(a):
@@ -591,7 +593,11 @@ def cmd_info(a):
         rows = log.read_text().strip().splitlines()
         if len(rows) > 1:
             last = dict(zip(rows[0].split(","), rows[-1].split(",")))
-            lines.append(f"last log     step {last['step']}, loss {float(last['loss']):.4f}, {last['img_per_s']} img/s")
+            try:
+                lines.append(f"last log     step {int(last['step'])}, loss {float(last['loss']):.4f}, "
+                             f"{float(last['img_per_s']):.0f} img/s")
+            except (KeyError, ValueError):  # the run is usable without its log
+                lines.append(f"last log     unreadable: {log} is damaged")
     print("\n".join(lines))
 
 
@@ -860,6 +866,12 @@ def main(argv=None):
         # our own errors, and files that cannot be read or written (missing folder, full disk, corrupt zip)
         msg = str(e) if isinstance(e, DiffusekitError) else f"{type(e).__name__}: {e}"
         print(f"diffusekit {args.command}: error: {msg}", file=sys.stderr)
+        sys.exit(1)
+    except (MemoryError, RuntimeError) as e:  # allocation failures only: any other RuntimeError is a bug to see
+        if not isinstance(e, MemoryError) and not any(s in str(e) for s in ("allocate memory", "out of memory")):
+            raise
+        print(f"diffusekit {args.command}: error: out of memory ({str(e).splitlines()[0][:200]}); try a smaller "
+              f"--batch-size or model", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"diffusekit {args.command}: interrupted", file=sys.stderr)

@@ -91,10 +91,14 @@ class TrainConfig(Config):
         check(0 <= self.label_dropout < 1, f"--label-dropout must be in [0, 1), got {self.label_dropout}")
         check(self.ema_halflife_kimg >= 0 and self.ema_rampup >= 0, "EMA half-life and ramp-up must be >= 0")
         check(self.p_std > 0, "p_std must be positive")
-        check(self.sigma_data >= 0 and self.image_size >= 0, "sigma_data and image_size must be >= 0")
+        check(self.sigma_data >= 0 and 0 <= self.image_size <= 1024, "--sigma-data must be >= 0 and --image-size in 0-1024")
+        check(0 <= self.weight_decay < math.inf, f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        check(0 <= self.grad_clip < math.inf, f"--grad-clip must be a finite number >= 0 (0: none), got {self.grad_clip}")
+        check(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
         check(self.log_every >= 1 and self.ckpt_every >= 1 and self.sample_every >= 0, "log/ckpt/sample intervals must be positive")
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        check(self.channels >= 0 and self.num_res_blocks >= 0, "--channels and --num-res-blocks must be >= 0")
+        check(0 <= self.channels <= 4096 and 0 <= self.num_res_blocks <= 16,
+              "--channels must be in 0-4096 and --num-res-blocks in 0-16")
         check(self.eval_every >= 0 and self.eval_samples >= 4, "--eval-every must be >= 0 and --eval-samples >= 4")
         check(self.min_snr_gamma > 0, f"--min-snr-gamma must be positive, got {self.min_snr_gamma}")
 

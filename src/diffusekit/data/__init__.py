@@ -37,6 +37,9 @@ class Data:
         return len(self.x)
 
 
+MAX_CLASSES = 10_000
+
+
 def load_data(spec: str, image_size: int | None = None, categorical=()) -> Data:
     """Load a data spec; raises DiffusekitError with a one-line message on any problem. categorical: CSV columns
     read as categories whatever their cells look like (new rows for a model whose column is categorical: a batch
@@ -183,6 +186,9 @@ def _npz(path: str) -> Data:
         if labels.ndim != 1 or len(labels) != len(a) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
             raise DiffusekitError(f"{path}: arr_1 must hold one integer label >= 0 per sample "
                                   f"({len(a)}), got shape {labels.shape} of {labels.dtype}")
+        if labels.max() >= MAX_CLASSES:  # each class is a row of the network's embedding
+            raise DiffusekitError(f"{path}: arr_1 holds label {int(labels.max())}; labels are classes 0 to "
+                                  f"{MAX_CLASSES - 1}")
     names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
     if a.ndim == 2:
         if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
