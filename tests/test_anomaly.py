@@ -184,6 +184,8 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
       "at least 1")
     e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--run",
                   tmp_path / "det" / "run", "--models", 2), "--run once per run")
+    e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--run",
+                  tmp_path / "det" / "run", "--minutes", 5), "--minutes is a training setting")
     e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--batch-size", 0),
       "at least 1")
     e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det3", "--seed", -1), ">= 0")

@@ -337,3 +337,4 @@ def test_evaluate_needs_four_samples(tmp_path, capsys):
     few = tmp_path / "few.npz"
     np.savez(few, arr_0=np.zeros((3, 8, 8, 1), np.uint8))
     one_line_error(capsys, cli("evaluate", few, "--reference", "digits"), "at least 4")
+    one_line_error(capsys, cli("evaluate", few, "--reference", "digits", "--bootstrap", 0), "--bootstrap")

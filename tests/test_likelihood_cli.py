@@ -82,6 +82,8 @@ def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
     # NaN in a table, and a table with the wrong number of columns
     (tmp_path / "nan.csv").write_text("x0,x1\n1,2\nnan,3\n")
     e(capsys, cli("nll", toy_run, "--data", tmp_path / "nan.csv"), "nan")
+    (tmp_path / "swapped.csv").write_text("x1,x0\n1,2\n")  # read by position, so scored wrong without the check
+    e(capsys, cli("nll", toy_run, "--data", tmp_path / "swapped.csv"), "same names in another order")
     (tmp_path / "three.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
     e(capsys, cli("encode", toy_run, "--data", tmp_path / "three.csv", "--out", tmp_path / "l.npz"), "rows of 3 columns", "2")
     e(capsys, cli("encode", toy_run, "--data", "toy:gmm8", "--out", tmp_path / "l.txt"), ".npz")

@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import check_columns
 from .errors import DiffusekitError
 from .samplers import PerSampleNoise
 
@@ -670,14 +671,8 @@ class Detector:
         run = self.run
         if data.codec.kind != run.codec.kind:
             raise DiffusekitError(f"the data hold {data.codec.kind}s but the detector models {run.codec.kind}s")
-        cols = self.info.get("columns")
-        if cols and getattr(data.codec, "columns", None) != cols:
-            got = data.codec.columns
-            missing, extra = [c for c in cols if c not in got], [c for c in got if c not in cols]
-            what = (f"missing {', '.join(map(repr, missing))}" if missing else "") + \
-                   ("; " if missing and extra else "") + (f"unexpected {', '.join(map(repr, extra))}" if extra else "")
-            raise DiffusekitError("the columns differ from those the detector was fit on: " + (what or "same names in "
-                                  "another order: " + ", ".join(got)))
+        if self.info.get("columns"):
+            check_columns(data.codec.columns, self.info["columns"], "the detector was fit on")
         unseen = []
         if run.codec.kind == "vector":
             return run.codec.encode(data.codec.decode(data.x), unseen=unseen), unseen

@@ -108,7 +108,7 @@ def _report_nll(run, x, labels, a, device):
 
 def _run_data(run, spec: str, n: int):
     """A data spec in the run's model space (encoded by the run's own codec), its first n samples (0: all)."""
-    from .data import load_data
+    from .data import check_columns, load_data
 
     if n < 0:
         raise DiffusekitError(f"--n must be >= 0 (0: all), got {n}")
@@ -121,6 +121,7 @@ def _run_data(run, spec: str, n: int):
         if len(data.codec.columns) != len(run.codec.columns):
             raise DiffusekitError(f"{spec} has rows of {len(data.codec.columns)} columns; this run models "
                                   f"{len(run.codec.columns)} ({', '.join(run.codec.columns)})")
+        check_columns(data.codec.columns, run.codec.columns, "the run was trained on")
         return run.codec.encode(data.codec.decode(x)), labels
     want = tuple(run.model_config.in_shape)
     if tuple(x.shape[1:]) != want:
@@ -439,10 +440,17 @@ def cmd_anomaly_fit(a):
 
     out = Path(a.out)
     _check_batch_size(a.batch_size)
+    if a.run:  # settings of a training that --run skips: said, not ignored
+        given = [flag for flag, v in (("--minutes", a.minutes), ("--steps", a.steps or None), ("--preset", a.preset),
+                                      ("--holdout", a.holdout)) if v is not None]
+        if given:
+            raise DiffusekitError(f"{given[0]} is a training setting; with --run the model is trained already "
+                                  f"(and all of --data is held out)")
     from .data import load_data
 
     data = load_data(a.data)
-    det = Detector.fit(data, out, run_path=a.run, data_spec=a.data, minutes=a.minutes, preset=a.preset,
+    det = Detector.fit(data, out, run_path=a.run, data_spec=a.data, minutes=3.0 if a.minutes is None else a.minutes,
+                       preset=a.preset,
                        steps=a.steps, holdout=a.holdout, seed=a.seed, models=a.models, batch_size=a.batch_size,
                        features=a.features, device=a.device, progress=not a.no_progress)
     i = det.info
@@ -791,7 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="detector folder")
     f.add_argument("--run", action="append", help="reuse this trained run (then all of --data is held out for fit + "
                    "calibration); repeat it to score with the mean of several runs of the same data")
-    f.add_argument("--minutes", type=float, default=3.0, help="training budget when no --run (shared by the models)")
+    f.add_argument("--minutes", type=float, default=None,
+                   help="training budget when no --run (shared by the models; default 3)")
     f.add_argument("--models", type=int, default=None,
                    help="models to train, with different seeds, and score with as one (their mean denoiser); default 3 "
                         "for tables, 1 for images")

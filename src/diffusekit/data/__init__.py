@@ -65,6 +65,17 @@ def load_data(spec: str, image_size: int | None = None, categorical=()) -> Data:
                           "a folder of images, a .npz or a .csv file")
 
 
+def check_columns(got, expected, what: str):
+    """A table's columns must be `expected`, by name and in order (they are read by position): say which differ."""
+    if list(got) == list(expected):
+        return
+    missing, extra = [c for c in expected if c not in got], [c for c in got if c not in expected]
+    diff = "; ".join(s for s in (missing and f"missing {', '.join(map(repr, missing))}",
+                                 extra and f"unexpected {', '.join(map(repr, extra))}") if s)
+    raise DiffusekitError(f"the columns differ from those {what}: " + (diff or "same names in another order: "
+                                                                       + ", ".join(got)))
+
+
 def split_column(data: Data, name: str) -> tuple[Data, np.ndarray]:
     """(the table without column `name`, that column's values): a label column kept out of the features."""
     cols = list(getattr(data.codec, "columns", None) or [])
