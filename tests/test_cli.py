@@ -198,8 +198,11 @@ def test_bad_sample_input(digits_run, tmp_path, capsys):
                    "no checkpoint")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2), "nothing to write")
     # argparse's own errors (unknown sampler / option) also exit non-zero with a one-line message
-    assert cli("sample", digits_run, "--sampler", "plms", "--out", tmp_path / "a.npz") == 2
-    assert cli("sample", digits_run, "--frobnicate") == 2
+    capsys.readouterr()
+    for args in (("--sampler", "plms", "--out", tmp_path / "a.npz"), ("--frobnicate",)):
+        assert cli("sample", digits_run, *args) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--help)" in err, err
 
 
 def test_corrupt_checkpoint(digits_run, tmp_path, capsys):

@@ -688,8 +688,15 @@ def sampler_knobs(a) -> dict:
     return {k: getattr(a, k) for k in names if getattr(a, k) is not None}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is said in one line (as every other error is), pointing at --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="diffusekit", description="Train diffusion models and sample from them.")
+    p = OneLineParser(prog="diffusekit", description="Train diffusion models and sample from them.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on a data spec (or --resume a run)")
