@@ -170,6 +170,10 @@ def test_bad_data_files(tmp_path, capsys):
     z = tmp_path / "z.npz"
     np.savez(z, arr_0=np.zeros((0, 8, 8, 1), np.uint8))
     one_line_error(capsys, cli("train", "--data", z, "--out", tmp_path / "r6", "--steps", 2), "no samples")
+    np.savez(z, arr_0=np.ones((5, 2)) + 1j)
+    one_line_error(capsys, cli("train", "--data", z, "--out", tmp_path / "r7", "--steps", 2), "complex")
+    np.savez(z, arr_0=np.ones((5, 2)), arr_1=np.full(5, 10**9))  # a class per label: would build a billion classes
+    one_line_error(capsys, cli("train", "--data", z, "--out", tmp_path / "r8", "--steps", 2), "labels are classes 0 to")
 
 
 def test_image_folder_with_classes(tmp_path):

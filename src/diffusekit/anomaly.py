@@ -671,8 +671,9 @@ class Detector:
         run = self.run
         if data.codec.kind != run.codec.kind:
             raise DiffusekitError(f"the data hold {data.codec.kind}s but the detector models {run.codec.kind}s")
-        if self.info.get("columns"):
-            check_columns(data.codec.columns, self.info["columns"], "the detector was fit on")
+        if self.info.get("columns"):  # while fitting, "columns" are those of the run's codec
+            check_columns(data.codec.columns, self.info["columns"],
+                          "the detector was fit on" if "calibration" in self.info else "its model was trained on")
         unseen = []
         if run.codec.kind == "vector":
             return run.codec.encode(data.codec.decode(data.x), unseen=unseen), unseen

@@ -159,7 +159,8 @@ class Run:
 def read_run_config(path) -> dict:
     path = Path(path)
     if not path.is_dir():
-        raise DiffusekitError(f"run directory {path} does not exist")
+        raise DiffusekitError(f"{path} is a file, not a run directory" if path.exists() else
+                              f"run directory {path} does not exist")
     cfg_path = path / "config.json"
     if not cfg_path.exists():
         raise DiffusekitError(f"{path} is not a run directory (no config.json)")

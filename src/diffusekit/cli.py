@@ -272,11 +272,15 @@ def cmd_decode(a):
     device = pick_device(a.device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
     m = run.model_config
+    if not a.latents.endswith(".npz"):
+        raise DiffusekitError(f"--latents must be an .npz file written by diffusekit encode, got {a.latents!r}")
     _check_outputs([("--out", a.out, _samples_out(a.out, run.codec.kind))], inputs=[a.latents], runs=[a.run])
     try:
         with np.load(a.latents) as f:
             if "latents" not in f:
                 raise DiffusekitError(f"{a.latents} has no 'latents' array (write it with diffusekit encode)")
+            if np.iscomplexobj(f["latents"]):
+                raise DiffusekitError(f"{a.latents}: the latents are complex numbers; give real ones")
             z = torch.from_numpy(np.asarray(f["latents"], dtype=np.float32))
             source = torch.from_numpy(f["source"].astype(np.float32)) if "source" in f else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

@@ -188,6 +188,8 @@ def read_npz(path) -> tuple:
         raise DiffusekitError(f"cannot read {path}: {e}") from None
     if len(a) == 0 or a.size == 0:
         raise DiffusekitError(f"{path} holds no samples")
+    if np.iscomplexobj(a):  # a cast would drop the imaginary part with only a warning
+        raise DiffusekitError(f"{path}: arr_0 holds complex numbers; give real ones")
     return a, labels
 
 
