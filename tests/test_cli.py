@@ -113,6 +113,7 @@ BAD_TRAIN = [
     (["--data", "toy:moons", "--grad-clip", "nan"], "--grad-clip"),
     (["--data", "toy:moons", "--warmup-steps", "-1"], "--warmup-steps"),
     (["--data", "digits", "--image-size", "100000"], "--image-size"),
+    (["--data", "digits", "--image-size", "12"], "resizes a folder of images"),
     (["--data", "digits", "--channels", "100000"], "--channels"),
 ]
 

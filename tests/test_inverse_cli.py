@@ -44,7 +44,8 @@ def test_inpaint_methods_and_files(digits_run, images, tmp_path, method):
     mask[:, 4:] = 255  # fill the right half
     Image.fromarray(mask).save(tmp_path / "mask.png")
     assert cli("inpaint", digits_run, "--images", tmp_path / "in.png", "--mask", tmp_path / "mask.png", "--out",
-               tmp_path / "out.png", "--method", method, "--steps", 3, "--resample", 2, "--no-progress") == 0
+               tmp_path / "out.png", "--method", method, "--steps", 3, *(["--resample", 2] if method == "repaint" else []),
+               "--no-progress") == 0
     out = np.asarray(Image.open(tmp_path / "out.png"))
     assert out.shape == (8, 8)
     if method == "repaint":
@@ -117,4 +118,9 @@ def test_bad_restoration_input(digits_run, images, tmp_path, capsys):
                       "--out", tmp_path / "keep.npz", *extra), needle)
     e(capsys, cli("denoise", digits_run, "--images", d / "noisy.npz", "--sigma", 0.1, "--out", d / "noisy.npz"),
       "would overwrite an input")
+    # options the chosen method does not read: said, not ignored
+    e(capsys, cli("denoise", digits_run, "--images", d / "noisy.npz", "--sigma", 0.1, "--steps", 7, "--out",
+                  tmp_path / "keep.npz"), "--steps does not apply to --method tweedie")
+    e(capsys, cli("inpaint", digits_run, "--images", d / "clean.npz", "--mask", "box:4", "--zeta", 2, "--out",
+                  tmp_path / "keep.npz"), "--zeta is an option of --method dps")
     assert (tmp_path / "keep.npz").read_bytes() == b"KEEP"

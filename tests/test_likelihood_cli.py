@@ -76,6 +76,9 @@ def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
     e(capsys, cli("nll", digits_run, "--data", "digits", "--atol", 1), "tolerances")
     e(capsys, cli("nll", digits_run, "--data", "digits", "--probes", 0, "--estimator", "rademacher"), "--probes")
     e(capsys, cli("nll", digits_run, "--data", "digits", "--method", "elbo", "--levels", 0), "--levels")
+    e(capsys, cli("nll", digits_run, "--data", "digits", "--method", "elbo", "--probes", 3), "--probes is an option of the exact")
+    e(capsys, cli("nll", digits_run, "--data", "digits", "--levels", 8), "--levels is an option of the ELBO")
+    e(capsys, cli("encode", toy_run, "--data", "toy:gmm8", "--out", tmp_path / "l.npz", "--steps", 5), "--steps is for --method ddim")
     e(capsys, cli("nll", digits_run, "--data", "digits", "--n", -1), "--n")
     e(capsys, cli("nll", digits_run, "--data", tmp_path / "missing.npz"), "cannot read")
     assert cli("nll", digits_run, "--data", "digits", "--method", "exactly") == 2  # argparse: unknown choice

@@ -140,6 +140,11 @@ def cmd_nll(a):
     from .likelihood import nll, summarize
 
     device = pick_device(a.device)
+    if a.method == "elbo":
+        _unused(a, ("--estimator", "--probes", "--rtol", "--atol"), "is an option of the exact likelihood (--method ode "
+                "or both)")
+    if a.method == "ode":
+        _unused(a, ("--levels",), "is an option of the ELBO (--method elbo or both)")
     rank = _init_distributed(device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
     if rank == 0:
@@ -233,9 +238,23 @@ def _check_finite(x: torch.Tensor, what: str):
                               f"the settings in range? (nothing was written)")
 
 
+def _unused(a, flags, why: str):
+    """Options given on the command line that the chosen method does not read: said, not silently ignored."""
+    used = [f for f in flags if f in a.given]
+    if used:
+        raise DiffusekitError(f"{used[0]} {why}")
+
+
 def _check_batch_size(b: int):
     if b < 1:
         raise DiffusekitError(f"--batch-size must be at least 1, got {b}")
+
+
+def _check_flow_options(a):
+    if a.method == "ode":
+        _unused(a, ("--steps",), "is for --method ddim; the adaptive ODE takes --rtol / --atol")
+    else:
+        _unused(a, ("--rtol", "--atol"), "are for --method ode; DDIM takes --steps")
 
 
 def cmd_encode(a):
@@ -244,6 +263,7 @@ def cmd_encode(a):
     from .likelihood import encode
 
     _check_batch_size(a.batch_size)
+    _check_flow_options(a)
     device = pick_device(a.device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
     if not a.out.endswith(".npz"):
@@ -269,6 +289,7 @@ def cmd_decode(a):
     from .likelihood import decode
 
     _check_batch_size(a.batch_size)
+    _check_flow_options(a)
     device = pick_device(a.device)
     run = load_run(a.run, a.checkpoint, ema=not a.no_ema, device=device)
     m = run.model_config
@@ -381,6 +402,13 @@ def cmd_restore(a):
         raise DiffusekitError(f"--method {a.method} contradicts --{'sample' if sample else 'mmse'}")
     # defaults from benchmarks/RESULTS.md: RePaint restores masks, down-sampling and blur best
     method = a.method or ("sample" if sample else "tweedie" if a.command == "denoise" else "repaint")
+    if method == "tweedie":
+        _unused(a, ("--sampler", "--steps", "--temperature", "--eta", "--churn", "--s-tmin", "--s-tmax",
+                    "--predictor-order", "--corrector-order"), "does not apply to --method tweedie (one denoiser "
+                "call, no sampler)")
+    for flag, only in (("--zeta", "dps"), ("--resample", "repaint")):
+        if method != only:
+            _unused(a, (flag,), f"is an option of --method {only}; the method here is {method}")
     k = a.n_samples
     if out.lower().endswith(".png") and len(y) * k > 1:
         raise DiffusekitError(f"--out {out} holds one image but there are {len(y) * k} restorations; use .npz or a folder")
@@ -879,6 +907,7 @@ def _leave_process_group():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args.given = {str(t).split("=", 1)[0] for t in (sys.argv[1:] if argv is None else argv) if str(t).startswith("--")}
     try:
         args.func(args)
         _leave_process_group()

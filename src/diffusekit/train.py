@@ -92,6 +92,8 @@ class TrainConfig(Config):
         check(self.ema_halflife_kimg >= 0 and self.ema_rampup >= 0, "EMA half-life and ramp-up must be >= 0")
         check(self.p_std > 0, "p_std must be positive")
         check(self.sigma_data >= 0 and 0 <= self.image_size <= 1024, "--sigma-data must be >= 0 and --image-size in 0-1024")
+        check(not self.image_size or not self.data or os.path.isdir(self.data),
+              f"--image-size resizes a folder of images; {self.data} has its own size")
         check(0 <= self.weight_decay < math.inf, f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         check(0 <= self.grad_clip < math.inf, f"--grad-clip must be a finite number >= 0 (0: none), got {self.grad_clip}")
         check(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
