@@ -566,6 +566,8 @@ def cmd_anomaly_score(a):
             top = torch.argsort(z, descending=True)[:3]
             row += ["; ".join(f"{cols[j]} {float(z[j]):+.1f}" for j in top.tolist()), "; ".join(unseen_by_row.get(i, []))]
         rows.append(row)
+    if a.maps:  # made before the scores are written: a folder that cannot be made leaves an earlier scores file
+        os.makedirs(a.maps, exist_ok=True)
     write_csv_atomic(a.out, head, rows)
     msg = (f"scored {len(x)} samples -> {a.out}: {int(flags.sum())} flagged at --fpr {a.fpr:g} "
            f"(conformal p-value <= {a.fpr:g}; on normal data the flagged fraction is at most about {a.fpr:g})")
@@ -575,7 +577,6 @@ def cmd_anomaly_score(a):
     if a.maps:
         from PIL import Image
 
-        os.makedirs(a.maps, exist_ok=True)
         heat = r["per_dim_z"].mean(1).clamp(0, 5) / 5  # channel mean, 0 to 5 fit-split standard deviations
         for i, h in enumerate(heat):
             Image.fromarray((h * 255).round().byte().numpy()).save(os.path.join(a.maps, f"{i:06d}.png"))
