@@ -114,6 +114,7 @@ BAD_TRAIN = [
     (["--data", "toy:moons", "--warmup-steps", "-1"], "--warmup-steps"),
     (["--data", "digits", "--image-size", "100000"], "--image-size"),
     (["--data", "digits", "--image-size", "12"], "resizes a folder of images"),
+    (["--data", "digits", "--attn-resolutions", "3"], "not a resolution of this U-Net (8, 4, 2)"),
     (["--data", "digits", "--channels", "100000"], "--channels"),
 ]
 

@@ -143,6 +143,16 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
                        num_classes=data.num_classes if cond else 0,
                        time_conditioning="vp" if cfg.noise == "vp" else "log", vp_schedule=cfg.vp_schedule,
                        dropout=cfg.dropout, overrides=net_overrides(cfg, data.codec.kind))
+    attn = mcfg.overrides.get("attn_resolutions")
+    if attn:  # checked here, for new runs only: a preset's list covers several image sizes
+        from .nets import UNET_PRESETS
+
+        mults = mcfg.overrides.get("channel_mults", UNET_PRESETS.get(cfg.preset, {}).get("channel_mults", ()))
+        have = [data.codec.shape[1] // 2 ** level for level in range(len(mults))]
+        absent = [r for r in attn if r not in have]
+        if absent and have:
+            raise DiffusekitError(f"--attn-resolutions {absent[0]} is not a resolution of this U-Net "
+                                  f"({', '.join(map(str, have))})")
     if cfg.noise == "vp":
         mcfg.use_vp_range()
     return mcfg
