@@ -209,11 +209,11 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
     log = tmp_path / "det" / "run" / "log.csv"
     before = log.read_bytes()
     (tmp_path / "adir.csv").mkdir()
-    for out, what in ((log, "would write into the run"), (tmp_path / "det" / "run" / "new.csv", "into the run"),
+    for out, what in ((log, "would write into the run"), (tmp_path / "det" / "run" / "last" / "new.csv", "into the run"),
                       (tmp_path / "adir.csv", "existing folder")):
         e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", out, "--fpr", 0.1),
           what)
-    assert log.read_bytes() == before and not (tmp_path / "det" / "run" / "new.csv").exists()
+    assert log.read_bytes() == before and not (tmp_path / "det" / "run" / "last" / "new.csv").exists()
     (tmp_path / "afile").write_text("x")
     e(capsys, cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column", "malignant",
                   "--out", tmp_path / "afile", "--fpr", 0.1), "existing file")

@@ -264,9 +264,10 @@ def test_more_bad_sample_options(digits_run, tmp_path, capsys):
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "new" / "dir" / "a.npz" / "b.npz"),
                    "is a file, not a folder")
     log = (digits_run / "log.csv").read_bytes()
-    for out in (digits_run / "x.npz", digits_run / "last"):
+    # a run's own files and folders, or the run folder itself as a folder of PNGs (files beside them are fine)
+    for out in (digits_run / "samples" / "x.npz", digits_run / "last", digits_run):
         one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", out), "would write into the run")
-    assert (digits_run / "log.csv").read_bytes() == log and not (digits_run / "x.npz").exists()
+    assert (digits_run / "log.csv").read_bytes() == log and not (digits_run / "samples" / "x.npz").exists()
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--out", tmp_path / "s.csv"), "images are written as")
     # --out at a folder: said, and no temporary file is left beside it
     (tmp_path / "d.npz").mkdir()

@@ -118,6 +118,10 @@ def test_bad_restoration_input(digits_run, images, tmp_path, capsys):
                       "--out", tmp_path / "keep.npz", *extra), needle)
     e(capsys, cli("denoise", digits_run, "--images", d / "noisy.npz", "--sigma", 0.1, "--out", d / "noisy.npz"),
       "would overwrite an input")
+    (tmp_path / "inp").mkdir()
+    Image.fromarray(a[0, ..., 0]).save(tmp_path / "inp" / "000000.png")  # the name a folder of outputs would reuse
+    e(capsys, cli("denoise", digits_run, "--images", tmp_path / "inp" / "000000.png", "--sigma", 0.1, "--out",
+                  tmp_path / "inp"), "would overwrite an input")
     # options the chosen method does not read: said, not ignored
     e(capsys, cli("denoise", digits_run, "--images", d / "noisy.npz", "--sigma", 0.1, "--steps", 7, "--out",
                   tmp_path / "keep.npz"), "--steps does not apply to --method tweedie")

@@ -196,10 +196,16 @@ def cmd_nll(a):
     print(f"units: {report['units']}" + (f"; per-sample values in {a.csv}" if a.csv else ""))
 
 
+# what a run folder holds (train.py writes them): outputs of other commands may sit beside them, never over them
+RUN_ENTRIES = ("config.json", "log.csv", "eval.csv", "last", "best", "samples", "evaluator", ".last.old", ".best.old")
+
+
 def _check_outputs(outputs, inputs=(), runs=()):
     """Every output path, before the work is spent and before anything is written. outputs: (flag, path, kind) with
-    kind "file" or "folder" (None: not given). Refused: a file where a folder goes or the reverse, an input of the same
-    command, anything inside a run it reads (its checkpoints, config, log). Missing folders are made when written."""
+    kind "file" or "folder" (None: not given). Refused: a file where a folder goes or the reverse; an input of the
+    same command, or (for a folder) one inside it; a run's own files, or the run folder itself as a folder of
+    outputs. Missing folders are made when written."""
+    given = [Path(i).resolve() for i in inputs if i and os.path.exists(i)]
     for flag, path, kind in outputs:
         if not path:
             continue
@@ -207,14 +213,14 @@ def _check_outputs(outputs, inputs=(), runs=()):
         if p.exists() and p.is_dir() != (kind == "folder"):
             raise DiffusekitError(f"{flag} {path} is an existing {'folder' if p.is_dir() else 'file'}; it must be a "
                                   f"{kind} (nothing was written)")
-        if any(i and Path(i).resolve() == p for i in inputs):
+        if any(i == p or (kind == "folder" and p in i.parents) for i in given):
             raise DiffusekitError(f"{flag} {path} would overwrite an input of this command; choose another path "
                                   f"(nothing was written)")
-        inside = [r for r in runs if r and Path(r).resolve() in (p, *p.parents)]
-        if inside:
-            raise DiffusekitError(f"{flag} {path} would write into the run {inside[0]}; choose another path "
-                                  f"(nothing was written)")
-        above = next(q for q in p.parents if q.exists())
+        for r in (Path(r).resolve() for r in runs if r):
+            if (p == r and kind == "folder") or (r in p.parents and p.relative_to(r).parts[0] in RUN_ENTRIES):
+                raise DiffusekitError(f"{flag} {path} would write into the run {r}'s own files; choose another path "
+                                      f"(nothing was written)")
+        above = p if p.is_dir() else next(q for q in p.parents if q.exists())
         if not above.is_dir():
             raise DiffusekitError(f"{flag} {path}: {above} is a file, not a folder (nothing was written)")
         if not os.access(above, os.W_OK):
@@ -254,7 +260,7 @@ def _check_flow_options(a):
     if a.method == "ode":
         _unused(a, ("--steps",), "is for --method ddim; the adaptive ODE takes --rtol / --atol")
     else:
-        _unused(a, ("--rtol", "--atol"), "are for --method ode; DDIM takes --steps")
+        _unused(a, ("--rtol", "--atol"), "is for --method ode; DDIM takes --steps")
 
 
 def cmd_encode(a):
@@ -722,7 +728,11 @@ def sampler_knobs(a) -> dict:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad command line is said in one line (as every other error is), pointing at --help."""
+    """argparse, but a bad command line is said in one line (as every other error is), pointing at --help; options
+    are spelled out (no prefixes), so that `args.given` names every option given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

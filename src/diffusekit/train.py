@@ -92,8 +92,6 @@ class TrainConfig(Config):
         check(self.ema_halflife_kimg >= 0 and self.ema_rampup >= 0, "EMA half-life and ramp-up must be >= 0")
         check(self.p_std > 0, "p_std must be positive")
         check(self.sigma_data >= 0 and 0 <= self.image_size <= 1024, "--sigma-data must be >= 0 and --image-size in 0-1024")
-        check(not self.image_size or not self.data or os.path.isdir(self.data),
-              f"--image-size resizes a folder of images; {self.data} has its own size")
         check(0 <= self.weight_decay < math.inf, f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         check(0 <= self.grad_clip < math.inf, f"--grad-clip must be a finite number >= 0 (0: none), got {self.grad_clip}")
         check(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
@@ -133,6 +131,23 @@ def net_overrides(cfg: TrainConfig, kind: str) -> dict:
     return o
 
 
+def check_new_run(cfg: TrainConfig, data):
+    """Settings a new run must not ignore silently (runs saved before these checks may hold them, and still resume)."""
+    if cfg.image_size and not os.path.isdir(cfg.data):
+        raise DiffusekitError(f"--image-size resizes a folder of images; {cfg.data} has its own size")
+    attn = net_overrides(cfg, data.codec.kind).get("attn_resolutions")
+    if attn:  # a preset's own list covers several image sizes, so only a list given here is checked
+        from .nets import UNET_PRESETS
+
+        mults = _int_list("channel-mults", cfg.channel_mults) if cfg.channel_mults else \
+            UNET_PRESETS.get(cfg.preset, {}).get("channel_mults", ())
+        have = [data.codec.shape[1] // 2 ** level for level in range(len(mults))]
+        absent = [r for r in attn if r not in have]
+        if absent and have:
+            raise DiffusekitError(f"--attn-resolutions {absent[0]} is not a resolution of this U-Net "
+                                  f"({', '.join(map(str, have))})")
+
+
 def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
     cond = cfg.class_cond == "on" or (cfg.class_cond == "auto" and data.labels is not None)
     if cond and data.labels is None:
@@ -143,16 +158,6 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
                        num_classes=data.num_classes if cond else 0,
                        time_conditioning="vp" if cfg.noise == "vp" else "log", vp_schedule=cfg.vp_schedule,
                        dropout=cfg.dropout, overrides=net_overrides(cfg, data.codec.kind))
-    attn = mcfg.overrides.get("attn_resolutions")
-    if attn:  # checked here, for new runs only: a preset's list covers several image sizes
-        from .nets import UNET_PRESETS
-
-        mults = mcfg.overrides.get("channel_mults", UNET_PRESETS.get(cfg.preset, {}).get("channel_mults", ()))
-        have = [data.codec.shape[1] // 2 ** level for level in range(len(mults))]
-        absent = [r for r in attn if r not in have]
-        if absent and have:
-            raise DiffusekitError(f"--attn-resolutions {absent[0]} is not a resolution of this U-Net "
-                                  f"({', '.join(map(str, have))})")
     if cfg.noise == "vp":
         mcfg.use_vp_range()
     return mcfg
@@ -196,6 +201,8 @@ class Trainer:
         self.data = load_data(cfg.data, cfg.image_size or None)
         if len(self.data) == 0:
             raise DiffusekitError(f"{cfg.data} holds no samples")
+        if not resume:
+            check_new_run(cfg, self.data)
         self.mcfg = model_config_for(cfg, self.data)
         exists = (self.out / "config.json").exists()
         if self.world > 1:  # every rank must decide before rank 0 writes config.json
