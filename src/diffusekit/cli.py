@@ -283,8 +283,9 @@ def cmd_encode(a):
                       rtol=a.rtol, atol=a.atol)
         zs.append(z.cpu())
         nfe += k * len(z)
-    _check_finite(torch.cat(zs), "latents")
-    save_npz_atomic(a.out, latents=torch.cat(zs).numpy(), source=x.numpy(), method=np.array(a.method))
+    z = torch.cat(zs)
+    _check_finite(z, "latents")
+    save_npz_atomic(a.out, latents=z.numpy(), source=x.numpy(), method=np.array(a.method))
     print(f"wrote {len(x)} latents (unit variance, shape {tuple(x.shape[1:])}) to {a.out} "
           f"[{a.method}, {nfe / max(1, len(x)):.0f} network calls/sample, {time.time() - t0:.0f} s]")
 
@@ -306,9 +307,10 @@ def cmd_decode(a):
         with np.load(a.latents) as f:
             if "latents" not in f:
                 raise DiffusekitError(f"{a.latents} has no 'latents' array (write it with diffusekit encode)")
-            if np.iscomplexobj(f["latents"]):
+            z = f["latents"]
+            if np.iscomplexobj(z):
                 raise DiffusekitError(f"{a.latents}: the latents are complex numbers; give real ones")
-            z = torch.from_numpy(np.asarray(f["latents"], dtype=np.float32))
+            z = torch.from_numpy(np.asarray(z, dtype=np.float32))
             source = torch.from_numpy(f["source"].astype(np.float32)) if "source" in f else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DiffusekitError(f"cannot read {a.latents}: {e}") from None
@@ -478,17 +480,13 @@ def cmd_anomaly_fit(a):
 
     out = Path(a.out)
     _check_batch_size(a.batch_size)
-    if a.run:  # settings of a training that --run skips: said, not ignored
-        given = [flag for flag, v in (("--minutes", a.minutes), ("--steps", a.steps or None), ("--preset", a.preset),
-                                      ("--holdout", a.holdout)) if v is not None]
-        if given:
-            raise DiffusekitError(f"{given[0]} is a training setting; with --run the model is trained already "
-                                  f"(and all of --data is held out)")
+    if a.run:
+        _unused(a, ("--minutes", "--steps", "--preset", "--holdout"), "is a training setting; with --run the model is "
+                "trained already (and all of --data is held out)")
     from .data import load_data
 
     data = load_data(a.data)
-    det = Detector.fit(data, out, run_path=a.run, data_spec=a.data, minutes=3.0 if a.minutes is None else a.minutes,
-                       preset=a.preset,
+    det = Detector.fit(data, out, run_path=a.run, data_spec=a.data, minutes=a.minutes, preset=a.preset,
                        steps=a.steps, holdout=a.holdout, seed=a.seed, models=a.models, batch_size=a.batch_size,
                        features=a.features, device=a.device, progress=not a.no_progress)
     i = det.info
@@ -849,8 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="detector folder")
     f.add_argument("--run", action="append", help="reuse this trained run (then all of --data is held out for fit + "
                    "calibration); repeat it to score with the mean of several runs of the same data")
-    f.add_argument("--minutes", type=float, default=None,
-                   help="training budget when no --run (shared by the models; default 3)")
+    f.add_argument("--minutes", type=float, default=3.0, help="training budget when no --run (shared by the models)")
     f.add_argument("--models", type=int, default=None,
                    help="models to train, with different seeds, and score with as one (their mean denoiser); default 3 "
                         "for tables, 1 for images")
