@@ -343,6 +343,20 @@ def test_device_cuda_without_cuda(digits_run, tmp_path, capsys):
                    "no CUDA")
 
 
+def test_out_of_memory_is_one_line(monkeypatch, capsys):
+    import diffusekit.cli as c
+
+    def allocate(a):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
+                           "to allocate 160000000000 bytes.")
+
+    monkeypatch.setattr(c, "cmd_info", allocate)
+    one_line_error(capsys, cli("info", "anything"), "out of memory", "--batch-size")
+    monkeypatch.setattr(c, "cmd_info", lambda a: 1 / 0)  # any other error is a bug to see, not dressed as one line
+    with pytest.raises(ZeroDivisionError):
+        cli("info", "anything")
+
+
 def test_evaluate_needs_four_samples(tmp_path, capsys):
     few = tmp_path / "few.npz"
     np.savez(few, arr_0=np.zeros((3, 8, 8, 1), np.uint8))

@@ -98,6 +98,10 @@ def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
     np.savez(tmp_path / "other.npz", x=np.zeros((2, 2)))
     e(capsys, cli("decode", toy_run, "--latents", tmp_path / "other.npz", "--out", tmp_path / "o.csv"), "no 'latents'")
     e(capsys, cli("decode", toy_run, "--latents", tmp_path / "absent.npz", "--out", tmp_path / "o.csv"), "cannot read")
+    np.savez(tmp_path / "complex.npz", latents=np.ones((2, 2)) + 1j)
+    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "complex.npz", "--out", tmp_path / "o.csv"), "complex")
+    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "three.csv", "--out", tmp_path / "o.csv"), "must be an .npz")
+    e(capsys, cli("info", tmp_path / "three.csv"), "is a file, not a run directory")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     e(capsys, cli("decode", toy_run, "--latents", tmp_path / "junk.npz", "--out", tmp_path / "o.csv"), "cannot read")
     e(capsys, cli("encode", toy_run, "--data", "toy:gmm8", "--n", 2, "--out", tmp_path / "l.npz", "--method", "ddim",
