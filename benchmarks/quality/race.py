@@ -1,7 +1,7 @@
 """The quality race on Fashion-MNIST: same wall-clock training budget, one system at a time, 1,000 samples each,
 FCD / KID / precision / recall by our evaluator against the 10,000 test images.
 
-    python benchmarks/race.py --minutes 15 --systems diffusekit diffusers   # writes benchmarks/results/race_<M>min.json
+    python benchmarks/quality/race.py --minutes 15 --systems diffusekit diffusers   # writes benchmarks/results/race_<M>min.json
 
 Systems (all unconditional):
 - diffusekit: our default recipe (`diffusekit train --data fashion-mnist --class-cond off`, plus the flags given
@@ -11,7 +11,7 @@ Systems (all unconditional):
   schedule with 500 warm-up steps, EMAModel (inv_gamma 1, power 3/4, max decay 0.9999), batch 16 -- with the U-Net
   scaled to 28x28 and to about our parameter count; sampled with its DDIMScheduler (50 steps) and
   DPMSolverMultistepScheduler (20 steps).
-- ddpm: denoising-diffusion-pytorch (lucidrains), its Trainer's defaults, DDIM 50 steps (benchmarks/peer_ddpm.py).
+- ddpm: denoising-diffusion-pytorch (lucidrains), its Trainer's defaults, DDIM 50 steps (benchmarks/quality/peer_ddpm.py).
   It needs torchvision, so it runs in its own virtual environment, built on first use in runs/venv-ddpm with
   `pip install torch==2.14.1 torchvision==0.29.1 denoising-diffusion-pytorch` (never mixed into ours).
 """
@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent  # benchmarks/quality (peer_ddpm.py is beside this script)
+RESULTS = ROOT.parent / "results"  # benchmarks/results
 N_SAMPLES = 1000
 
 
@@ -162,7 +163,7 @@ def main():
     N_SAMPLES = a.n_samples
     out = Path(a.out) / f"{a.minutes:g}min"
     out.mkdir(parents=True, exist_ok=True)
-    res_path = ROOT / "results" / f"race_{a.minutes:g}min.json"
+    res_path = RESULTS / f"race_{a.minutes:g}min.json"
     report = json.loads(res_path.read_text()) if res_path.exists() else {}
     from diffusekit.evaluate import Evaluator
 

@@ -1,6 +1,6 @@
 """FCD against training time: the race's systems at the 15- and 60-minute budgets, from results/race_<M>min.json.
 
-    python benchmarks/plot_race.py        # writes benchmarks/results/race_fcd_vs_minutes.png
+    python benchmarks/quality/plot_race.py        # writes benchmarks/results/race_fcd_vs_minutes.png
 
 Ours: the default recipe's runs without bf16 (15 minutes: the 'sde' rerun; 60 minutes: the 'fp32' run).
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from plots import line_plot
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
 SERIES = {
     "diffusekit, dpmpp-2m-sde, 20 calls": {15: "diffusekit dpmpp-2m-sde 20 NFE [sde]", 60: "diffusekit dpmpp-2m-sde 20 NFE [fp32]"},
     "diffusekit, dpmpp-2m, 20 calls": {15: "diffusekit dpmpp-2m 20 NFE [sde]", 60: "diffusekit dpmpp-2m 20 NFE [fp32]"},

@@ -1,7 +1,7 @@
 """torch.compile vs eager for the training step (the real Trainer.train_step, small preset, batch 128, 28x28):
 median img/s of 15 steps after 3 warm-up, eager, compiled, eager again. Prints; writes nothing.
 
-    python benchmarks/bench_compile.py
+    python benchmarks/experiments/bench_compile.py
 """
 import os, statistics, tempfile, time, numpy as np, torch
 from diffusekit.train import TrainConfig, Trainer

@@ -1,6 +1,6 @@
 """Few-step sampling: FCD against network calls (NFE) for every sampler, on one trained Fashion-MNIST run.
 
-    python benchmarks/bench_nfe.py RUN [--n 500] [--nfe 5 10 20 50] [--samplers ...] [--ancestral 1000] [--device cuda]
+    python benchmarks/quality/bench_nfe.py RUN [--n 500] [--nfe 5 10 20 50] [--samplers ...] [--ancestral 1000] [--device cuda]
                                        [--rho R] [--sigma-min S] [--sigma-max S] [--eta E]
 
 Writes benchmarks/results/nfe.json and benchmarks/results/nfe.png (FCD vs NFE, one line per sampler), or to --results.
@@ -20,7 +20,7 @@ from diffusekit.evaluate import Evaluator
 from diffusekit.samplers import KNOBS, SAMPLERS, steps_for_nfe
 from plots import line_plot
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
 
 
 def main():

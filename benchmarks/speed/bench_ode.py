@@ -1,6 +1,6 @@
 """Wall-clock of the exact likelihood (probability-flow ODE) on a trained run: seconds and network evaluations.
 
-    python benchmarks/bench_ode.py RUN --data SPEC [--n 256] [--batch-size 256] [--rtol 1e-5] [--probes 1] [--json F]
+    python benchmarks/speed/bench_ode.py RUN --data SPEC [--n 256] [--batch-size 256] [--rtol 1e-5] [--probes 1] [--json F]
 
 Scores the first --n samples of --data with `likelihood.nll` (the same call as `diffusekit nll`), and prints the
 seconds, the mean NFE per sample and the batch's largest (the solver's calls when every call evaluated the whole

@@ -1,7 +1,7 @@
 """Where the tables' AUROC is lost: label-free alternatives to the detector's combination, and the model's memorising.
 
-    python benchmarks/ablate_tables.py combos runs/e0 runs/e1 ...      # detectors written by bench_anomaly.py tables
-    python benchmarks/ablate_tables.py memorising wine [--seed S] [--all-rows]
+    python benchmarks/anomaly/ablate_tables.py combos runs/e0 runs/e1 ...      # detectors written by bench_anomaly.py tables
+    python benchmarks/anomaly/ablate_tables.py memorising wine [--seed S] [--all-rows]
 
 combos: for every table detector under the given --out folders of `bench_anomaly.py tables`, the raw scores of its
 fit split (the held-out normal rows its statistics were fitted on) and of the benchmark's test rows are computed once
@@ -11,7 +11,7 @@ no label) and its AUROC taken on the test rows. All without the nearest-neighbou
 profile's distance counts only errors above the normal mean); as it was fitted before (two-sided); the two-sided
 profile's Gaussian with 1, 2, 4 or 8 dimensions (adjacent levels averaged) instead of `profile_bins`; the profile replaced by its one-sided level (the
 mean log error over the levels, larger = less normal); without the profile; each component alone. Writes
-results/anomaly_tables_ablation.json.
+benchmarks/results/anomaly_tables_ablation.json.
 
 memorising: trains one model (the detector's network and split, `--seed`) for 6,500 steps (about what each of the
 three models of a 3-minute detector gets here) and reports, along the way, the EMA model's denoising loss on its

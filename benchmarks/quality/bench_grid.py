@@ -2,7 +2,7 @@
 sigma_min, rho), eta and the noise window [s_tmin, s_tmax] at a fixed NFE, selected on one seed's samples; then the
 chosen settings and the library's default sampler are both run at every NFE of --check-nfe on held-out seeds.
 
-    python benchmarks/bench_grid.py RUN [--nfe 10] [--sampler sa-solver] [--axes ...] [--start JSON] [--n 1000]
+    python benchmarks/quality/bench_grid.py RUN [--nfe 10] [--sampler sa-solver] [--axes ...] [--start JSON] [--n 1000]
                                         [--select-seed 0] [--check-seeds 1 2] [--check-nfe 10 20 50 100]
                                         [--baseline-nfe ...] [--device cpu]
 
@@ -22,7 +22,7 @@ from diffusekit import load_run, sample
 from diffusekit.evaluate import Evaluator
 from diffusekit.samplers import DEFAULT_SAMPLER, KNOBS, steps_for_nfe
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
 # searched in this order (sa-solver's orders first: they decide whether few steps are stable at all)
 AXES = {"predictor_order": [1, 2, 3], "corrector_order": [0, 2, 4],
         "sigma_max": [None, 40.0, 20.0, 10.0, 5.0], "sigma_min": [None, 0.01, 0.03, 0.1],

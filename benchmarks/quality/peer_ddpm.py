@@ -1,6 +1,6 @@
 """The denoising-diffusion-pytorch peer of the race; runs in its own virtual environment (race.py builds it).
 
-    VENV/bin/python benchmarks/peer_ddpm.py MINUTES TRAIN.npy OUT.npz N_SAMPLES
+    VENV/bin/python benchmarks/quality/peer_ddpm.py MINUTES TRAIN.npy OUT.npz N_SAMPLES
 
 Its recommended recipe, its defaults wherever it has one: Unet + GaussianDiffusion (1000 steps, its default
 objective pred_v and sigmoid beta schedule), the loop of its Trainer (Adam lr 1e-4, betas 0.9/0.99, batch 16,

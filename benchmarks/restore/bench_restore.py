@@ -1,6 +1,6 @@
 """Restoration figures (issue 5): our methods against the classical tools, on the same degraded images.
 
-    python benchmarks/bench_restore.py RUN [--n 500] [--tasks inpaint-box ...] [--quick]
+    python benchmarks/restore/bench_restore.py RUN [--n 500] [--tasks inpaint-box ...] [--quick]
 
 RUN is a trained Fashion-MNIST run (the default recipe). The test images are a seeded random subset (seed 0) of
 the Fashion-MNIST test split; the degradations are made with diffusekit's own operators in [0, 1] image units:
@@ -36,7 +36,7 @@ from diffusekit.likelihood import unconditional
 from diffusekit.metrics import psnr, ssim
 from diffusekit.viz import image_grid
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
 TASKS = ("inpaint-box", "inpaint-random", "sr2", "sr4", "denoise-0.1", "denoise-0.2", "deblur")
 
 

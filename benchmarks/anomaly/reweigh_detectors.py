@@ -1,7 +1,7 @@
 """The combination's weight rules compared on fitted image detectors, without refitting or rescoring them.
 
-    python benchmarks/reweigh_detectors.py oneclass RUNS [--classes 8 0 ...]   # detectors of oneclass_detector_cpu.py
-    python benchmarks/reweigh_detectors.py ood DETECTOR Z_NPZ                   # a detector of bench_anomaly.py ood
+    python benchmarks/anomaly/reweigh_detectors.py oneclass RUNS [--classes 8 0 ...]   # detectors of oneclass_detector_cpu.py
+    python benchmarks/anomaly/reweigh_detectors.py ood DETECTOR Z_NPZ                   # a detector of bench_anomaly.py ood
 
 A detector's component z-scores do not depend on its weights (the medians and MADs come from the fit split), so the
 AUROC another rule would give is the labelled z-scores it saved (z.npz) times that rule's weights. The weights need
@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 import diffusekit.anomaly as A
 from diffusekit.data import Data, load_data
 
-RESULTS = Path(__file__).parent / "results" / "reweigh"
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "reweigh"  # benchmarks/results/reweigh
 
 
 def fit_z(det, data, cache: Path):

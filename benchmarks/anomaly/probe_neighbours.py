@@ -1,6 +1,6 @@
 """The nearest-neighbour score alone, on the Fashion-MNIST one-class protocol, on CPU.
 
-    python benchmarks/probe_neighbours.py [--minutes 3] [--classes 8 0 1 ...]
+    python benchmarks/anomaly/probe_neighbours.py [--minutes 3] [--classes 8 0 1 ...]
 
 For each class c: train a model (`TrainConfig` defaults, --minutes, class-conditioning off) on the 4,200 images of
 c that `anomaly fit` would train on (seed 0: the first 70% of a seeded permutation), then the AUROC over the whole
@@ -55,7 +55,7 @@ def main():
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--classes", type=int, nargs="+", default=[8, 0, 1, 2, 3, 4, 5, 6, 7, 9])
     p.add_argument("--out", type=Path, default=Path("runs/probe-neighbours"))
-    p.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--results", type=Path, default=Path(__file__).resolve().parent.parent / "results")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a TrainConfig field for the trainings, e.g. --set warmup_steps=20 --set bf16=true")
     a = p.parse_args()

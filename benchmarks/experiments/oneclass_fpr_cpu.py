@@ -1,8 +1,8 @@
 """Realised false-positive rate of a one-class detector on every normal test image of its class, on CPU.
 
-    python benchmarks/oneclass_fpr_cpu.py CLASSES [RUNS]   # e.g. 2,0 runs/probe-neighbours
+    python benchmarks/experiments/oneclass_fpr_cpu.py CLASSES [RUNS]   # e.g. 2,0 runs/probe-neighbours
 
-Reads the detectors `oneclass_detector_cpu.py` built (RUNS/class{c}/detector) and scores the 1,000 Fashion-MNIST
+Reads the detectors `benchmarks/anomaly/oneclass_detector_cpu.py` built (RUNS/class{c}/detector) and scores the 1,000 Fashion-MNIST
 test images of class c (all normal), flagging p <= 0.01 and p <= 0.05 against the detector's own calibration scores.
 `oneclass_detector_cpu.py` checks the rate on its seeded 1,000 test images of all classes (about 100 normal ones per
 class), too few to tell a 1% rule from a 2% one. About 4 minutes per class on 2 CPU cores. One JSON line per class."""

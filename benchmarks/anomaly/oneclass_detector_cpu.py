@@ -1,6 +1,6 @@
 """The one-class protocol at the detector level, on CPU, around the models `probe_neighbours.py` trained.
 
-    python benchmarks/oneclass_detector_cpu.py N_TEST CLASSES [RUNS]   # e.g. 1000 8,0 runs/probe-neighbours
+    python benchmarks/anomaly/oneclass_detector_cpu.py N_TEST CLASSES [RUNS]   # e.g. 1000 8,0 runs/probe-neighbours
 
 For each class: the detector `anomaly fit` would have built had it trained that model itself (seed 0: the model
 trained on the first 70% of the seeded permutation, which `fit` holds out the rest of: 900 images fit the scores,

@@ -1,6 +1,6 @@
 """Training throughput (samples/s) of the presets, by default on Fashion-MNIST-shaped batches, fp32 and bf16.
 
-    python benchmarks/bench_train.py [--presets small base] [--steps 20] [--data toy:gmm8 --precisions fp32]
+    python benchmarks/speed/bench_train.py [--presets small base] [--steps 20] [--data toy:gmm8 --precisions fp32]
 
 Runs the real Trainer.train_step (loss, backward, clipping, AdamW, EMA) on 28x28 data (or any --data spec);
 reports the median of timed steps after warm-up, and the machine load. Writes --json
@@ -26,7 +26,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--data", default="", help="a data spec (default: random 28x28x1 images with labels)")
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
-    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "train_throughput.json"))
+    p.add_argument("--json", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results",
+                                                  "train_throughput.json"))
     a = p.parse_args()
     rng = np.random.default_rng(0)
     rows = []
