@@ -1,10 +1,20 @@
-"""diffusekit: diffusion models for real work. Everything talks to one denoiser D(x, sigma) in sigma space."""
-from .api import pick_labels, sample, sigma_grid
-from .checkpoint import Run, load_run
-from .errors import DiffusekitError
-from .precond import Denoiser, from_diffusers, guided
-from .samplers import SAMPLERS, generate
+"""diffusekit: diffusion models for real work. Everything talks to one denoiser D(x, sigma) in sigma space.
 
-__all__ = ["Denoiser", "DiffusekitError", "Run", "SAMPLERS", "from_diffusers", "generate", "guided", "load_run",
-           "pick_labels", "sample", "sigma_grid"]
-__version__ = "0.1.0"
+    import diffusekit as dk
+    run = dk.train("digits", out="runs/digits", minutes=3)      # or dk.load(path); arrays and DataFrames too
+    images = run.sample(16, temperature=0.8, label=3)
+    det = dk.AnomalyDetector.fit(normal_rows, minutes=3)
+    result = det.score(incoming)
+
+docs/ has a page per capability; docs/design.md the architecture.
+"""
+from .detector import AnomalyDetector
+from .errors import DiffusekitError
+from .evaluate import evaluate
+from .precond import Denoiser, from_diffusers, guided, unconditional
+from .run import Latents, Likelihood, Restoration, Run, load, train
+from .samplers import SAMPLERS, SampleConfig, generate
+
+__all__ = ["AnomalyDetector", "Denoiser", "DiffusekitError", "Latents", "Likelihood", "Restoration", "Run", "SAMPLERS",
+           "SampleConfig", "evaluate", "from_diffusers", "generate", "guided", "load", "train", "unconditional"]
+__version__ = "0.2.0"

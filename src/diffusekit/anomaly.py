@@ -67,7 +67,10 @@ import torch
 
 from .data import check_columns
 from .errors import DiffusekitError
-from .samplers import PerSampleNoise
+from .likelihood import NLLConfig, nll
+from .precond import unconditional
+from .runtime import map_batches, sample_seeds
+from .samplers import PerSampleNoise, sample_ddim
 
 ANOMALY_STREAM = 2  # seed stream for the probes' noise (independent of sampling and likelihood draws)
 # Corrected for complexity (images): the one-sided errors. The profile's Mahalanobis distance is two-sided: it already
@@ -107,8 +110,6 @@ def error_profile(D, x, levels, seeds):
 @torch.no_grad()
 def reconstruct(D, x, start: float, seeds, steps: int = 8):
     """Noise x to `start`, then deterministic DDIM (Euler in sigma) back to 0 on a geometric grid."""
-    from .samplers import sample_ddim
-
     sig = torch.cat([torch.logspace(math.log10(start), math.log10(start / 50), steps), torch.zeros(1)])
     return sample_ddim(D, x + start * _noise(x, seeds), sig)
 
@@ -161,30 +162,21 @@ def neighbour_distance(q: torch.Tensor, reference: torch.Tensor, k: int = NEIGHB
     return torch.cat(out).double()
 
 
-def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, device="cpu", progress=False,
-               with_representation=False):
+def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progress=False, with_representation=False):
     """Every raw score of samples x (model space), each error averaged over `draws` noise draws: dict name -> [N], the
-    per-dimension error [N, ...] (on the CPU; the network runs on `device`), for images the PNG complexity, and with
-    `with_representation` the network's representation [N, F] (absent if it has none)."""
-    from tqdm.auto import tqdm
-
-    from .api import sample_seeds
-    from .likelihood import nll, unconditional
-
-    m = run.model_config
+    per-dimension error [N, ...] (on the CPU; the network runs on the run's device), for images the PNG complexity,
+    and with `with_representation` the network's representation [N, F] (absent if it has none)."""
+    m, device = run.model_config, run.device
     D = unconditional(run.denoiser, m)
     levels = noise_levels(m)
     starts = (0.25 * m.sigma_data, 0.6 * m.sigma_data)
-    cols = {"profile": [], "reconstruction": [], "per_dim": []}
-    if features is not None:
-        cols["reconstruction_features"] = []
-    reps = []
-    for i in tqdm(range(0, len(x), batch_size), disable=not progress, desc="scoring", unit="batch"):
-        xb = x[i:i + batch_size].to(device)
-        acc = {}
+
+    def batch(idx, _):
+        xb = x[idx].to(device)
+        acc, rep = {}, None
         f0 = features(xb) if features is not None else None
         for j in range(draws):  # draw 0 keeps the stream of single-draw detectors
-            seeds = sample_seeds(seed, len(xb), i, stream=ANOMALY_STREAM + 1000 * j)
+            seeds = sample_seeds(seed, len(xb), int(idx[0]), stream=ANOMALY_STREAM + 1000 * j)
             one = {}
             one["profile"], one["per_dim"] = error_profile(D, xb, levels, seeds)
             recs = [reconstruct(D, xb, s, seeds) for s in starts]
@@ -195,21 +187,20 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, device
                     [(features(r) - f0).pow(2).mean(1).clamp_min(1e-12).log() for r in recs], 1).mean(1)
             acc = {k: acc.get(k, 0) + v / draws for k, v in one.items()}
             if with_representation and j == 0:
-                reps.append(representation(run, xb, seeds))
-        for k, v in acc.items():
-            cols[k].append(v)
-    out = {k: torch.cat(v).double().cpu() for k, v in cols.items()}
-    if reps and reps[0] is not None:
-        out["representation"] = torch.cat(reps).cpu()
+                rep = representation(run, xb, seeds)
+        return acc if rep is None else {**acc, "representation": rep}
+
+    out = {k: v.double() if k != "representation" else v for k, v in
+           map_batches(batch, len(x), batch_size, desc="scoring", progress=progress).items()}
     if run.codec.kind == "image":  # the ELBO (16 stratified levels; 784 dimensions average its noise) less complexity
-        lik = nll(run.denoiser, m, run.codec, x, method="elbo", n_levels=16, seed=seed, batch_size=batch_size,
+        lik = nll(run.denoiser, m, run.codec, x, NLLConfig(method="elbo", levels=16, seed=seed, batch_size=batch_size),
                   device=device)
         out["complexity"] = png_bits_per_dim(run.codec.decode(x))
         out["likelihood"] = lik["bits_per_dim"].double() - out["complexity"]
     else:  # tables: the probability-flow ODE at loose tolerance is cheap in few dimensions, and far sharper than the
         # ELBO (AUROC on breast cancer 0.93 against 0.73 for the same model)
-        lik = nll(run.denoiser, m, run.codec, x, method="ode", estimator="rademacher", n_probes=4, rtol=1e-3, atol=1e-3,
-                  seed=seed, batch_size=batch_size, device=device)
+        lik = nll(run.denoiser, m, run.codec, x, NLLConfig(estimator="rademacher", probes=4, rtol=1e-3, atol=1e-3,
+                                                           seed=seed, batch_size=batch_size), device=device)
         out["likelihood"] = lik["bits_per_dim"].double()
     bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
     if bad:  # the inputs were checked: the model's outputs are not (calibration would flag everything, or nothing)
@@ -363,11 +354,11 @@ def _digest(x: torch.Tensor) -> str:
 
 def check_fpr(fpr: float, n_calibration: int):
     if not 0 < fpr < 1:
-        raise DiffusekitError(f"--fpr must be in (0, 1), got {fpr:g}")
+        raise DiffusekitError(f"fpr must be in (0, 1), got {fpr:g}", "fpr")
     need = math.ceil(1 / fpr - 1)
     if n_calibration < need:
-        raise DiffusekitError(f"--fpr {fpr:g} needs at least {need} held-out normal samples for calibration; the "
-                              f"detector has {n_calibration} (fit it on more normal data, or use a larger --fpr)")
+        raise DiffusekitError(f"fpr {fpr:g} needs at least {need} held-out normal samples for calibration; the "
+                              f"detector has {n_calibration} (fit it on more normal data, or use a larger fpr)", "fpr")
 
 
 def per_dim_z(raw: dict, stats: dict) -> torch.Tensor:
@@ -381,34 +372,6 @@ def per_dim_z(raw: dict, stats: dict) -> torch.Tensor:
 # A detector: its run(s), the fit split's statistics and the calibration scores, in one folder
 
 
-def _feature_fn(data_spec: str, run, device):
-    """The shipped classifier's features for images of its data set (Fashion-MNIST, digits), else None."""
-    from .evaluate import SHIPPED, WEIGHTS_DIR, features, load_classifier
-
-    name = data_spec.split(":")[0]
-    if run.codec.kind != "image" or name not in SHIPPED:
-        return None
-    model, _ = load_classifier(WEIGHTS_DIR / name)
-    model.to(device)
-    return lambda x: features(model, x)[0].double()
-
-
-REFERENCE_FILE = "reference.safetensors"
-
-
-def _load_reference(f, device) -> torch.Tensor:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not f.is_file():
-        raise DiffusekitError(f"the detector folder lacks {f.name} (its nearest-neighbour score's normal samples): "
-                              f"copy the whole folder, or fit it again")
-    try:
-        return load_file(str(f))["representation"].float().to(device)
-    except (SafetensorError, KeyError, OSError) as e:
-        raise DiffusekitError(f"{f} is corrupt: {e}") from None
-
-
 def default_holdout(n: int) -> float:
     """Fraction of n normal samples `fit` holds out by default: 30%, raised up to half to hold out 40 (20 to fit the
     scores and 20 to calibrate) when the data allow it."""
@@ -420,290 +383,3 @@ def _split(n: int, seed: int, n_held: int) -> tuple[torch.Tensor, torch.Tensor]:
     `refit` both split here, so that a refit scores the very rows the fit held out."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[:n - n_held], perm[n - n_held:]
-
-
-def _run_paths(path: Path, info):
-    """The folders of the runs a detector scores with (relative ones are under its folder)."""
-    return [Path(p) if Path(p).is_absolute() else path / p for p in info["runs"]]
-
-
-def _check_info(info):
-    """Raise ValueError on a detector.json whose values are of the wrong type or disagree (a hand edit, a damaged
-    file): said at load, in one line, not as a traceback from deep in scoring nor as silently wrong p-values."""
-    st, n = info["stats"], info["n_calibration"]
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n_calibration must be a positive integer, got {n!r}")
-    cal = info["calibration"]
-    if not isinstance(cal, list) or len(cal) != n or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in cal):
-        raise ValueError(f"calibration must be {n} finite numbers (n_calibration)")
-    names = set(st["weights"])
-    if not names or set(st["median"]) != names or set(st["mad"]) != names:
-        raise ValueError("stats.weights, stats.median and stats.mad must name the same scores")
-    if not all(isinstance(st[k][c], (int, float)) for k in ("weights", "median", "mad") for c in names):
-        raise ValueError("stats.weights, stats.median and stats.mad must hold numbers")
-    if not all(0 < st["mad"][c] < math.inf for c in names):
-        raise ValueError("stats.mad must be positive (each score's spread)")
-    d = len(st["profile_mean"])
-    if len(st["profile_precision"]) != d or any(len(row) != d for row in st["profile_precision"]):
-        raise ValueError(f"stats.profile_precision must be {d} x {d} (stats.profile_mean has {d} levels)")
-    if st.get("profile_bins", d) != d:
-        raise ValueError(f"stats.profile_bins must be {d} (stats.profile_mean has {d} levels)")
-    for k, lo, hi in (("seed", 0, 2**63 - 1), ("draws", 1, 64)):
-        v = info.get(k, lo)
-        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise ValueError(f"{k} must be an integer in {lo}-{hi}, got {v!r}")
-    std = st.get("per_dim_std", [1.0])
-    if len(st.get("per_dim_mean", std)) != len(std) or not all(isinstance(v, (int, float)) and v > 0 for v in std):
-        raise ValueError("stats.per_dim_mean and stats.per_dim_std must be of one length, the spreads positive")
-    if info.get("kind") == "vector" and not info.get("columns"):
-        raise ValueError("a table detector must name its columns")
-
-
-class Detector:
-    def __init__(self, path, run, info: dict, device="cpu"):
-        self.path, self.run, self.info, self.device = path, run, info, torch.device(device)
-        # detectors from before the option compared features whenever a classifier shipped for their data
-        self.features = _feature_fn(info["data"], run, self.device) if info.get("features", True) else None
-        self.reference = None  # the nearest-neighbour score's normal samples, in the network's representation
-        if "neighbours" in info.get("stats", {}):
-            self.reference = _load_reference(Path(path) / REFERENCE_FILE, self.device)
-
-    @property
-    def stats(self):
-        return self.info["stats"]
-
-    @property
-    def run_paths(self):
-        return _run_paths(self.path, self.info)
-
-    @classmethod
-    def load(cls, path, device="cpu"):
-        import json
-
-        from .checkpoint import load_ensemble
-
-        f = Path(path) / "detector.json"
-        if not f.is_file():
-            raise DiffusekitError(f"{path} is not a detector folder (no detector.json; make one with `anomaly fit`)")
-        try:
-            info = json.loads(f.read_text())
-            info["runs"] = info.get("runs") or [info["run"]]  # older detectors: one "run"
-            runs = _run_paths(Path(path), info)
-            missing = [k for k in ("stats", "calibration", "seed", "n_calibration") if k not in info]
-            if not missing and "weights" not in info["stats"]:
-                missing = ["stats.weights (a detector from before the weighted combination: fit it again)"]
-            if not missing:
-                missing = [f"stats.{k}" for k in ("median", "mad", "profile_mean", "profile_precision")
-                           if k not in info["stats"]]
-            if not missing:
-                _check_info(info)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:  # AttributeError: JSON that is not an object
-            raise DiffusekitError(f"{f} is corrupt: {e}") from None
-        if missing:
-            raise DiffusekitError(f"{f} is incomplete: no {', '.join(missing)}")
-        run = load_ensemble(runs, device=device)
-        dims = math.prod(run.model_config.in_shape)
-        if len(info["stats"].get("per_dim_std", [0] * dims)) != dims:
-            raise DiffusekitError(f"{f} is corrupt: stats.per_dim_std must hold one spread per dimension ({dims}) "
-                                  f"of its model")
-        return cls(Path(path), run, info, device)
-
-    @classmethod
-    def fit(cls, data, out, *, run_path=None, data_spec="data", minutes=3.0, steps=0, preset=None, holdout=None, seed=0,
-            models=None, batch_size=256, features=False, device="auto", progress=False):
-        """Train models on part of the normal data (or reuse run_path: one run or a list, an ensemble), then fit the
-        scores on one held-out half and calibrate on the other. data: a `data.Data` of normal samples; holdout: the
-        fraction kept from training (default: 30%, or up to half when that is needed to hold out 40 samples);
-        models: how many models to train (seeds differ) and score with as one, their mean denoiser (default
-        `default_models`; model k has seed `seed + 1000 k`): `minutes` is shared among them, `steps` is per model;
-        features: also compare reconstructions in the shipped classifier's feature space (Fashion-MNIST, digits);
-        device: auto (CUDA when there is one), cpu, cuda."""
-        from .api import save_samples
-        from .checkpoint import load_ensemble
-        from .evaluate import SHIPPED
-        from .train import TrainConfig, Trainer, pick_device
-
-        out = Path(out)
-        if features and (data.codec.kind != "image" or data_spec.split(":")[0] not in SHIPPED):
-            raise DiffusekitError(f"--features needs images of a data set with a shipped classifier "
-                                  f"({', '.join(SHIPPED)}); got {data_spec}")
-        if run_path is not None and models is not None:
-            raise DiffusekitError("--models trains new models; to score with an ensemble of trained runs give --run "
-                                  "once per run")
-        models = default_models(data.codec.kind) if models is None else models
-        if models < 1:
-            raise DiffusekitError(f"--models must be at least 1, got {models}")
-        if seed < 0:
-            raise DiffusekitError(f"--seed must be >= 0, got {seed}")
-        if run_path is None and not (steps >= 0 and minutes >= 0 and math.isfinite(minutes) and (steps or minutes)):
-            # said before anything is written: the training's own check would come after normal_train is saved
-            raise DiffusekitError(f"give a training budget: --steps N > 0 or --minutes M > 0 (got --steps {steps}, "
-                                  f"--minutes {minutes:g})")
-        if out.exists() and not out.is_dir():
-            raise DiffusekitError(f"--out {out} is an existing file; the detector is a folder (nothing was overwritten)")
-        if (out / "detector.json").exists():
-            raise DiffusekitError(f"{out} already holds a detector; choose another --out (nothing was overwritten)")
-        run_refs = ["run"] + [f"run{k + 1}" for k in range(1, models)]
-        left = [p.name for p in (out / "normal_train.npz", out / "normal_train.csv", *(out / r for r in run_refs))
-                if p.exists()]
-        if run_path is None and left:  # said before anything is written: a retry must not replace them
-            raise DiffusekitError(f"{out} holds {', '.join(left)} from a fit that did not finish (no detector.json); "
-                                  f"choose another --out or remove them (nothing was overwritten)")
-        n = len(data.x)
-        if holdout is None:
-            holdout = default_holdout(n)
-        if run_path is None and not 0 < holdout < 1:
-            raise DiffusekitError(f"--holdout must be in (0, 1), got {holdout:g}")
-        n_held = n if run_path is not None else int(round(holdout * n))
-        if n_held < 40:  # said before any training is spent
-            raise DiffusekitError(f"too little held-out normal data: {n_held} of {n} samples; the detector needs at "
-                                  f"least 40 (20 to fit the scores, 20 to calibrate; 99 calibration samples for --fpr "
-                                  f"0.01): give more normal data{' or a larger --holdout' if n >= 80 else ''}")
-        train_idx, held = _split(n, seed, n_held)
-        if run_path is None:
-            out.mkdir(parents=True, exist_ok=True)
-            user = data.codec.decode(data.x[train_idx])
-            kind = data.codec.kind
-            train_file = out / ("normal_train.npz" if kind == "image" else "normal_train.csv")
-            save_samples(str(train_file), user, kind=kind, columns=getattr(data.codec, "columns", None))
-            for k, ref in enumerate(run_refs):
-                cfg = dict(data=str(train_file), out=str(out / ref), minutes=0.0 if steps else minutes / models,
-                           steps=steps, seed=seed + 1000 * k, class_cond="off", device=device)
-                if preset:
-                    cfg["preset"] = preset
-                Trainer(TrainConfig(**cfg), progress=progress).run()
-            run_paths = [out / ref for ref in run_refs]
-        else:
-            run_paths = list(run_path) if isinstance(run_path, (list, tuple)) else [run_path]
-            run_refs = [str(Path(p).resolve()) for p in run_paths]
-            if len(set(run_refs)) < len(run_refs):
-                raise DiffusekitError(f"--run names one run twice: {', '.join(run_refs)}")
-        dev = pick_device(device)
-        run = load_ensemble(run_paths, device=dev)
-        k = len(held) // 2  # the first half fits the scores, the second calibrates
-        info = {"data": data_spec, "runs": run_refs, "kind": run.codec.kind,
-                "shape": list(run.model_config.in_shape), "columns": getattr(run.codec, "columns", None), "seed": seed,
-                "features": bool(features), "data_sha256": _digest(data.x),
-                "n_train": n - len(held), "n_fit": k, "n_calibration": len(held) - k}
-        det = cls(out, run, info, dev)
-        det._fit_scores(data, held, batch_size, progress)
-        return det
-
-    def refit(self, data, batch_size=256, progress=False):
-        """Fit the scores and calibration again on the same held-out rows of the same normal data `fit` was given,
-        keeping the trained model (after a change to the scores). Writes detector.json."""
-        i = self.info
-        n, n_held = len(data.x), i["n_fit"] + i["n_calibration"]
-        if n != i["n_train"] + n_held or i.get("data_sha256", _digest(data.x)) != _digest(data.x):
-            raise DiffusekitError(f"refit needs the normal data the detector was fit on ({i['n_train'] + n_held} "
-                                  f"samples); got {n} samples{' that differ' if n == i['n_train'] + n_held else ''}")
-        self._fit_scores(data, _split(n, i["seed"], n_held)[1], batch_size, progress)
-
-    def _fit_scores(self, data, held, batch_size, progress):
-        """Score the held-out rows `held` of the normal data: statistics from the first n_fit, calibration from the
-        rest; writes detector.json."""
-        from .checkpoint import write_json_atomic
-        from .data import Data
-
-        info, k = self.info, self.info["n_fit"]
-        info["draws"] = n_draws(math.prod(self.run.model_config.in_shape))
-        # a level absent from the training split is unseen here too: its block reads "no level", and it counts
-        x, unseen = self.encode(Data(data.x[held], None, data.codec, data.class_names))
-        raw = raw_scores(self.run, x, seed=info["seed"], batch_size=batch_size, features=self.features,
-                         draws=info["draws"], device=self.device, progress=progress,
-                         with_representation=True)  # absent for networks without one (a diffusers U-Net)
-        if "representation" in raw:
-            raw["neighbours"] = self._fit_reference(data, held, raw.pop("representation"), batch_size)
-        info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()},
-                                  profile_one_sided=self.run.codec.kind == "vector")
-        if self.reference is not None:
-            info["stats"]["neighbours"] = {"k": NEIGHBOURS, "level": REPRESENTATION_LEVEL,
-                                           "n_reference": len(self.reference)}
-        # versions before ensembles and bins read one "run": give it only when they would score this detector the
-        # same way, so that they refuse the others ("corrupt") instead of scoring them wrongly. (The unreleased
-        # versions of 2026-11-27 that read "runs" but not "profile_one_sided" would score a table detector two-sided.)
-        info.pop("run", None)
-        if len(info["runs"]) == 1 and info["stats"]["profile_bins"] == raw["profile"].shape[1] and \
-                not info["stats"]["profile_one_sided"]:
-            info["run"] = info["runs"][0]
-        info["calibration"] = sorted(self.combined({name: v[k:] for name, v in raw.items()},
-                                                   [(i - k, c, v) for i, c, v in unseen if i >= k])[0].tolist())
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path / "detector.json", info)
-
-    def _fit_reference(self, data, held, rep_held, batch_size):
-        """Choose the nearest-neighbour score's reference, a seeded subset of at most MAX_REFERENCE of the normal
-        samples that are not calibration samples (those the models trained on, and the fit half), write it, and return
-        the held-out samples' distances [N]: the fit half's leave-one-out, the calibration half's to the whole
-        reference (as new samples will be). The calibration samples never enter the reference: their distances are
-        then exchangeable with new normal samples', and the conformal guarantee holds."""
-        from .api import sample_seeds
-        from .checkpoint import save_tensors_atomic
-        from .data import Data
-
-        k = self.info["n_fit"]
-        rest = torch.ones(len(data.x), dtype=torch.bool)
-        rest[held] = False
-        train_rows = rest.nonzero().flatten()
-        pick = torch.randperm(len(train_rows) + k, generator=torch.Generator().manual_seed(self.info["seed"]))
-        pick = pick[:MAX_REFERENCE].sort().values
-        train_pick, fit_pick = train_rows[pick[pick < len(train_rows)]], pick[pick >= len(train_rows)] - len(train_rows)
-        parts = [rep_held[fit_pick]]
-        if len(train_pick):
-            xt = self.encode(Data(data.x[train_pick], None, data.codec, data.class_names))[0]
-            parts.insert(0, torch.cat([
-                representation(self.run, xt[i:i + batch_size].to(self.device),
-                               sample_seeds(self.info["seed"], len(xt[i:i + batch_size]), i, stream=ANOMALY_STREAM + 1)).cpu()
-                for i in range(0, len(xt), batch_size)]))
-        ref = torch.cat(parts)
-        self_index = torch.full((k,), -1, dtype=torch.long)
-        self_index[fit_pick] = torch.arange(len(ref) - len(fit_pick), len(ref))
-        self.path.mkdir(parents=True, exist_ok=True)
-        save_tensors_atomic(self.path / REFERENCE_FILE, {"representation": ref.half()})
-        self.reference = ref.half().float().to(self.device)  # scored as it is stored
-        return torch.cat([neighbour_distance(rep_held[:k].to(self.device), self.reference, self_index=self_index),
-                          neighbour_distance(rep_held[k:].to(self.device), self.reference)]).cpu()
-
-    def encode(self, data):
-        """(a data.Data's samples in this detector's model space, its unseen categories as (row, column, value)),
-        with a one-line error when they do not fit."""
-        run = self.run
-        if data.codec.kind != run.codec.kind:
-            raise DiffusekitError(f"the data hold {data.codec.kind}s but the detector models {run.codec.kind}s")
-        if self.info.get("columns"):  # while fitting, "columns" are those of the run's codec
-            check_columns(data.codec.columns, self.info["columns"],
-                          "the detector was fit on" if "calibration" in self.info else "its model was trained on")
-        unseen = []
-        if run.codec.kind == "vector":
-            return run.codec.encode(data.codec.decode(data.x), unseen=unseen), unseen
-        if tuple(data.x.shape[1:]) != tuple(run.model_config.in_shape):
-            raise DiffusekitError(f"samples of shape {tuple(data.x.shape[1:])}; the detector expects "
-                                  f"{tuple(run.model_config.in_shape)}")
-        return run.codec.encode(data.codec.decode(data.x)), unseen
-
-    def combined(self, raw, unseen=()):
-        """(combined score with the unseen-category penalty [N], component z-scores)."""
-        s, z = combine(raw, self.stats)
-        for row, _, _ in unseen:
-            s[row] += UNSEEN_PENALTY
-        return s, z
-
-    def score(self, x, unseen=(), batch_size=256, progress=False):
-        """dict: score [N], p_value [N], z (per component), per_dim_z [N, ...], and for tables per_column_z [N, C]
-        (the mean over a categorical column's dimensions). unseen: (row, column, value) of categories the model
-        never saw (from `encode`); each adds UNSEEN_PENALTY to its row's score."""
-        raw = raw_scores(self.run, x, seed=self.info["seed"], batch_size=batch_size, features=self.features,
-                         draws=self.info.get("draws", 1),  # detectors from before the draws used one
-                         device=self.device, progress=progress, with_representation=self.reference is not None)
-        if self.reference is not None:
-            raw["neighbours"] = neighbour_distance(raw.pop("representation").to(self.device), self.reference).cpu()
-        s, z = self.combined(raw, unseen)
-        out = {"score": s, "p_value": conformal_p_values(s, torch.tensor(self.info["calibration"])), "z": z,
-               "per_dim_z": per_dim_z(raw, self.stats)}
-        if self.run.codec.kind == "vector":
-            idx = torch.tensor(self.run.codec.column_of_dim())
-            n_cols = len(self.run.codec.columns)
-            total = torch.zeros(len(s), n_cols, dtype=torch.float64).index_add_(1, idx, out["per_dim_z"])
-            out["per_column_z"] = total / torch.bincount(idx, minlength=n_cols)
-        return out

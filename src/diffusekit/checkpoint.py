@@ -10,16 +10,13 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .data.codecs import codec_from_dict
 from .errors import DiffusekitError
-from .model import ModelConfig, build_denoiser
 
 
 @contextmanager
@@ -137,25 +134,6 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict, param_grou
     opt.load_state_dict({"state": state, "param_groups": param_groups})
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Runs
-
-
-@dataclass
-class Run:
-    path: Path
-    config: dict  # the whole config.json
-    model_config: ModelConfig
-    codec: object
-    denoiser: torch.nn.Module
-    step: int
-    class_names: list
-
-    @property
-    def num_classes(self):
-        return self.model_config.num_classes
-
-
 def read_run_config(path) -> dict:
     path = Path(path)
     if not path.is_dir():
@@ -173,39 +151,29 @@ def read_run_config(path) -> dict:
     return cfg
 
 
-def load_run(path, checkpoint: str = "last", ema: bool = True, device="cpu") -> Run:
-    """Load a run's denoiser (EMA weights by default), codec and config, ready to sample."""
-    path = Path(path)
-    cfg = read_run_config(path)
-    try:
-        mcfg, codec = ModelConfig.from_dict(cfg["model"]), codec_from_dict(cfg["codec"])
-    except (TypeError, KeyError, ValueError, AttributeError) as e:
-        raise DiffusekitError(f"{path / 'config.json'} is damaged: its model or codec cannot be read ({e})") from None
-    denoiser = build_denoiser(mcfg)
-    tensors, meta = load_checkpoint(path / checkpoint)
-    try:
-        denoiser.net.load_state_dict(tensors["ema" if ema else "model"])
-    except RuntimeError as e:
-        raise DiffusekitError(f"checkpoint {path / checkpoint} does not match the run's model: "
-                              f"{str(e).splitlines()[0]}") from None
-    denoiser.eval().requires_grad_(False).to(device)
-    return Run(path, cfg, mcfg, codec, denoiser, meta["step"],
-               list(cfg.get("class_names", [])))
+def save_samples(path, decoded, labels=None):
+    """Samples in user units: `.npz` (arr_0, and arr_1 labels), a `.csv` (a table: a DataFrame or rows), or a folder
+    of PNGs (images; the class in each name when labelled). Files are written atomically."""
+    import numpy as np
+    from PIL import Image
 
-
-def load_ensemble(paths, device="cpu") -> Run:
-    """Runs of one data space (the same codec, shape and classes) as one Run whose denoiser is the mean of theirs
-    (precond.MeanDenoiser); its other fields, noise range included, are the first run's. One path: that run."""
-    from .precond import MeanDenoiser
-
-    runs = [load_run(p, device=device) for p in paths]
-    first = runs[0]
-    for r in runs[1:]:
-        same = (r.config["codec"] == first.config["codec"] and r.model_config.in_shape == first.model_config.in_shape
-                and r.num_classes == first.num_classes)
-        if not same:
-            raise DiffusekitError(f"runs {first.path} and {r.path} model different data (codec, shape or classes): an "
-                                  f"ensemble needs runs of the same data space")
-    if len(runs) == 1:
-        return first
-    return replace(first, denoiser=MeanDenoiser([r.denoiser for r in runs]).eval().requires_grad_(False))
+    path = str(path)
+    is_table = type(decoded).__name__ == "DataFrame"
+    if path.endswith(".npz"):
+        values = decoded.to_numpy() if is_table else decoded
+        if values.dtype == object:
+            raise DiffusekitError(f"{path}: a table with categorical columns is written as .csv, not .npz", "out")
+        arrays = {"arr_0": values}
+        if labels is not None:
+            arrays["arr_1"] = np.asarray(labels)
+        save_npz_atomic(path, **arrays)
+    elif is_table or decoded.ndim == 2:
+        if not path.endswith(".csv"):
+            raise DiffusekitError(f"a table is written as .csv or .npz, got {path!r}", "out")
+        columns = list(decoded.columns) if is_table else [f"x{i}" for i in range(decoded.shape[1])]
+        write_csv_atomic(path, columns, decoded.to_numpy() if is_table else decoded, exact=True)
+    else:
+        os.makedirs(path, exist_ok=True)
+        for i, im in enumerate(decoded):
+            name = f"{i:06d}" + (f"_class{int(labels[i])}" if labels is not None else "") + ".png"
+            save_image_atomic(Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im), os.path.join(path, name))

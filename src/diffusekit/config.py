@@ -1,10 +1,12 @@
-"""Typed, validated configs: unknown keys and impossible values are errors, never silently ignored."""
+"""Typed, validated configs: one dataclass per command, printable, saved with what it made. Unknown keys and impossible
+values are errors, never silently ignored; fields left at None were not given (a method that does not read an option
+says so when it is given)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 
-from .errors import DiffusekitError
+from .errors import DiffusekitError, check, check_choice  # noqa: F401  (re-exported for the configs)
 
 
 class Config:
@@ -18,23 +20,24 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
         if unknown:
-            raise DiffusekitError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}")
+            raise DiffusekitError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                                  f"({cls.__name__} takes {', '.join(names)})")
         return cls(**d)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def given(self, *names) -> list:
+        """Those of `names` that were given (not None)."""
+        return [n for n in names if getattr(self, n) is not None]
+
+    def unused(self, names, why: str):
+        """Options given that the chosen method does not read: said, not silently ignored."""
+        given = self.given(*names)
+        check(not given, f"{given[0] if given else ''} {why}", *given[:1])
+
     def __str__(self):
         return json.dumps(self.to_dict(), indent=2)
-
-
-def check(cond: bool, message: str):
-    if not cond:
-        raise DiffusekitError(message)
-
-
-def check_choice(name: str, value, choices):
-    check(value in choices, f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")

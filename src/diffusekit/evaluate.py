@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import atomic_path
-from .data import Data, load_data, read_npz
+from .data import Data, load_data, read_samples
 from .data.codecs import ImageCodec
 from .errors import DiffusekitError
 from .metrics import (bootstrap_se, energy_distance, frechet_distance, kernel_inception_distance, marginal_distances,
@@ -137,30 +137,6 @@ def features(model, x: torch.Tensor, batch_size: int = 500):
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading samples
-
-
-def read_samples(path: str) -> np.ndarray:
-    """arr_0 of an .npz, a .csv table, or a folder of images, as an array (uint8 images, float vectors, or an object
-    array for a table with categorical columns)."""
-    if os.path.isdir(path):
-        from PIL import Image, UnidentifiedImageError
-
-        names = sorted(n for n in os.listdir(path) if n.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
-        if not names:
-            raise DiffusekitError(f"no images in {path}")
-        try:
-            ims = [np.asarray(Image.open(os.path.join(path, n))) for n in names]
-        except (UnidentifiedImageError, OSError) as e:
-            raise DiffusekitError(f"cannot read image in {path}: {e}") from None
-        if len({im.shape for im in ims}) != 1:
-            raise DiffusekitError(f"images in {path} differ in size or channels")
-        return np.stack(ims)
-    if not os.path.exists(path):
-        raise DiffusekitError(f"samples file {path} does not exist")
-    if path.endswith(".csv"):  # a table, possibly with categorical columns (rows as written by `sample`)
-        d = load_data(path)
-        return d.codec.decode(d.x)
-    return read_npz(path)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------

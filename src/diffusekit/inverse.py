@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import check, check_choice
 from .errors import DiffusekitError
-from .samplers import PerSampleNoise, check_knobs, generate, get_sampler, randn_like
+from .runtime import map_batches
+from .samplers import KnobOptions, PerSampleNoise, check_knobs, generate, get_sampler, randn_like
+from .schedules import sampling_sigmas, sigma_grid
 
 
 class LinearOperator:
@@ -240,7 +243,10 @@ def parse_kernel(spec: str, size: int) -> Blur:
 def parse_mask(spec: str, n: int, size: int, seed: int = 0) -> torch.Tensor:
     """A known-pixel mask [N or 1, 1, H, W] (1 = known) from box:S (centre S x S box missing),
     random:P (a fraction P of pixels missing, different per image, seeded), half[:left|right|top|bottom]
-    (that half missing; default right), or an image file whose nonzero pixels mark what to fill."""
+    (that half missing; default right), an image file whose nonzero pixels mark what to fill, or an array of that
+    (H x W, or N x H x W for one mask per image; nonzero / True = fill)."""
+    if not isinstance(spec, str):
+        return _mask_array(spec, n, size)
     name, _, arg = spec.partition(":")
     m = torch.ones(1, 1, size, size)
     if name == "box":
@@ -275,6 +281,19 @@ def parse_mask(spec: str, n: int, size: int, seed: int = 0) -> torch.Tensor:
         raise DiffusekitError(f"mask {spec!r} masks nothing: there is nothing to fill")
     if m.flatten(1).max(1).values.min() == 0:
         raise DiffusekitError(f"mask {spec!r} masks every pixel: nothing is known, use `diffusekit sample`")
+    return m
+
+
+def _mask_array(a, n: int, size: int) -> torch.Tensor:
+    a = np.asarray(a)
+    if a.shape not in ((size, size), (n, size, size)):
+        raise DiffusekitError(f"mask has shape {a.shape}; it must be {size} x {size} or {n} x {size} x {size} "
+                              f"(nonzero = fill)", "mask")
+    m = torch.from_numpy((a == 0).astype(np.float32))
+    m = m[None, None] if m.ndim == 2 else m[:, None]
+    if m.min() == 1 or m.flatten(1).max(1).values.min() == 0:
+        raise DiffusekitError("mask masks nothing, or every pixel of an image: there must be something to fill and "
+                              "something known", "mask")
     return m
 
 
@@ -385,64 +404,88 @@ def consistency(meas: Measurement, x) -> torch.Tensor:
 METHODS = ("ddnm", "repaint", "dps", "tweedie", "sample")
 
 
-def check_method(method, op, sigma_y, n_samples=1):
-    if method not in METHODS:
-        raise DiffusekitError(f"unknown restoration method {method!r}; choose one of {', '.join(METHODS)}")
+@dataclass
+class RestoreConfig(KnobOptions):
+    """How to restore: the method (ddnm | repaint | dps | tweedie | sample), restorations per input, and for the
+    sampling methods the sampler, its steps, knobs and temperature; zeta: DPS's step size; resample: RePaint's
+    resamplings per step. None: not given (the method's default)."""
+    method: str = "repaint"
+    n_samples: int = 1
+    sampler: str | None = None
+    steps: int | None = None
+    temperature: float | None = None
+    seed: int = 0
+    zeta: float | None = None
+    resample: int | None = None
+    batch_size: int = 64
+    knobs: dict = field(default_factory=dict)
+
+    def validate(self):
+        check_choice("method", self.method, METHODS)
+        if self.method == "tweedie":
+            self.unused(("sampler", "steps", "temperature", *self.knobs), "does not apply to method tweedie (one "
+                        "denoiser call, no sampler)")
+            check(self.n_samples == 1, "Tweedie denoising is deterministic (the posterior mean): use method sample "
+                  "for several n_samples", "n_samples")
+        for name, only in (("zeta", "dps"), ("resample", "repaint")):
+            if self.method != only:
+                self.unused((name,), f"is an option of method {only}; the method here is {self.method}")
+        check(isinstance(self.n_samples, int) and self.n_samples >= 1,
+              f"n_samples must be at least 1, got {self.n_samples}", "n_samples")
+        check(self.zeta is None or (self.zeta >= 0 and math.isfinite(self.zeta)),
+              f"zeta must be a finite number >= 0, got {self.zeta}", "zeta")
+        check(self.resample is None or self.resample >= 1, f"resample must be at least 1, got {self.resample}",
+              "resample")
+        t = self.temperature
+        check(t is None or (t >= 0 and math.isfinite(t)), f"temperature must be a finite number >= 0, got {t}",
+              "temperature")
+        check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be >= 0, got {self.seed}", "seed")
+        check_knobs(self.sampler or "ddpm", self.knobs)
+
+
+def check_method(method, op, sigma_y):
     if sigma_y < 0 or not math.isfinite(sigma_y):
-        raise DiffusekitError(f"noise sigma must be a finite number >= 0, got {sigma_y:g}")
+        raise DiffusekitError(f"sigma must be a finite number >= 0, got {sigma_y:g}", "sigma")
     if method in ("tweedie", "sample") and not (isinstance(op, Identity) and sigma_y > 0):
-        raise DiffusekitError(f"method {method} is for Gaussian denoising (identity operator, noise sigma > 0)")
+        raise DiffusekitError(f"method {method} is for Gaussian denoising (identity operator, noise sigma > 0)",
+                              "method")
     if method == "repaint" and sigma_y > 0 and not op.repaint_noisy:
         raise DiffusekitError("RePaint with a noisy measurement needs an operator with equal singular values (mask, "
-                              "down-sampling, grey, identity) or a blur; use the ddnm method")
-    if method == "tweedie" and n_samples > 1:
-        raise DiffusekitError("Tweedie denoising is deterministic (the posterior mean): use method sample for several")
-    if n_samples < 1:
-        raise DiffusekitError(f"number of samples per input must be >= 1, got {n_samples}")
+                              "down-sampling, grey, identity) or a blur; use method ddnm", "method")
 
 
-def restore(denoiser, model_config, op, y, *, sigma_y=0.0, method="repaint", n_samples=1, sampler="ddpm",
-            steps=20, grid="karras", temperature=1.0, seed=0, batch_size=64, device="cpu", progress=False,
-            zeta=1.0, resample=4, **knobs):
-    """n_samples restorations of each measurement y[i] (input-major, [N * n_samples, ...]) in model space.
-    denoiser: D(x, sigma) (for a conditional run, `likelihood.unconditional(run.denoiser, run.model_config)`)."""
-    from tqdm.auto import tqdm
-
-    from .api import sample_seeds, sigma_grid
-    from .schedules import sampling_sigmas
-
-    check_method(method, op, sigma_y, n_samples)
-    if batch_size < 1:
-        raise DiffusekitError(f"batch size must be at least 1, got {batch_size}")
-    if temperature < 0 or not math.isfinite(temperature):
-        raise DiffusekitError(f"temperature must be a finite number >= 0, got {temperature}")
-    check_knobs(sampler, knobs)
+def restore(denoiser, model_config, op, y, config: RestoreConfig, *, sigma_y=0.0, device="cpu", progress=False):
+    """config.n_samples restorations of each measurement y[i] (input-major, [N * n_samples, ...]) in model space, on
+    the CPU. denoiser: D(x, sigma) (for a conditional model, `precond.unconditional`)."""
+    c = config
+    method, k = c.method, c.n_samples
+    check_method(method, op, sigma_y)
+    sampler, steps = c.sampler or "ddpm", c.steps or 20
+    temperature = 1.0 if c.temperature is None else c.temperature
     if method == "sample":
         if sigma_y <= model_config.sigma_min:
-            raise DiffusekitError(f"noise sigma {sigma_y:g} (model units) is below the model's sigma_min")
-        sigmas = sampling_sigmas(grid, steps, model_config.sigma_min, min(sigma_y, model_config.sigma_max))
+            raise DiffusekitError(f"noise sigma {sigma_y:g} (model units) is below the model's sigma_min", "sigma")
+        sigmas = sampling_sigmas("karras", steps, model_config.sigma_min, min(sigma_y, model_config.sigma_max))
     else:
-        sigmas = sigma_grid(model_config, steps, grid)
-    rows, out = len(y) * n_samples, []
+        sigmas = sigma_grid(model_config, steps)
+
+    def batch(rows, seeds):
+        idx = rows // k
+        meas = Measurement(op.take(idx), y[idx].to(device), sigma_y)
+        if method == "tweedie":
+            return tweedie(denoiser, meas.y, sigma_y)
+        if method == "sample":
+            return posterior_sample(denoiser, meas.y, sigmas, seeds, sampler, temperature, **c.knobs)
+        if method == "repaint":
+            noise = PerSampleNoise(seeds)
+            x0 = noise.randn((len(idx), *model_config.in_shape), device=device) * (float(sigmas[0]) * temperature)
+            return repaint(denoiser, meas, x0, sigmas, sampler=sampler, resample=c.resample or 4,
+                           temperature=temperature, generator=noise, **c.knobs)
+        D = rectified(denoiser, meas, model_config.sigma_data) if method == "ddnm" else dps(denoiser, meas, 1.0 if c.zeta is None else c.zeta)
+        x = generate(D, sampler, (len(idx), *model_config.in_shape), sigmas, seeds=seeds, temperature=temperature,
+                     device=device, **c.knobs)
+        return meas.op.replace(x, meas.y) if method == "ddnm" and sigma_y == 0 else x  # exact on a noiseless y
+
     with torch.no_grad():
-        for start in tqdm(range(0, rows, batch_size), disable=not progress, desc=method, unit="batch"):
-            idx = torch.arange(start, min(rows, start + batch_size)) // n_samples
-            meas = Measurement(op.take(idx), y[idx].to(device), sigma_y)
-            seeds = sample_seeds(seed, len(idx), start)
-            if method == "tweedie":
-                x = tweedie(denoiser, meas.y, sigma_y)
-            elif method == "sample":
-                x = posterior_sample(denoiser, meas.y, sigmas, seeds, sampler, temperature, **knobs)
-            elif method == "repaint":
-                noise = PerSampleNoise(seeds)
-                x0 = noise.randn((len(idx), *model_config.in_shape), device=device) * (float(sigmas[0]) * temperature)
-                x = repaint(denoiser, meas, x0, sigmas, sampler=sampler, resample=resample, temperature=temperature,
-                            generator=noise, **knobs)
-            else:
-                D = rectified(denoiser, meas, model_config.sigma_data) if method == "ddnm" else dps(denoiser, meas, zeta)
-                x = generate(D, sampler, (len(idx), *model_config.in_shape), sigmas, seeds=seeds,
-                             temperature=temperature, device=device, **knobs)
-                if method == "ddnm" and sigma_y == 0:
-                    x = meas.op.replace(x, meas.y)  # exact agreement with a noiseless measurement
-            out.append(x.float().cpu())
-    return torch.cat(out)
+        return map_batches(lambda rows, seeds: batch(rows, seeds).float(), len(y) * k, c.batch_size, seed=c.seed,
+                           desc=method, progress=progress)

@@ -26,12 +26,17 @@ bound of score_sde: bits/dim = NLL / (d ln 2) + log2(127.5).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction as Fr
 
 import torch
 
+from .config import Config, check, check_choice
 from .errors import DiffusekitError
-from .samplers import PerSampleNoise
+from .precond import unconditional
+from .runtime import gather, map_batches, shard
+from .samplers import PerSampleNoise, ode_derivative
+from .schedules import karras_sigmas
 
 # ---------------------------------------------------------------------------------------------------------
 # Dormand-Prince 5(4), with its 4th-order embedded error estimate and first-same-as-last reuse
@@ -90,7 +95,7 @@ def dopri5(f, y, s0: float, s1: float, rtol=1e-5, atol=1e-5, max_steps=10_000):
         s[accepted] = sm[ok] + direction * hm[ok]
         y[accepted], k1[accepted] = yi[ok], ks[6][ok]
         h[rows] = hm * (0.9 * (norm + 1e-16) ** -0.2).clamp(0.2, 5.0)
-    raise DiffusekitError(f"the ODE solver needed more than {max_steps} steps; loosen --rtol/--atol")
+    raise DiffusekitError(f"the ODE solver needed more than {max_steps} steps; loosen rtol / atol", "rtol", "atol")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -135,7 +140,7 @@ def ode_log_likelihood(denoiser, x, sigma_min: float, sigma_max: float, *, estim
         vs = torch.eye(d, dtype=dtype, device=x.device).reshape(d, 1, *x.shape[1:]).expand(d, *x.shape)
     else:
         if n_probes < 1:
-            raise DiffusekitError(f"--probes must be at least 1, got {n_probes}")
+            raise DiffusekitError(f"probes must be at least 1, got {n_probes}", "probes")
         vs = probes(tuple(x.shape), estimator, n_probes, noise or PerSampleNoise(range(n)), x.device).to(dtype)
 
     def f(s, y, rows):
@@ -165,7 +170,7 @@ def elbo_nll(denoiser, x, sigma_min: float, sigma_max: float, *, n_levels=32, no
     """The negative ELBO in nats per sample (model space): an upper bound on -ln p(x). Levels are stratified
     in ln(sigma) and, like eps, drawn per sample from `noise`."""
     if n_levels < 1:
-        raise DiffusekitError(f"--levels must be at least 1, got {n_levels}")
+        raise DiffusekitError(f"levels must be at least 1, got {n_levels}", "levels")
     n, d = x.shape[0], x[0].numel()
     noise = noise or PerSampleNoise(range(n))
     lo, hi = math.log(sigma_min), math.log(sigma_max)
@@ -192,20 +197,6 @@ LEVEL_WIDTH = 2 / 255  # an 8-bit level's bin in model space ([-1, 1])
 LIKELIHOOD_STREAM = 1  # sample_seeds stream: dequantization, probes and levels never reuse a sample's noise
 
 
-def unconditional(denoiser, model_config, labels=None):
-    """D(x, sigma) for a (possibly class-conditional) run: with the given labels, else the null label."""
-    if model_config.num_classes == 0:
-        if labels is not None:
-            raise DiffusekitError("this model is unconditional; it takes no class labels")
-        return denoiser
-    fixed = labels
-
-    def D(x, sigma):
-        lab = fixed if fixed is not None else torch.full((x.shape[0],), model_config.num_classes, dtype=torch.long)
-        return denoiser(x, sigma, lab.to(x.device))
-    return D
-
-
 def to_data_units(nll_model: torch.Tensor, codec, d: int) -> torch.Tensor:
     """Model-space NLL (nats) -> nats in the user's units: the 8-bit discrete bound for images (after
     dequantization), the density of the unstandardized values for vectors."""
@@ -218,86 +209,115 @@ def bits_per_dim(nats: torch.Tensor, d: int) -> torch.Tensor:
     return nats / (d * math.log(2))
 
 
-def _shard(n: int):
-    """This process's indices under torchrun (every world-th sample), and (rank, world)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = 0, 1
-    return list(range(rank, n, world)), rank, world
-
-
-def _gather(values: dict, indices, n: int, world: int) -> dict:
-    """Per-sample values of every rank, back in sample order (on every rank)."""
-    if world > 1:
-        import torch.distributed as dist
-
-        parts = [None] * world
-        dist.all_gather_object(parts, (indices, {k: v.cpu() for k, v in values.items()}))
-    else:
-        parts = [(indices, values)]
-    out = {k: torch.empty(n, dtype=torch.float64) for k in values}
-    for idx, vals in parts:
-        for k, v in vals.items():
-            out[k][torch.as_tensor(idx, dtype=torch.long)] = v.cpu().to(torch.float64)
-    return out
-
-
 def summarize(values: torch.Tensor) -> tuple[float, float]:
     """(mean, standard error of the mean)."""
     n = values.numel()
     return float(values.mean()), float(values.std() / math.sqrt(n)) if n > 1 else float("nan")
 
 
-def nll(denoiser, model_config, codec, x, *, method="ode", seed=0, batch_size=64, dequantize=True, labels=None,
-        estimator="auto", n_probes=1, rtol=1e-5, atol=1e-5, n_levels=32, device="cpu", progress=False):
+@dataclass
+class NLLConfig(Config):
+    """How to measure the NLL: method "ode" (exact, the probability-flow ODE: trace `estimator` auto | exact |
+    rademacher | gaussian with `probes` per sample, solver tolerances rtol / atol) or "elbo" (the bound, `levels`
+    noise levels per sample). Randomness (dequantization, probes, levels) is drawn per sample from `seed`."""
+    method: str = "ode"
+    estimator: str | None = None
+    probes: int | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    levels: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    dequantize: bool = True
+
+    def validate(self):
+        check_choice("method", self.method, ("ode", "elbo"))
+        if self.method == "elbo":
+            self.unused(("estimator", "probes", "rtol", "atol"), "is an option of the exact likelihood (method ode)")
+        else:
+            self.unused(("levels",), "is an option of the ELBO (method elbo)")
+            check_choice("estimator", self.estimator or "auto", ("auto", "exact", "rademacher", "gaussian"))
+            check_tolerances(*self.tolerances)
+        check(self.probes is None or self.probes >= 1, f"probes must be at least 1, got {self.probes}", "probes")
+        check(self.levels is None or self.levels >= 1, f"levels must be at least 1, got {self.levels}", "levels")
+        check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be >= 0, got {self.seed}", "seed")
+
+    @property
+    def tolerances(self):
+        return (1e-5 if self.rtol is None else self.rtol), (1e-5 if self.atol is None else self.atol)
+
+
+def nll(denoiser, model_config, codec, x, config: NLLConfig, *, labels=None, device="cpu", progress=False):
     """Per-sample NLL of model-space data x ([N, *in_shape]) in the user's units.
 
-    Returns {"nats": [N], "bits_per_dim": [N], "nfe": [N] (ode)} in sample order; sharded over torchrun ranks
-    and gathered. Randomness (dequantization, probes, ELBO levels) is drawn per sample from `seed`, so a
-    sample's value does not depend on the batch size or the number of processes (the adaptive solver steps each
-    sample on its own; only floating-point rounding in batched network calls differs). Images without
-    `dequantize`: the continuous density of the 0..255 pixel values (the same change of variables, no bound)."""
-    from tqdm.auto import tqdm
-
-    from .api import sample_seeds
-
-    if method not in ("ode", "elbo"):
-        raise DiffusekitError(f"unknown likelihood method {method!r}; choose ode or elbo")
-    if batch_size < 1:
-        raise DiffusekitError(f"batch size must be at least 1, got {batch_size}")
+    Returns {"nats": [N], "bits_per_dim": [N], "nfe": [N]} in sample order; sharded over torchrun ranks and gathered.
+    A sample's value does not depend on the batch size or the number of processes (its randomness is its own, and
+    the adaptive solver steps each sample on its own; only floating-point rounding in batched network calls differs).
+    Images without `dequantize`: the continuous density of the 0..255 pixel values (the same change of variables,
+    no bound)."""
+    c = config
     if not torch.isfinite(x).all():
         raise DiffusekitError("data contain NaN or infinite values")
-    if method == "ode":
-        check_tolerances(rtol, atol)
     n, d = x.shape[0], x[0].numel()
-    seeds = sample_seeds(seed, n, stream=LIKELIHOOD_STREAM)
-    mine, rank, world = _shard(n)
-    vals = {"nats": [], "nfe": []}
-    for start in tqdm(range(0, len(mine), batch_size), disable=not progress or rank != 0, desc=f"nll ({method})",
-                      unit="batch"):
-        idx = mine[start:start + batch_size]
-        noise = PerSampleNoise([seeds[i] for i in idx])
+    rtol, atol = c.tolerances
+    mine, rank, world = shard(n)
+
+    def batch(idx, seeds):
+        noise = PerSampleNoise(seeds)
         xb = x[idx].to(device)
-        if dequantize and codec.kind == "image":
+        if c.dequantize and codec.kind == "image":
             xb = xb + (uniform(noise, tuple(xb.shape)).to(device, xb.dtype) - 0.5) * LEVEL_WIDTH
         lab = None if labels is None else labels[idx].to(device)
         D = unconditional(denoiser, model_config, lab)
-        if method == "ode":  # the solver drops finished samples, so it hands the labels over row by row
+        if c.method == "ode":  # the solver drops finished samples, so it hands the labels over row by row
             r = ode_log_likelihood(D if lab is None else denoiser, xb, model_config.sigma_min, model_config.sigma_max,
-                                   estimator=estimator, n_probes=n_probes, noise=noise, labels=lab, rtol=rtol, atol=atol)
+                                   estimator=c.estimator or "auto", n_probes=c.probes or 1, noise=noise, labels=lab,
+                                   rtol=rtol, atol=atol)
             nats, nfe = -r["logp"], r["nfe"].cpu()
         else:
-            nats = elbo_nll(D, xb, model_config.sigma_min, model_config.sigma_max, n_levels=n_levels, noise=noise)
-            nfe = torch.full((len(idx),), float(n_levels))
-        vals["nats"].append(to_data_units(nats.cpu(), codec, d))
-        vals["nfe"].append(nfe)
-    empty = torch.zeros(0, dtype=torch.float64)
-    out = _gather({k: torch.cat(v) if v else empty for k, v in vals.items()}, mine, n, world)
+            levels = c.levels or 32
+            nats = elbo_nll(D, xb, model_config.sigma_min, model_config.sigma_max, n_levels=levels, noise=noise)
+            nfe = torch.full((len(idx),), float(levels))
+        return {"nats": to_data_units(nats.cpu(), codec, d), "nfe": nfe.double()}
+
+    vals = map_batches(batch, n, c.batch_size, seed=c.seed, stream=LIKELIHOOD_STREAM, indices=mine,
+                       desc=f"nll ({c.method})", progress=progress and rank == 0)
+    if vals is None:  # this process has no samples
+        vals = {"nats": torch.zeros(0, dtype=torch.float64), "nfe": torch.zeros(0, dtype=torch.float64)}
+    out = gather(vals, mine, n, world)
     out["bits_per_dim"] = bits_per_dim(out["nats"], d)
     return out
+
+
+@dataclass
+class FlowConfig(Config):
+    """How to carry data to noise and back: method "ode" (adaptive probability-flow ODE, tolerances rtol / atol;
+    invertible to its tolerance) or "ddim" (Euler steps on a Karras grid of `steps` levels: fast, with an O(1/steps)
+    round-trip error)."""
+    method: str = "ode"
+    steps: int | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    batch_size: int = 256
+
+    def validate(self):
+        check_choice("method", self.method, ("ode", "ddim"))
+        if self.method == "ode":
+            self.unused(("steps",), "is for method ddim; the adaptive ODE takes rtol / atol")
+            check_tolerances(*self.tolerances)
+        else:
+            self.unused(("rtol", "atol"), "is for method ode; DDIM takes steps")
+            check(self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}", "steps")
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1,
+              f"batch_size must be at least 1, got {self.batch_size}", "batch_size")
+
+    tolerances = NLLConfig.tolerances
+
+    @property
+    def options(self) -> dict:
+        """The keywords of `encode` / `decode`."""
+        return {"method": self.method, "steps": self.steps or 50, "rtol": self.tolerances[0],
+                "atol": self.tolerances[1]}
 
 
 def encode(denoiser, x, sigma_min: float, sigma_max: float, *, method="ode", steps=50, rtol=1e-5, atol=1e-5):
@@ -327,18 +347,14 @@ def decode(denoiser, z, sigma_min: float, sigma_max: float, *, method="ode", ste
 
 
 def _grid(steps, sigma_min, sigma_max):
-    from .schedules import karras_sigmas
-
     if steps < 1:
-        raise DiffusekitError(f"--steps must be at least 1, got {steps}")
+        raise DiffusekitError(f"steps must be at least 1, got {steps}", "steps")
     return karras_sigmas(steps + 1, sigma_min, sigma_max)[:-1].to(torch.float64)  # sigma_max ... sigma_min
 
 
 def _ddim(denoiser, x, sigmas):
     """Euler steps of the probability-flow ODE along `sigmas` (DDIM); ascending sigmas = DDIM inversion, which
     evaluates D at the current point in place of the unknown next one."""
-    from .samplers import ode_derivative
-
     x = x.to(torch.float64)
     with torch.no_grad():
         for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from .config import Config, check, check_choice
 from .nets import MLP_PRESETS, UNET_PRESETS, build_net
 from .precond import PARAMETERIZATIONS, Denoiser
@@ -33,6 +35,19 @@ class ModelConfig(Config):
         check(self.sigma_data > 0, f"sigma_data must be positive, got {self.sigma_data}")
         check(0 < self.sigma_min < self.sigma_max, f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+
+    def pick_labels(self, n: int, seed: int = 0, label=None):
+        """Labels for sampling a conditional model: the chosen class, or uniform random classes (seeded); None for an
+        unconditional model."""
+        check(isinstance(seed, int) and seed >= 0, f"seed must be >= 0, got {seed}", "seed")
+        if self.num_classes == 0:
+            check(label is None, "this model is unconditional: label needs a model trained with class labels", "label")
+            return None
+        if label is not None:
+            check(isinstance(label, int) and 0 <= label < self.num_classes,
+                  f"label {label} does not exist; this model has classes 0..{self.num_classes - 1}", "label")
+            return torch.full((n,), label, dtype=torch.long)
+        return torch.randint(0, self.num_classes, (n,), generator=torch.Generator().manual_seed(seed))
 
     def use_vp_range(self):
         """Set the sigma range to the VP table's (for models conditioned on its timesteps)."""

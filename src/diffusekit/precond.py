@@ -105,21 +105,6 @@ class Denoiser(torch.nn.Module):
         return self.net.representation(c_in * x, c_noise, class_labels, **knobs)
 
 
-def guided(denoiser, labels: torch.Tensor, guidance: float, null_label: int):
-    """Classifier-free guidance (Ho & Salimans 2022) as a denoiser: D_u + w (D_c - D_u); w = 1 is plain conditional."""
-
-    def D(x, sigma, class_labels=None):
-        if guidance == 1.0:
-            return denoiser(x, sigma, labels)
-        if torch.is_tensor(sigma) and sigma.numel() > 1:
-            sigma = sigma.reshape(-1).repeat(2)
-        null = torch.full_like(labels, null_label)
-        d_c, d_u = denoiser(torch.cat([x, x]), sigma, torch.cat([labels, null])).chunk(2)
-        return d_u + guidance * (d_c - d_u)
-
-    return D
-
-
 class DiffusersUNet(torch.nn.Module):
     """Adapts a diffusers ``UNet2DModel`` to our raw-network signature F(x, c_noise, class_labels)."""
 
@@ -158,3 +143,36 @@ class MeanDenoiser(torch.nn.Module):
         """The members' representations side by side (None if one has none)."""
         reps = [D.representation(x, sigma, class_labels, **knobs) for D in self.members]
         return None if any(r is None for r in reps) else torch.cat(reps, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conditioning wrappers: each keeps the denoiser's signature, so every sampler and task serves every model
+
+
+def guided(denoiser, labels: torch.Tensor, guidance: float, null_label: int):
+    """Classifier-free guidance (Ho & Salimans 2022) as a denoiser: D_u + w (D_c - D_u); w = 1 is plain conditional."""
+
+    def D(x, sigma, class_labels=None):
+        if guidance == 1.0:
+            return denoiser(x, sigma, labels)
+        if torch.is_tensor(sigma) and sigma.numel() > 1:
+            sigma = sigma.reshape(-1).repeat(2)
+        null = torch.full_like(labels, null_label)
+        d_c, d_u = denoiser(torch.cat([x, x]), sigma, torch.cat([labels, null])).chunk(2)
+        return d_u + guidance * (d_c - d_u)
+
+    return D
+
+
+def unconditional(denoiser, model_config, labels=None):
+    """D(x, sigma) for a (possibly class-conditional) model: with the given labels, else the null label."""
+    if model_config.num_classes == 0:
+        if labels is not None:
+            raise DiffusekitError("this model is unconditional; it takes no class labels", "labels")
+        return denoiser
+    fixed = labels
+
+    def D(x, sigma):
+        lab = fixed if fixed is not None else torch.full((x.shape[0],), model_config.num_classes, dtype=torch.long)
+        return denoiser(x, sigma, lab.to(x.device))
+    return D

@@ -10,12 +10,18 @@ stochastic the path is, not what it samples at temperature 1.
 """
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from .config import Config, check, check_choice
 from .errors import DiffusekitError
+from .precond import guided
+from .runtime import map_batches
+from .schedules import GRIDS, sigma_grid
 
 # ---------------------------------------------------------------------------------------------------------
 # The probability-flow ODE, written once
@@ -198,8 +204,8 @@ def sample_sa_solver(denoiser, x, sigmas, *, temperature=1.0, generator=None, ca
     The paper's choice for unconditional models is orders 3 and 4; diffusers' SASolverScheduler matches this
     function state by state (a test)."""
     if predictor_order not in (1, 2, 3, 4) or corrector_order not in (0, 1, 2, 3, 4):
-        raise DiffusekitError(f"sa-solver orders: predictor 1-4 and corrector 0-4, got {predictor_order} and "
-                              f"{corrector_order}")
+        raise DiffusekitError(f"sa-solver orders: predictor_order 1-4 and corrector_order 0-4, got {predictor_order} "
+                              f"and {corrector_order}", "predictor_order", "corrector_order")
     predictor_order, corrector_order = int(predictor_order), int(corrector_order)
     s = _floats(sigmas)
     n = len(s) - 1
@@ -268,10 +274,16 @@ SAMPLERS = {
 # injected noise corrects part of the error an imperfect denoiser makes along the path (Karras et al. 2022, sec. 4).
 DEFAULT_SAMPLER = "dpmpp-2m-sde"
 
-# which knobs each sampler takes (so the CLI can reject a knob a sampler would ignore)
-KNOBS = {"ddpm": (), "ddim": ("eta",), "euler": ("churn", "s_tmin", "s_tmax"), "heun": ("churn", "s_tmin", "s_tmax"),
-         "dpmpp-2m": (), "dpmpp-2m-sde": ("eta", "s_tmin", "s_tmax"), "dpmpp-3m-sde": ("eta", "s_tmin", "s_tmax"),
-         "sa-solver": ("eta", "s_tmin", "s_tmax", "predictor_order", "corrector_order")}
+def _knob_defaults(fn) -> dict:
+    """A sampler's knobs: its keyword-only parameters beyond those every sampler takes, with their defaults."""
+    common = ("temperature", "generator", "callback")
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.kind == p.KEYWORD_ONLY and p.name not in common}
+
+
+# which knobs each sampler takes, read off the functions (the CLI's options and every check derive from this)
+KNOBS = {name: _knob_defaults(fn) for name, fn in SAMPLERS.items()}
+ALL_KNOBS = {k: v for knobs in KNOBS.values() for k, v in knobs.items()}
 
 
 def check_knobs(name: str, knobs: dict):
@@ -279,19 +291,22 @@ def check_knobs(name: str, knobs: dict):
     get_sampler(name)
     bad = [k for k in knobs if k not in KNOBS[name]]
     if bad:
-        raise DiffusekitError(f"sampler {name} takes no {', '.join(bad)} (it takes: {', '.join(KNOBS[name]) or 'none'})")
+        raise DiffusekitError(f"sampler {name} takes no {', '.join(bad)} (it takes: {', '.join(KNOBS[name]) or 'none'})",
+                              *bad)
     # s_tmax may be +inf (no upper limit, its default); everything else finite and >= 0
-    wrong = [f"{k} {v}" for k, v in knobs.items() if not (isinstance(v, (int, float)) and v >= 0 and
-                                                         (math.isfinite(v) or (k == "s_tmax" and v == math.inf)))]
+    wrong = [k for k, v in knobs.items() if not (isinstance(v, (int, float)) and v >= 0 and
+                                                (math.isfinite(v) or (k == "s_tmax" and v == math.inf)))]
     if wrong:
-        raise DiffusekitError(f"sampler knobs must be finite numbers >= 0, got {', '.join(wrong)}")
+        raise DiffusekitError(f"sampler knobs must be finite numbers >= 0, got "
+                              f"{', '.join(f'{k} {knobs[k]}' for k in wrong)}", *wrong)
     if knobs.get("s_tmin", 0.0) > knobs.get("s_tmax", math.inf):
-        raise DiffusekitError(f"s_tmin {knobs['s_tmin']:g} is above s_tmax {knobs['s_tmax']:g}: the noise window is empty")
+        raise DiffusekitError(f"s_tmin {knobs['s_tmin']:g} is above s_tmax {knobs['s_tmax']:g}: the noise window is "
+                              f"empty", "s_tmin", "s_tmax")
 
 
 def get_sampler(name: str):
     if name not in SAMPLERS:
-        raise DiffusekitError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+        raise DiffusekitError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}", "sampler")
     return SAMPLERS[name]
 
 
@@ -303,7 +318,7 @@ def steps_for_nfe(name: str, nfe: int) -> int:
 def generate(denoiser, sampler, shape, sigmas, *, seeds, temperature=1.0, callback=None, device="cpu", **knobs):
     """Draw per-sample starting noise at sigmas[0] (scaled by temperature) and run `sampler`."""
     if temperature < 0 or not math.isfinite(temperature):
-        raise DiffusekitError(f"temperature must be a finite number >= 0, got {temperature}")
+        raise DiffusekitError(f"temperature must be a finite number >= 0, got {temperature}", "temperature")
     if isinstance(sampler, str):
         sampler = get_sampler(sampler)
     s = torch.as_tensor(sigmas)
@@ -312,3 +327,69 @@ def generate(denoiser, sampler, shape, sigmas, *, seeds, temperature=1.0, callba
     noise = PerSampleNoise(seeds)
     x = noise.randn(shape, device=device) * (float(sigmas[0]) * temperature)
     return sampler(denoiser, x, sigmas, temperature=temperature, generator=noise, callback=callback, **knobs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling a model: the settings of one `sample` call, and the batched, seeded loop
+
+
+class KnobOptions(Config):
+    """A config with a `knobs` field: keywords that are knobs of a sampler (`churn=10`) go there."""
+
+    @classmethod
+    def from_options(cls, **options):
+        """Settings given as keywords, a sampler's knobs among them; None means not given."""
+        options = {k: v for k, v in options.items() if v is not None}
+        knobs = {k: options.pop(k) for k in list(options) if k in ALL_KNOBS}
+        return cls.from_dict({**options, "knobs": {**options.pop("knobs", {}), **knobs}})
+
+
+@dataclass
+class SampleConfig(KnobOptions):
+    """How to sample: the sampler and its knobs, the sigma grid (steps noise levels of `grid`; karras spacing rho;
+    sigma_min / sigma_max narrow the model's range), temperature, seed, classifier-free guidance weight (1: none)."""
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = 20
+    grid: str = "karras"
+    rho: float | None = None
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    temperature: float = 1.0
+    seed: int = 0
+    guidance: float = 1.0
+    batch_size: int = 256
+    knobs: dict = field(default_factory=dict)
+
+    def validate(self):
+        check_choice("sampler", self.sampler, tuple(SAMPLERS))
+        check_choice("grid", self.grid, GRIDS)
+        check(isinstance(self.steps, int) and self.steps >= 1, f"steps must be at least 1, got {self.steps}", "steps")
+        check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be >= 0, got {self.seed}", "seed")
+        check(self.temperature >= 0 and math.isfinite(self.temperature),
+              f"temperature must be a finite number >= 0, got {self.temperature}", "temperature")
+        check(self.guidance >= 0 and math.isfinite(self.guidance),
+              f"guidance must be a finite number >= 0, got {self.guidance}", "guidance")
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1,
+              f"batch_size must be at least 1, got {self.batch_size}", "batch_size")
+        check_knobs(self.sampler, self.knobs)
+
+
+def sample(denoiser, model_config, n: int, config: SampleConfig, *, labels=None, device="cpu", callback=None,
+           progress=False):
+    """n samples in model space ([n, *in_shape], on the CPU). labels: LongTensor [n] for a conditional model. Sample i
+    is drawn from its own generator (seed, i): the same whatever the batch size."""
+    c = config
+    check(isinstance(n, int) and n >= 1, f"n must be at least 1, got {n}", "n")
+    check(c.guidance == 1.0 or model_config.num_classes > 0, "guidance needs a class-conditional model", "guidance")
+    fn = get_sampler(c.sampler)
+    sigmas = sigma_grid(model_config, c.steps, c.grid, c.rho, c.sigma_min, c.sigma_max)
+
+    def batch(idx, seeds):
+        D = denoiser
+        if labels is not None:
+            D = guided(denoiser, labels[idx].to(device), c.guidance, model_config.num_classes)
+        with torch.no_grad():
+            return generate(D, fn, (len(idx), *model_config.in_shape), sigmas, seeds=seeds,
+                            temperature=c.temperature, callback=callback, device=device, **c.knobs).float()
+
+    return map_batches(batch, n, c.batch_size, seed=c.seed, desc="sampling", progress=progress)

@@ -128,8 +128,8 @@ GRIDS = ("karras", "loguniform", "vp")
 
 def sampling_sigmas(grid: str, n: int, sigma_min: float, sigma_max: float, alpha_bars=None, rho: float = 7.0):
     """A descending grid of n noise levels (n network evaluations for a first-order sampler) ending in 0."""
-    if n < 1:
-        raise DiffusekitError(f"--steps must be at least 1, got {n}")
+    if not (isinstance(n, int) and n >= 1):
+        raise DiffusekitError(f"steps must be at least 1, got {n}", "steps")
     if grid == "karras":
         return karras_sigmas(n, sigma_min, sigma_max, rho)
     if grid == "loguniform":
@@ -138,7 +138,30 @@ def sampling_sigmas(grid: str, n: int, sigma_min: float, sigma_max: float, alpha
         if alpha_bars is None:
             raise DiffusekitError("the 'vp' grid needs a model trained on a VP table")
         return vp_uniform_sigmas(alpha_bars, n)
-    raise DiffusekitError(f"unknown sigma grid {grid!r}; choose one of {', '.join(GRIDS)}")
+    raise DiffusekitError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}", "grid")
+
+
+def sigma_grid(model_config, steps: int, grid: str = "karras", rho=None, sigma_min=None, sigma_max=None):
+    """The sampling grid for a model (its ModelConfig): `steps` sigmas within its training range (or [sigma_min,
+    sigma_max] where given, which must lie inside it), plus 0. rho: the Karras spacing (7 when not given)."""
+    if rho is not None and grid != "karras":
+        raise DiffusekitError(f"rho is the spacing of the karras grid; the {grid} grid takes none", "rho")
+    if (sigma_min is not None or sigma_max is not None) and grid == "vp":
+        raise DiffusekitError("the vp grid is the model's own timestep range; it takes no sigma_min / sigma_max",
+                              "sigma_min", "sigma_max")
+    rho = 7.0 if rho is None else rho
+    lo = model_config.sigma_min if sigma_min is None else sigma_min
+    hi = model_config.sigma_max if sigma_max is None else sigma_max
+    tol = 1e-6 * model_config.sigma_min  # the range as printed below may be rounded
+    if not (model_config.sigma_min - tol <= lo < hi <= model_config.sigma_max * (1 + 1e-6)):
+        raise DiffusekitError(f"need {model_config.sigma_min:.6g} <= sigma_min < sigma_max <= "
+                              f"{model_config.sigma_max:.6g} (the model's training range), got sigma_min {lo:g}, "
+                              f"sigma_max {hi:g}", "sigma_min", "sigma_max")
+    if not (rho > 0 and math.isfinite(rho)):
+        raise DiffusekitError(f"rho must be a finite number > 0, got {rho}", "rho")
+    ab = vp_table(model_config.vp_schedule) if model_config.time_conditioning == "vp" else None
+    return sampling_sigmas(grid, steps, max(lo, model_config.sigma_min), min(hi, model_config.sigma_max),
+                           alpha_bars=ab, rho=rho)
 
 
 # ---------------------------------------------------------------------------------------------------------

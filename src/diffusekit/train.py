@@ -20,38 +20,42 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .api import pick_labels, sample
 from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_run_config,
                          save_checkpoint, write_json_atomic, write_text_atomic)
 from .config import Config, check, check_choice
+from .evaluate import Evaluator
 from .data import load_data
 from .errors import DiffusekitError
 from .losses import NOISES, WEIGHTINGS, DiffusionLoss, noise_distribution
 from .model import ModelConfig, build_denoiser
+from .nets import UNET_PRESETS
+from .runtime import init_distributed, pick_device, seed_device
+from .samplers import SampleConfig, sample
 from .viz import picture
 
 
 @dataclass
 class TrainConfig(Config):
-    data: str
+    """Everything about a training run, saved in its config.json. None: the preset's or the data's own value."""
+    data: str  # a data spec (`load_data`); `train` writes in-memory data into the run and names that file
     out: str
     preset: str = "small"
-    # explicit network settings on top of the preset (0 / "": the preset's own)
-    channels: int = 0  # U-Net base channels or MLP width
-    channel_mults: str = ""  # U-Net, e.g. "1,2,2"
-    num_res_blocks: int = 0  # U-Net residual blocks per level, or MLP depth
-    attn_resolutions: str = ""  # U-Net self-attention resolutions, e.g. "14,7" ("none": no attention)
+    # explicit network settings on top of the preset
+    channels: int | None = None  # U-Net base channels or MLP width
+    channel_mults: list | None = None  # U-Net, e.g. [1, 2, 2]
+    num_res_blocks: int | None = None  # U-Net residual blocks per level, or MLP depth
+    attn_resolutions: list | None = None  # U-Net self-attention resolutions, e.g. [14, 7] ([]: no attention)
     parameterization: str = "edm"  # eps | x0 | v | edm
     weighting: str = "auto"  # auto: the parameterization's own (eps-MSE, v-MSE, EDM; x0 -> EDM); min-snr; likelihood
-    # lognormal (EDM) | loguniform (sigma_min..sigma_max; with --weighting likelihood: maximum likelihood)
+    # lognormal (EDM) | loguniform (sigma_min..sigma_max; with weighting likelihood: maximum likelihood)
     # | vp (uniform timesteps of vp_schedule; timestep-conditioned net)
     noise: str = "lognormal"
     vp_schedule: str = "linear"
     p_mean: float = -1.2
     p_std: float = 1.2
     min_snr_gamma: float = 5.0
-    sigma_data: float = 0.0  # 0: auto (0.5 for images in [-1, 1], 1.0 for standardized vectors)
-    image_size: int = 0  # 0: the data's own size (image folders)
+    sigma_data: float | None = None  # None: 0.5 for images in [-1, 1], 1.0 for standardized vectors
+    image_size: int | None = None  # resize a folder of images to this (None: their own smallest side)
     class_cond: str = "auto"  # auto (when the data has labels) | on | off
     label_dropout: float = 0.1
     dropout: float = 0.0
@@ -61,12 +65,12 @@ class TrainConfig(Config):
     warmup_steps: int = 200
     lr_decay_kimg: float = 0.0  # > 0: inverse square-root decay, lr * sqrt(lr_decay_kimg / kimg seen) past it (EDM2)
     weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # 0: none
     ema_halflife_kimg: float = 20.0
     ema_rampup: float = 0.05
     bf16: bool = False
-    steps: int = 0  # total optimizer steps (0: no step limit)
-    minutes: float = 0.0  # wall-clock budget of this invocation (0: no time limit)
+    steps: int | None = None  # total optimizer steps
+    minutes: float | None = None  # wall-clock budget of this invocation
     seed: int = 0
     log_every: int = 50
     sample_every: int = 0  # write a sample grid every N steps (0: only at the end)
@@ -77,81 +81,92 @@ class TrainConfig(Config):
     device: str = "auto"
 
     def validate(self):
+        self._read_saved_forms()
         check_choice("parameterization", self.parameterization, ("eps", "x0", "v", "edm"))
         check_choice("weighting", self.weighting, ("auto", *WEIGHTINGS))
         check_choice("noise", self.noise, NOISES)
         check(self.weighting != "likelihood" or self.noise == "loguniform",
-              "--weighting likelihood (maximum-likelihood training) needs --noise loguniform")
+              "weighting likelihood (maximum-likelihood training) needs noise loguniform", "weighting", "noise")
         check_choice("class_cond", self.class_cond, ("auto", "on", "off"))
-        check(self.steps > 0 or self.minutes > 0, "give a budget: --steps N or --minutes M")
-        check(self.steps >= 0 and self.minutes >= 0, "--steps and --minutes must not be negative")
-        check(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be at least 1")
-        check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}")
-        check(self.lr_decay_kimg >= 0 and math.isfinite(self.lr_decay_kimg), f"--lr-decay-kimg must be >= 0 (0: constant), got {self.lr_decay_kimg}")
-        check(0 <= self.label_dropout < 1, f"--label-dropout must be in [0, 1), got {self.label_dropout}")
-        check(self.ema_halflife_kimg >= 0 and self.ema_rampup >= 0, "EMA half-life and ramp-up must be >= 0")
-        check(self.p_std > 0, "p_std must be positive")
-        check(self.sigma_data >= 0 and 0 <= self.image_size <= 1024, "--sigma-data must be >= 0 and --image-size in 0-1024")
-        check(0 <= self.weight_decay < math.inf, f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
-        check(0 <= self.grad_clip < math.inf, f"--grad-clip must be a finite number >= 0 (0: none), got {self.grad_clip}")
-        check(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
-        check(self.log_every >= 1 and self.ckpt_every >= 1 and self.sample_every >= 0, "log/ckpt/sample intervals must be positive")
+        check((self.steps or 0) >= 0 and (self.minutes or 0) >= 0, "steps and minutes must not be negative",
+              "steps", "minutes")
+        check(bool(self.steps) or bool(self.minutes), "give a budget: steps N or minutes M", "steps", "minutes")
+        check(self.minutes is None or math.isfinite(self.minutes), f"minutes must be finite, got {self.minutes}",
+              "minutes")
+        check(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}", "batch_size")
+        check(self.grad_accum >= 1, f"grad_accum must be at least 1, got {self.grad_accum}", "grad_accum")
+        for name, lo, hi in (("lr", 0, math.inf), ("p_std", 0, math.inf), ("min_snr_gamma", 0, math.inf)):
+            v = getattr(self, name)
+            check(lo < v < hi, f"{name} must be a finite number > 0, got {v}", name)
+        for name in ("lr_decay_kimg", "weight_decay", "grad_clip", "ema_halflife_kimg", "ema_rampup"):
+            v = getattr(self, name)
+            check(0 <= v < math.inf, f"{name} must be a finite number >= 0, got {v}", name)
+        check(0 <= self.label_dropout < 1, f"label_dropout must be in [0, 1), got {self.label_dropout}", "label_dropout")
+        check(self.sigma_data is None or 0 < self.sigma_data < math.inf,
+              f"sigma_data must be a finite number > 0, got {self.sigma_data}", "sigma_data")
+        check(self.image_size is None or 1 <= self.image_size <= 1024,
+              f"image_size must be in 1-1024, got {self.image_size}", "image_size")
+        check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}", "warmup_steps")
+        for name in ("log_every", "ckpt_every"):
+            check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}", name)
+        check(self.sample_every >= 0, f"sample_every must be >= 0, got {self.sample_every}", "sample_every")
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        check(0 <= self.channels <= 4096 and 0 <= self.num_res_blocks <= 16,
-              "--channels must be in 0-4096 and --num-res-blocks in 0-16")
-        check(self.eval_every >= 0 and self.eval_samples >= 4, "--eval-every must be >= 0 and --eval-samples >= 4")
-        check(self.min_snr_gamma > 0, f"--min-snr-gamma must be positive, got {self.min_snr_gamma}")
+        check(self.channels is None or 1 <= self.channels <= 4096, f"channels must be in 1-4096, got {self.channels}",
+              "channels")
+        check(self.num_res_blocks is None or 1 <= self.num_res_blocks <= 16,
+              f"num_res_blocks must be in 1-16, got {self.num_res_blocks}", "num_res_blocks")
+        check(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}", "eval_every")
+        check(self.eval_samples >= 4, f"eval_samples must be at least 4, got {self.eval_samples}", "eval_samples")
+
+    def _read_saved_forms(self):
+        """Runs of release 0.1.0 saved 0 / "" for "not given" and lists as text ("1,2,2", "none")."""
+        for name in ("channels", "num_res_blocks", "sigma_data", "image_size", "steps", "minutes"):
+            if getattr(self, name) == 0:
+                setattr(self, name, None)
+        for name in ("channel_mults", "attn_resolutions"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                setattr(self, name, None if v == "" else [] if v == "none" else int_list(name, v))
+            elif v is not None:
+                setattr(self, name, int_list(name, v))
 
 
-def _int_list(name, text):
+def int_list(name, value) -> list:
+    """Whole numbers, from a list or comma-separated text."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise DiffusekitError(f"--{name} must be comma-separated integers, got {text!r}") from None
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return [int(v) for v in items if str(v).strip()]
+    except (TypeError, ValueError):
+        raise DiffusekitError(f"{name} must be whole numbers (e.g. 1,2,2), got {value!r}", name) from None
 
 
 def net_overrides(cfg: TrainConfig, kind: str) -> dict:
-    o = {}
-    if kind == "image":
-        if cfg.channels:
-            o["channels"] = cfg.channels
-        if cfg.channel_mults:
-            o["channel_mults"] = _int_list("channel-mults", cfg.channel_mults)
-        if cfg.num_res_blocks:
-            o["num_res_blocks"] = cfg.num_res_blocks
-        if cfg.attn_resolutions:
-            o["attn_resolutions"] = [] if cfg.attn_resolutions == "none" else _int_list("attn-resolutions", cfg.attn_resolutions)
-    else:
-        if cfg.channel_mults or cfg.attn_resolutions:
-            raise DiffusekitError("--channel-mults and --attn-resolutions are U-Net settings; this data is vectors")
-        if cfg.channels:
-            o["width"] = cfg.channels
-        if cfg.num_res_blocks:
-            o["depth"] = cfg.num_res_blocks
-    return o
+    names = {"channels": "channels", "channel_mults": "channel_mults", "num_res_blocks": "num_res_blocks",
+             "attn_resolutions": "attn_resolutions"} if kind == "image" else {"channels": "width", "num_res_blocks": "depth"}
+    if kind != "image" and (cfg.channel_mults is not None or cfg.attn_resolutions is not None):
+        raise DiffusekitError("channel_mults and attn_resolutions are U-Net settings; this data is vectors",
+                              "channel_mults", "attn_resolutions")
+    return {net: getattr(cfg, ours) for ours, net in names.items() if getattr(cfg, ours) is not None}
 
 
 def check_new_run(cfg: TrainConfig, data):
     """Settings a new run must not ignore silently (runs saved before these checks may hold them, and still resume)."""
     if cfg.image_size and not os.path.isdir(cfg.data):
-        raise DiffusekitError(f"--image-size resizes a folder of images; {cfg.data} has its own size")
+        raise DiffusekitError(f"image_size resizes a folder of images; {cfg.data} has its own size", "image_size")
     attn = net_overrides(cfg, data.codec.kind).get("attn_resolutions")
     if attn:  # a preset's own list covers several image sizes, so only a list given here is checked
-        from .nets import UNET_PRESETS
-
-        mults = _int_list("channel-mults", cfg.channel_mults) if cfg.channel_mults else \
-            UNET_PRESETS.get(cfg.preset, {}).get("channel_mults", ())
+        mults = cfg.channel_mults or UNET_PRESETS.get(cfg.preset, {}).get("channel_mults", ())
         have = [data.codec.shape[1] // 2 ** level for level in range(len(mults))]
         absent = [r for r in attn if r not in have]
         if absent and have:
-            raise DiffusekitError(f"--attn-resolutions {absent[0]} is not a resolution of this U-Net "
+            raise DiffusekitError(f"attn_resolutions {absent[0]} is not a resolution of this U-Net "
                                   f"({', '.join(map(str, have))})")
 
 
 def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
     cond = cfg.class_cond == "on" or (cfg.class_cond == "auto" and data.labels is not None)
     if cond and data.labels is None:
-        raise DiffusekitError(f"--class-cond on, but {cfg.data} has no labels")
+        raise DiffusekitError(f"class_cond on, but {cfg.data} has no labels", "class_cond")
     mcfg = ModelConfig(kind=data.codec.kind, in_shape=list(data.codec.shape), preset=cfg.preset,
                        parameterization=cfg.parameterization,
                        sigma_data=cfg.sigma_data or (0.5 if data.codec.kind == "image" else 1.0),
@@ -163,40 +178,14 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
     return mcfg
 
 
-def _distributed(device: torch.device):
-    """(rank, world size) from torchrun's environment when present; nccl for CUDA, gloo for CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    return rank, world
-
-
-def _seed_device(device: torch.device, seed: int):
-    # torch.manual_seed also queues seeds for every accelerator backend, formatting a stack trace each time
-    if device.type == "cpu":
-        torch.default_generator.manual_seed(seed)
-    else:
-        torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DiffusekitError("--device cuda, but no CUDA device is available")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
         self.cfg, self.progress = cfg, progress
         self.device = pick_device(cfg.device)
-        self.rank, self.world = _distributed(self.device)
+        self.rank, self.world = init_distributed(self.device)
         check(cfg.batch_size >= self.world * cfg.grad_accum,
-              f"--batch-size {cfg.batch_size} is smaller than processes x accumulation steps ({self.world * cfg.grad_accum})")
+              f"batch_size {cfg.batch_size} is smaller than processes x accumulation steps "
+              f"({self.world * cfg.grad_accum})", "batch_size")
         self.out = Path(cfg.out)
         self.data = load_data(cfg.data, cfg.image_size or None)
         if len(self.data) == 0:
@@ -208,7 +197,7 @@ class Trainer:
         if self.world > 1:  # every rank must decide before rank 0 writes config.json
             dist.barrier()
         if not resume and exists:
-            raise DiffusekitError(f"{self.out} already holds a run; use --resume to continue it or choose another --out")
+            raise DiffusekitError(f"{self.out} already holds a run; resume it or choose another out", "resume", "out")
         torch.manual_seed(cfg.seed)
         self.denoiser = build_denoiser(self.mcfg).to(self.device)
         self.net = self.denoiser.net
@@ -225,8 +214,6 @@ class Trainer:
         self.step, self.elapsed, self._perm = 0, 0.0, (None, None)
         self.evaluator, self.best = None, float("inf")
         if cfg.eval_every and self.rank == 0:
-            from .evaluate import Evaluator
-
             self.evaluator = Evaluator(cfg.eval_reference or cfg.data, cache_dir=self.out / "evaluator", n_boot=5)
         if resume:
             self._load()
@@ -274,8 +261,8 @@ class Trainer:
         if self.rank != 0:
             return
         n = self.cfg.eval_samples
-        labels = pick_labels(self.mcfg, n, seed=1)
-        x = sample(self.ema_denoiser(), self.mcfg, n, steps=20, seed=1, labels=labels, device=self.device)
+        labels = self.mcfg.pick_labels(n, seed=1)
+        x = sample(self.ema_denoiser(), self.mcfg, n, SampleConfig(seed=1), labels=labels, device=self.device)
         result = self.evaluator(self.data.codec.decode(x))
         score = self.evaluator.headline(result)
         keys = [k for k in ("fcd", "fcd_se", "kid", "precision", "recall", "energy_distance", "energy_distance_se")
@@ -323,7 +310,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         self.net.train()
         for j, sl in enumerate(mine):
-            _seed_device(self.device, cfg.seed * 1_000_003 + self.step * 65_537 + self.rank * 257 + j)  # dropout
+            seed_device(self.device, cfg.seed * 1_000_003 + self.step * 65_537 + self.rank * 257 + j)  # dropout
             x0 = self.data.x[idx[sl]].to(self.device)
             lab = None if labels is None else labels[sl].to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -388,8 +375,7 @@ class Trainer:
         n = 64 if self.mcfg.kind == "image" else 1000
         ema_denoiser = self.ema_denoiser()
         labels = torch.arange(n) % self.mcfg.num_classes if self.mcfg.num_classes else None
-        x = sample(ema_denoiser, self.mcfg, n, steps=20, seed=0, labels=labels,
-                   device=self.device)
+        x = sample(ema_denoiser, self.mcfg, n, SampleConfig(), labels=labels, device=self.device)
         path.parent.mkdir(parents=True, exist_ok=True)
         nrow = self.mcfg.num_classes if self.mcfg.num_classes and n % self.mcfg.num_classes == 0 else None
         picture(self.data.codec.decode(x), self.mcfg.kind, nrow=nrow).save(path)
@@ -474,6 +460,6 @@ def resume_config(out: str, **budget) -> TrainConfig:
     d = dict(saved.get("train", {}))
     given = {k: v for k, v in budget.items() if v is not None}
     if given:  # a new budget replaces the saved one entirely (steps: total to reach; minutes: this invocation)
-        d.update({"steps": 0, "minutes": 0.0, **given})
+        d.update({"steps": None, "minutes": None, **given})
     d["out"] = str(out)
     return TrainConfig.from_dict(d)

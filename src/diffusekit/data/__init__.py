@@ -65,6 +65,81 @@ def load_data(spec: str, image_size: int | None = None, categorical=()) -> Data:
                           "a folder of images, a .npz or a .csv file")
 
 
+def as_data(obj, *, labels=None, image_size: int | None = None, categorical=()) -> Data:
+    """Anything a user calls data, as a Data in model space with its codec: a data spec or path (see `load_data`), a
+    pandas DataFrame (a table; text columns are categorical), an array (N x D numbers, or N x H x W [x C] images:
+    uint8, or float in [0, 1]) with optional integer `labels`, or a Data."""
+    if isinstance(obj, Data):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        if labels is not None:
+            raise DiffusekitError("labels are given with arrays; a data spec carries its own", "labels")
+        return load_data(os.fspath(obj), image_size, categorical)
+    if type(obj).__name__ == "DataFrame":
+        if labels is not None:
+            raise DiffusekitError("labels are given with arrays; a table's label is one of its columns", "labels")
+        return _dataframe(obj, set(categorical))
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return _arrays(obj, labels)
+    raise DiffusekitError(f"data must be a data spec or path, a pandas DataFrame or an array, got {type(obj).__name__}",
+                          "data")
+
+
+def to_model_space(data: Data, codec, in_shape, what: str = "the model was trained on", unseen: list | None = None):
+    """A Data's samples re-encoded by a model's codec (the space its network works in), with a one-line error when
+    they do not fit: another kind of data, other columns (by name and order), another image size. unseen: as for
+    VectorCodec.encode (a category absent from training is an error unless a list collects it)."""
+    if data.codec.kind != codec.kind:
+        raise DiffusekitError(f"the data hold {data.codec.kind}s but the model is of {codec.kind}s")
+    if codec.kind == "vector":  # the model's codec checks the columns' values (categories included)
+        check_columns(data.codec.columns, codec.columns, what)
+        return codec.encode(data.codec.decode(data.x), unseen=unseen)
+    if tuple(data.x.shape[1:]) != tuple(in_shape):
+        raise DiffusekitError(f"the data are samples of shape {tuple(data.x.shape[1:])}; the model is of "
+                              f"{' x '.join(map(str, in_shape))}")
+    return codec.encode(data.codec.decode(data.x))
+
+
+def read_samples(path: str) -> np.ndarray:
+    """arr_0 of an .npz, a .csv table, one image file, or a folder of images, as an array in user units (uint8 images
+    N x H x W [x C], float vectors, or an object array for a table with categorical columns)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS) and not n.startswith("."))
+        if not names:
+            raise DiffusekitError(f"no images in {path}")
+        try:
+            ims = [np.asarray(Image.open(os.path.join(path, n))) for n in names]
+        except (UnidentifiedImageError, OSError) as e:
+            raise DiffusekitError(f"cannot read image in {path}: {e}") from None
+        if len({im.shape for im in ims}) != 1:
+            raise DiffusekitError(f"images in {path} differ in size or channels")
+        return np.stack(ims)
+    if not os.path.exists(path):
+        raise DiffusekitError(f"{path} does not exist")
+    if path.lower().endswith(IMAGE_EXTS):
+        try:
+            return np.asarray(Image.open(path))[None]
+        except (UnidentifiedImageError, OSError) as e:
+            raise DiffusekitError(f"cannot read image {path}: {e}") from None
+    if path.endswith(".csv"):  # a table, possibly with categorical columns (rows as written by `sample`)
+        d = load_data(path)
+        return d.codec.decode(d.x)
+    return read_npz(path)[0]
+
+
+def read_images(obj) -> np.ndarray:
+    """Images as given (a path as for `read_samples`, or an array), N x H x W x C (uint8, or float in [0, 1])."""
+    a = read_samples(obj) if isinstance(obj, (str, os.PathLike)) else np.asarray(obj)
+    if np.iscomplexobj(a) or a.dtype == object:
+        raise DiffusekitError("images must be real numbers: uint8 (0-255) or float in [0, 1]")
+    return a[..., None] if a.ndim == 3 else a
+
+
 def check_columns(got, expected, what: str):
     """A table's columns must be `expected`, by name and in order (they are read by position): say which differ."""
     if list(got) == list(expected):
@@ -194,8 +269,18 @@ def read_npz(path) -> tuple:
 
 
 def _npz(path: str) -> Data:
-    a, labels = read_npz(path)
+    return _arrays(*read_npz(path), where=path)
+
+
+def _arrays(a: np.ndarray, labels=None, where: str = "the array") -> Data:
+    """N x D numbers (a table without names) or N x H x W [x C] images (uint8, or float in [0, 1]), optional labels."""
+    path = where
+    if np.iscomplexobj(a):
+        raise DiffusekitError(f"{path}: the data are complex numbers; give real ones")
+    if len(a) == 0 or a.size == 0:
+        raise DiffusekitError(f"{path} holds no samples")
     if labels is not None:
+        labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) != len(a) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
             raise DiffusekitError(f"{path}: arr_1 must hold one integer label >= 0 per sample "
                                   f"({len(a)}), got shape {labels.shape} of {labels.dtype}")
@@ -236,14 +321,28 @@ def _csv(path: str, categorical_columns=frozenset()) -> Data:
         columns, body = header, rows[1:]
     if not body:
         raise DiffusekitError(f"{path} has a header but no rows")
-    dup = sorted({c for c in columns if columns.count(c) > 1})
-    if dup:
-        raise DiffusekitError(f"{path}: duplicated column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))}")
     for i, row in enumerate(body):
         if len(row) != len(columns):
             raise DiffusekitError(f"{path}: row {i + 2 if columns is header else i + 1} has {len(row)} cells, expected {len(columns)}")
     cells = np.array([[c.strip() for c in row] for row in body], dtype=object)
-    first = 2 if columns is header else 1  # the file's line number of body row 0
+    return _table(cells, list(columns), categorical_columns, path, first=2 if columns is header else 1)
+
+
+def _dataframe(df, categorical_columns=frozenset()) -> Data:
+    """A pandas DataFrame, typed as a CSV of the same cells would be (text columns are categorical)."""
+    if len(df) == 0 or len(df.columns) == 0:
+        raise DiffusekitError("the DataFrame holds no rows or no columns")
+    cells = np.array([[("" if v is None else str(v)).strip() for v in row] for row in df.itertuples(index=False)],
+                     dtype=object)
+    return _table(cells, [str(c) for c in df.columns], categorical_columns, "the DataFrame", first=0)
+
+
+def _table(cells: np.ndarray, columns: list, categorical_columns, path: str, first: int) -> Data:
+    """Text cells [N, C] typed by column: numbers, or categories when mostly text (or named in categorical_columns).
+    first: the row number of cells[0] in messages."""
+    dup = sorted({c for c in columns if columns.count(c) > 1})
+    if dup:
+        raise DiffusekitError(f"{path}: duplicated column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))}")
     categorical = False
     for j, name in enumerate(columns):
         missing = [i for i, v in enumerate(cells[:, j]) if v.lower() in MISSING]

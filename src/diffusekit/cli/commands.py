@@ -1,0 +1,301 @@
+"""The commands: each parses nothing, calls the library (run.py, detector.py) and writes what it returns."""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic, write_text_atomic
+from ..detector import AnomalyDetector
+from ..errors import DiffusekitError, check
+from ..evaluate import Evaluator
+from ..run import Latents, Run, load, train
+from ..runtime import init_distributed, is_main_process, leave_process_group, pick_device
+from ..samplers import ALL_KNOBS
+from ..train import TrainConfig
+from ..viz import image_grid, picture
+from .outputs import check_outputs, check_suffix, restorations_out, samples_out
+
+def given(a, *names) -> dict:
+    """The options among `names` given on the command line (argparse leaves the others None)."""
+    return {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
+
+
+def open_run(a) -> Run:
+    return load(a.run, a.checkpoint, ema=not a.no_ema, device=a.device)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_train(a):
+    settings = given(a, *(f.name for f in dataclasses.fields(TrainConfig)))
+    out = settings.pop("out", None)
+    if a.resume:
+        check(out is not None, "resume needs out RUN_DIR", "resume", "out")
+        train(settings.pop("data", None), out, resume=True, progress=not a.no_progress, **settings)
+    else:
+        check("data" in settings and out is not None, "train needs data SPEC and out RUN_DIR", "data", "out")
+        train(settings.pop("data"), out, progress=not a.no_progress, **settings)
+    if is_main_process():
+        out = Path(out)
+        print(f"run saved in {out} (checkpoint {out / 'last'}, log {out / 'log.csv'}, samples {out / 'samples'})")
+
+
+def cmd_sample(a):
+    check(a.out or a.grid, "nothing to write: give --out FILE.npz|DIR and/or --grid FILE.png")
+    check_suffix("--grid", a.grid, ".png")
+    run = open_run(a)
+    check_outputs([("--out", a.out, samples_out(a.out, run.kind)), ("--grid", a.grid, "file")], runs=[a.run])
+    options = given(a, "sampler", "steps", "rho", "sigma_min", "sigma_max", "temperature", "seed", "guidance",
+                    "batch_size", *ALL_KNOBS)
+    if a.schedule:
+        options["grid"] = a.schedule
+    x, labels = run.sample(a.n, label=a.label, return_labels=True, progress=not a.no_progress, **options)
+    if a.out:
+        save_samples(a.out, x, labels)
+        print(f"wrote {a.n} samples to {a.out}")
+    if a.grid:
+        save_image_atomic(picture(x[:256] if run.kind == "image" else x.to_numpy(), run.kind), a.grid)
+        print(f"wrote grid {a.grid}")
+    if a.report:  # the samples as written (8-bit images re-quantized); conditional: -ln p(x | its label), unguided
+        r = run.nll(x, labels=labels, class_labels=labels is not None, seed=a.seed, batch_size=a.batch_size,
+                    progress=not a.no_progress).summary()
+        unit = "bits/dim (8-bit, dequantized)" if run.kind == "image" else "bits/dim"
+        print(f"NLL of the {a.n} samples at temperature {a.temperature:g}{' given their labels' if labels is not None else ''}"
+              f": {r['bits_per_dim']:.4f} +- {r['bits_per_dim_se'] or float('nan'):.4f} {unit}; {r['nll_nats']:.2f} +- "
+              f"{r['nll_nats_se'] or float('nan'):.2f} nats/sample (exact, probability-flow ODE)")
+
+
+def cmd_nll(a):
+    rank = init_distributed(pick_device(a.device))[0]
+    run = open_run(a)
+    if rank == 0:
+        check_outputs([("--csv", a.csv, "file")], inputs=[a.data], runs=[a.run])
+    ode, elbo = given(a, "estimator", "probes", "rtol", "atol"), given(a, "levels")
+    methods = {"ode": ode, "elbo": elbo} if a.method == "both" else {a.method: {**ode, **elbo}}
+    results = {("exact" if m == "ode" else "elbo"): run.nll(
+        a.data, n=a.n, class_labels=a.class_labels, method=m, seed=a.seed, batch_size=a.batch_size,
+        progress=not a.no_progress and not a.json, **opts) for m, opts in methods.items()}
+    if rank != 0:
+        return
+    first = next(iter(results.values()))
+    report = {"run": str(a.run), "data": a.data, "n": len(first.nats), "dims": first.dims, "units": first.units,
+              **{name: r.summary() for name, r in results.items()}}
+    if a.csv:
+        head = ["index"] + [f"{k}_{u}" for k in results for u in ("nats", "bits_per_dim")]
+        rows = [[str(i)] + [f"{float(v):.6f}" for r in results.values() for v in (r.nats[i], r.bits_per_dim[i])]
+                for i in range(len(first.nats))]
+        write_csv_atomic(a.csv, head, rows)
+    print(json.dumps(report) if a.json else nll_text(report, results, a.csv))
+
+
+def nll_text(report, results, csv_path) -> str:
+    pm = lambda se, f: "" if se is None else f" +- {se:{f}}"  # noqa: E731
+    lines = []
+    for name in results:
+        r = report[name]
+        lines.append(f"{'exact NLL (ODE)' if name == 'exact' else 'ELBO bound'}: {r['bits_per_dim']:.4f}"
+                     f"{pm(r['bits_per_dim_se'], '.4f')} bits/dim, {r['nll_nats']:.2f}{pm(r['nll_nats_se'], '.2f')} "
+                     f"nats/sample (n={report['n']}, {r['nfe_per_sample']:.0f} "
+                     f"{'ODE' if name == 'exact' else 'network'} evaluations/sample, {r['seconds']:.0f} s)")
+    return "\n".join(lines + [f"units: {report['units']}" + (f"; per-sample values in {csv_path}" if csv_path else "")])
+
+
+def flow_options(a) -> dict:
+    return given(a, "method", "steps", "rtol", "atol", "batch_size")
+
+
+def cmd_encode(a):
+    check_suffix("--out", a.out, ".npz")
+    run = open_run(a)
+    check_outputs([("--out", a.out, "file")], inputs=[a.data], runs=[a.run])
+    z = run.encode(a.data, n=a.n, progress=not a.no_progress, **flow_options(a))
+    save_npz_atomic(a.out, latents=z.latents, source=z.source, method=np.array(z.method))
+    print(f"wrote {len(z)} latents (unit variance, shape {tuple(z.latents.shape[1:])}) to {a.out} "
+          f"[{z.method}, {z.nfe_per_sample:.0f} network calls/sample, {z.seconds:.0f} s]")
+
+
+def cmd_decode(a):
+    check(a.latents.endswith(".npz"), f"--latents must be an .npz file written by diffusekit encode, got {a.latents!r}")
+    run = open_run(a)
+    check_outputs([("--out", a.out, samples_out(a.out, run.kind))], inputs=[a.latents], runs=[a.run])
+    z = read_latents(a.latents)
+    x = run.decode(z, model_space=True, progress=not a.no_progress, **flow_options(a))
+    save_samples(a.out, run.to_user(x))
+    msg = f"wrote {len(x)} decoded samples to {a.out} [{a.method or 'ode'}]"
+    if z.source is not None and z.source.shape == x.shape:
+        src = torch.from_numpy(z.source)
+        rel = float((x - src).flatten(1).norm(dim=1).div(src.flatten(1).norm(dim=1).clamp_min(1e-12)).max())
+        msg += f"; round trip: max relative error {rel:.2e}, max abs error {float((x - src).abs().max()):.2e} (model space)"
+    print(msg)
+
+
+def read_latents(path) -> Latents:
+    try:
+        with np.load(path) as f:
+            check("latents" in f, f"{path} has no 'latents' array (write it with diffusekit encode)")
+            z = f["latents"]
+            check(not np.iscomplexobj(z), f"{path}: the latents are complex numbers; give real ones")
+            source = f["source"].astype(np.float32) if "source" in f else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DiffusekitError(f"cannot read {path}: {e}") from None
+    return Latents(np.asarray(z, dtype=np.float32), source)
+
+
+def cmd_restore(a):
+    check_suffix("--compare", a.compare, ".png")
+    run = open_run(a)
+    check_outputs([("--out", a.out, restorations_out(a.out)), ("--compare", a.compare, "file")],
+                  inputs=[a.images, a.truth], runs=[a.run])
+    task = given(a, "mask", "factor", "kernel", "sigma")
+    options = given(a, "sampler", "steps", "temperature", "seed", "zeta", "resample", "n_samples", "batch_size",
+                    *ALL_KNOBS)
+    r = run.restore(a.images, a.command, truth=a.truth, method=restore_method(a), progress=not a.no_progress,
+                    **task, **options)
+    check(not (a.out.lower().endswith(".png") and len(r.images) > 1), f"--out {a.out} holds one image but there "
+          f"are {len(r.images)} restorations; use .npz or a folder")
+    write_restoration(a.out, r)
+    msg = (f"wrote {len(r.images)} restorations ({r.n_inputs} inputs x {r.n_samples}) to {a.out} [{r.method}"
+           + ("" if r.method == "tweedie" else f", {a.sampler or 'ddpm'}, {a.steps or 20} steps")
+           + f", {r.seconds / len(r.images):.2f} s/image]\nmeasurement consistency: RMS(y - A x) = {r.consistency:.4f} "
+           f"(image range [0, 1]; noise sigma {a.sigma or 0:g})")
+    if r.psnr is not None:
+        msg += f"\nagainst the truth: PSNR {r.psnr:.2f} dB, SSIM {r.ssim:.4f}" + (
+            f"; mean of {r.n_samples}: PSNR {r.psnr_mean:.2f} dB" if r.psnr_mean is not None else "")
+    if a.compare:
+        save_image_atomic(r.figure(run.codec), a.compare)
+        msg += f"\nwrote comparison figure {a.compare}"
+    print(msg)
+
+
+def restore_method(a):
+    """--method, or denoise's --mmse (the posterior mean) / --sample (posterior samples)."""
+    mmse, sample = getattr(a, "mmse", False), getattr(a, "sample", False)
+    check(not (mmse and sample), "choose one of --mmse (posterior mean) and --sample (posterior samples)")
+    implied = "sample" if sample else "tweedie" if mmse else None
+    check(not (a.method and implied and a.method != implied), f"--method {a.method} contradicts "
+          f"--{'sample' if sample else 'mmse'}")
+    return a.method or implied or ("tweedie" if a.command == "denoise" else "repaint")
+
+
+def write_restoration(out, r):
+    if out.endswith(".npz"):
+        extra = {} if r.mean is None else {"mean": r.mean, "std": r.std}
+        save_npz_atomic(out, arr_0=r.images, **extra)
+        return
+    if out.lower().endswith(".png"):
+        from PIL import Image
+
+        im = r.images[0]
+        save_image_atomic(Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im), out)
+        return
+    save_samples(out, r.images)
+    if r.mean is not None:
+        save_samples(str(Path(out) / "mean"), r.mean)
+        save_samples(str(Path(out) / "std"), (np.clip(r.std, 0, 0.5) * 510).round().astype(np.uint8))
+
+
+def cmd_anomaly_fit(a):
+    options = given(a, "minutes", "steps", "models", "preset", "holdout", "seed", "features", "batch_size")
+    det = AnomalyDetector.fit(a.data, a.out, runs=a.run, device=a.device, progress=not a.no_progress, **options)
+    i = det.info
+    runs = i["runs"]
+    trained = "trained earlier" if a.run else f"trained on {i['n_train']} normal samples"
+    print(f"detector saved in {a.out}: {'model' if len(runs) == 1 else f'mean of {len(runs)} models'} "
+          f"{', '.join(runs)} ({trained}), scores fit on {i['n_fit']}, calibrated on {i['n_calibration']} "
+          f"(smallest --fpr with a guarantee: {1 / (i['n_calibration'] + 1):.3g})")
+
+
+def open_detector(a, outputs) -> AnomalyDetector:
+    det = AnomalyDetector.load(a.detector, a.device)
+    check(not getattr(a, "maps", None) or det.kind == "image", "--maps draws per-pixel maps and is for images; "
+          "tables get per-column contributions")
+    check_outputs(outputs, inputs=[a.data], runs=det.run_paths, detector=a.detector)
+    return det
+
+
+def cmd_anomaly_score(a):
+    check_suffix("--out", a.out, ".csv")
+    det = open_detector(a, [("--out", a.out, "file"), ("--maps", a.maps, "folder")])
+    df = det.score(a.data, a.fpr, batch_size=a.batch_size, progress=not a.no_progress, return_maps=bool(a.maps))
+    df, maps = df if a.maps else (df, None)
+    if maps is not None:  # made before the scores are written: a folder that cannot be made leaves an earlier file
+        Path(a.maps).mkdir(parents=True, exist_ok=True)
+    head = ["index", "score", "p_value", f"flag_at_fpr_{a.fpr:g}"] + [c for c in df if c.startswith("z_")]
+    text = [c for c in ("top_columns", "unseen_categories") if c in df]
+    rows = [[str(i), f"{r.score:.6g}", f"{r.p_value:.6g}", str(int(r.flag))] + [f"{getattr(r, c):.4g}" for c in head[4:]]
+            + [getattr(r, c) for c in text] for i, r in enumerate(df.itertuples())]
+    write_csv_atomic(a.out, head + text, rows)
+    unseen = int((df["unseen_categories"] != "").sum()) if "unseen_categories" in df else 0
+    msg = (f"scored {len(df)} samples -> {a.out}: {int(df['flag'].sum())} flagged at --fpr {a.fpr:g} (conformal "
+           f"p-value <= {a.fpr:g}; on normal data the flagged fraction is at most about {a.fpr:g})")
+    if unseen:
+        msg += f"; unseen categories in {unseen} rows (each adds 10 to the score; listed in unseen_categories)"
+    if maps is not None:
+        from PIL import Image
+
+        for i, h in enumerate(maps):
+            Image.fromarray(h).save(Path(a.maps) / f"{i:06d}.png")
+        msg += f"; anomaly maps (white: >= 5 normal standard deviations of error) in {a.maps}"
+    print(msg)
+
+
+def cmd_anomaly_report(a):
+    det = open_detector(a, [("--out", a.out, "folder")])
+    rep = det.report(a.data, label_column=a.label_column, fpr=a.fpr, batch_size=a.batch_size,
+                     progress=not a.no_progress)
+    out, s = Path(a.out), rep.summary
+    out.mkdir(parents=True, exist_ok=True)
+    for name, image in rep.figures().items():
+        save_image_atomic(image, out / name)
+    write_text_atomic(out / "report.json", json.dumps({**s, "data": a.data}, indent=2) + "\n")
+    c = s["confusion"]
+    print(f"AUROC {s['auroc']:.4f}, AUPRC {s['auprc']:.4f} (n = {s['n']}, {s['n_anomalies']} anomalies); at --fpr "
+          f"{a.fpr:g}: {c['tp']} TP, {c['fp']} FP, {c['fn']} FN, {c['tn']} TN (false-positive rate "
+          f"{s['realised_fpr']:.4f}) -> {out}/report.json, roc.png, pr.png")
+
+
+def cmd_info(a):
+    print(load(a.run, device="cpu").describe())
+
+
+def cmd_evaluate(a):
+    check_outputs([("--json", a.json, "file")], inputs=[a.samples, a.reference])
+    result = Evaluator(a.reference, cache_dir=a.cache_dir, n_boot=a.bootstrap, progress=True)(a.samples)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.json:
+        write_text_atomic(a.json, text + "\n")
+        print(f"wrote {a.json}", file=sys.stderr)
+
+
+def cmd_demo(a):
+    out, k = Path(a.out), 2
+    while (out / "config.json").exists():  # never overwrite an earlier demo
+        out, k = Path(f"{a.out}-{k}"), k + 1
+    print(f"training a class-conditional U-Net on scikit-learn's 8x8 digits for {a.minutes} min -> {out}")
+    run = train("digits", out, preset="small", minutes=a.minutes, batch_size=128, seed=a.seed, sample_every=0,
+                ckpt_every=500, progress=not a.no_progress)
+    grid = lambda x, nrow: image_grid(x, nrow=nrow, scale=4)  # noqa: E731
+    grid(run.sample(100, seed=a.seed, labels=np.arange(100) % 10), 10).save(out / "demo_grid.png")
+    # temperature strip: the same 10 seeds (one per class) at temperatures 0, 0.5, 1, 1.5 (rows)
+    rows = [run.sample(10, seed=a.seed, labels=np.arange(10), temperature=t) for t in (0.0, 0.5, 1.0, 1.5)]
+    grid(np.concatenate(rows), 10).save(out / "demo_temperature.png")
+    # trajectory: x (top, shown as x / sqrt(1 + sigma^2) to stay in range) and D(x) (bottom) at each step
+    xs, ds = [], []
+    cb = lambda s: (xs.append(s["x"][:1] / (1 + s["sigma"] ** 2) ** 0.5), ds.append(s["denoised"][:1]))  # noqa: E731
+    final = run.codec.encode(run.sample(1, seed=a.seed, label=3, callback=cb))
+    grid(run.codec.decode(torch.cat(xs + [final] + ds + [final])), len(xs) + 1).save(out / "demo_trajectory.png")
+    print(f"samples (one row per class 0-9):            {out / 'demo_grid.png'}\n"
+          f"temperature strip (rows: T = 0, 0.5, 1, 1.5): {out / 'demo_temperature.png'}\n"
+          f"denoising trajectory (top: x, bottom: D(x)): {out / 'demo_trajectory.png'}\n"
+          f"run (checkpoint, log, config):               {out}\n"
+          f"next: diffusekit sample {out} --n 64 --grid grid.png")

@@ -1,0 +1,425 @@
+"""A Run: a trained model and everything it does, in the data's own units.
+
+    run = dk.train("digits", out="runs/digits", minutes=3)     # or dk.load("runs/digits")
+    images = run.sample(16, temperature=0.8, label=3)          # uint8 N x H x W x C (a DataFrame for a table)
+    filled = run.inpaint(images, mask="half")                  # also upscale, denoise, deblur
+    bpd = run.nll(images).bits_per_dim; back = run.decode(run.encode(images))
+
+Inputs are data as a user holds it (a data spec or path, an array, a pandas DataFrame), checked against what the run
+was trained on; batching, per-sample seeds, progress bars and the checks on results are written once, here and in
+`runtime.map_batches`. The command line is these same calls.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint, read_run_config, save_samples
+from .config import check
+from .data import as_data, read_images, to_model_space
+from .data.codecs import ImageCodec, codec_from_dict
+from .errors import DiffusekitError
+from .inverse import AvgPool, Identity, Mask, Measurement, RestoreConfig, consistency, parse_kernel, parse_mask, restore
+from .likelihood import FlowConfig, NLLConfig, bits_per_dim, decode, encode, nll, summarize
+from .metrics import psnr, ssim
+from .model import ModelConfig, build_denoiser
+from .precond import MeanDenoiser, unconditional
+from .runtime import map_batches, pick_device
+from .samplers import SampleConfig, sample
+from .train import TrainConfig, Trainer
+from .viz import image_grid
+
+
+def check_finite(x: torch.Tensor, what: str):
+    """Results that are NaN or infinite (a spoiled checkpoint, an absurd setting) are an error, never written."""
+    if not torch.isfinite(x).all():
+        raise DiffusekitError(f"the {what} are not finite (NaN or infinite): is the run's checkpoint sound, and are "
+                              f"the settings in range? (nothing was written)")
+
+
+@dataclass
+class Likelihood:
+    """Per-sample negative log-likelihoods in the data's units (see `units`), by one method."""
+    nats: np.ndarray
+    nfe: np.ndarray  # network (or ODE) evaluations per sample
+    method: str  # "ode" (exact) or "elbo" (an upper bound)
+    dims: int
+    units: str
+    seconds: float
+
+    @property
+    def bits_per_dim(self) -> np.ndarray:
+        return bits_per_dim(self.nats, self.dims)
+
+    def summary(self) -> dict:
+        """Means with their standard errors (None from one sample), evaluations per sample, seconds."""
+        (m, se), (b, bse) = summarize(torch.as_tensor(self.nats)), summarize(torch.as_tensor(self.bits_per_dim))
+        if len(self.nats) < 2:
+            se = bse = None
+        return {"nll_nats": m, "nll_nats_se": se, "bits_per_dim": b, "bits_per_dim_se": bse,
+                "nfe_per_sample": float(np.mean(self.nfe)), "seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class Latents:
+    """Data carried to noise: `latents` (float32, the data's shape in model space, unit variance), the `source` data
+    in model space (so a decode can say its round-trip error), the method and its cost."""
+    latents: np.ndarray
+    source: np.ndarray | None = None
+    method: str = "ode"
+    nfe_per_sample: float = 0.0
+    seconds: float = 0.0
+
+    def __len__(self):
+        return len(self.latents)
+
+
+@dataclass
+class Restoration:
+    """`images`: uint8 restorations N x K (input-major, N * K of them); with K > 1 also `mean` (uint8, per input) and
+    `std` (float32 pixel-wise spread, [0, 1] units). `consistency`: RMS(y - A x) in [0, 1] units (about the noise
+    sigma when consistent); with a clean `truth`: PSNR and SSIM of the first restoration, PSNR of the mean."""
+    images: np.ndarray
+    n_inputs: int
+    n_samples: int
+    method: str
+    consistency: float
+    seconds: float
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    psnr_mean: float | None = None
+    figure_rows: list = field(default_factory=list, repr=False)  # model-space rows of `figure`
+
+    def figure(self, codec, n: int = 16):
+        """Rows: the input as given (a small image blown up), up to 4 restorations, [mean and spread], [truth]."""
+        rows = [r[:n] for r in self.figure_rows]
+        return image_grid(codec.decode(torch.cat(rows)), nrow=len(rows[0]), scale=max(1, 64 // codec.size))
+
+
+class Run:
+    """A trained model: its denoiser (EMA weights unless asked otherwise), codec, configs and class names."""
+
+    def __init__(self, path, config: dict, model_config: ModelConfig, codec, denoiser, step: int, class_names,
+                 device="cpu"):
+        self.path, self.config, self.model_config, self.codec = Path(path), config, model_config, codec
+        self.denoiser, self.step, self.class_names, self.device = denoiser, step, list(class_names), device
+
+    @classmethod
+    def load(cls, path, checkpoint: str = "last", ema: bool = True, device="auto") -> "Run":
+        """A run folder written by `train` (checkpoint: last or best; ema: the EMA weights, else the raw ones)."""
+        path, device = Path(path), pick_device(device)
+        cfg = read_run_config(path)
+        try:
+            mcfg, codec = ModelConfig.from_dict(cfg["model"]), codec_from_dict(cfg["codec"])
+        except (TypeError, KeyError, ValueError, AttributeError, DiffusekitError) as e:
+            raise DiffusekitError(f"{path / 'config.json'} is damaged: its model or codec cannot be read ({e})") from None
+        check(checkpoint in ("last", "best"), f"checkpoint must be last or best, got {checkpoint!r}", "checkpoint")
+        denoiser = build_denoiser(mcfg)
+        tensors, meta = load_checkpoint(path / checkpoint)
+        try:
+            denoiser.net.load_state_dict(tensors["ema" if ema else "model"])
+        except RuntimeError as e:
+            raise DiffusekitError(f"checkpoint {path / checkpoint} does not match the run's model: "
+                                  f"{str(e).splitlines()[0]}") from None
+        denoiser.eval().requires_grad_(False).to(device)
+        return cls(path, cfg, mcfg, codec, denoiser, meta["step"], cfg.get("class_names", []), device)
+
+    @classmethod
+    def ensemble(cls, paths, device="auto") -> "Run":
+        """Runs of one data space (the same codec, shape and classes) as one Run whose denoiser is the mean of theirs
+        (precond.MeanDenoiser); its other fields, noise range included, are the first run's. One path: that run."""
+        runs = [cls.load(p, device=device) for p in paths]
+        first = runs[0]
+        for r in runs[1:]:
+            if (r.config["codec"], r.model_config.in_shape, r.num_classes) != \
+                    (first.config["codec"], first.model_config.in_shape, first.num_classes):
+                raise DiffusekitError(f"runs {first.path} and {r.path} model different data (codec, shape or classes): "
+                                      f"an ensemble needs runs of the same data space")
+        if len(runs) == 1:
+            return first
+        mean = MeanDenoiser([r.denoiser for r in runs]).eval().requires_grad_(False)
+        return cls(first.path, first.config, first.model_config, first.codec, mean, first.step, first.class_names,
+                   first.device)
+
+    @property
+    def kind(self) -> str:
+        return self.codec.kind
+
+    @property
+    def num_classes(self) -> int:
+        return self.model_config.num_classes
+
+    def __repr__(self):
+        return f"Run({str(self.path)!r}, {self.kind}, shape {tuple(self.model_config.in_shape)}, step {self.step})"
+
+    # ----- data in and out -----------------------------------------------------------------------------------
+
+    def to_model_space(self, data, n: int = 0, unseen: list | None = None, labels=None):
+        """(data in this run's model space [N, *in_shape], its labels or None): data as `data.as_data` takes it,
+        typed and checked against what the run was trained on; its first n samples (0: all). labels: the data's
+        labels, where the data do not carry them (an array, a DataFrame)."""
+        check(isinstance(n, int) and n >= 0, f"n must be >= 0 (0: all), got {n}", "n")
+        size = self.model_config.in_shape[-1] if self.kind == "image" else None
+        d = as_data(data, image_size=size, categorical=getattr(self.codec, "categories", {}))
+        if labels is not None:
+            d = replace(d, labels=torch.as_tensor(np.asarray(labels), dtype=torch.long))
+        if n:
+            d = replace(d, x=d.x[:n], labels=None if d.labels is None else d.labels[:n])
+        return to_model_space(d, self.codec, self.model_config.in_shape, "the run was trained on", unseen), d.labels
+
+    def to_user(self, x: torch.Tensor):
+        """Model space -> the data's units: uint8 images N x H x W x C, or a DataFrame with the table's columns."""
+        out = self.codec.decode(x)
+        if self.kind == "vector":
+            import pandas as pd
+
+            return pd.DataFrame(out, columns=self.codec.columns)
+        return out
+
+    # ----- generation ----------------------------------------------------------------------------------------
+
+    def sample(self, n: int = 64, *, label=None, labels=None, return_labels=False, callback=None, progress=False,
+               **options):
+        """n samples in the data's units. options: those of `samplers.SampleConfig` (sampler, steps, grid, rho,
+        sigma_min, sigma_max, temperature, seed, guidance, batch_size) and the sampler's knobs (eta, churn, ...).
+        label: one class for all (a conditional run; else random classes drawn from the seed), or labels: one per
+        sample. callback: sees every step's state (model space). return_labels: also return the labels used."""
+        c = SampleConfig.from_options(**options)
+        if labels is None:
+            labels = self.model_config.pick_labels(n, c.seed, label)
+        else:
+            check(label is None, "give label (one class for all) or labels (one per sample), not both", "label")
+            labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+            check(self.num_classes > 0 and labels.shape == (n,) and 0 <= int(labels.min()) and
+                  int(labels.max()) < self.num_classes, f"labels must be {n} classes of 0..{self.num_classes - 1}",
+                  "labels")
+        x = sample(self.denoiser, self.model_config, n, c, labels=labels, device=self.device, callback=callback,
+                   progress=progress)
+        check_finite(x, "samples")
+        out = self.to_user(x)
+        return (out, None if labels is None else labels.numpy()) if return_labels else out
+
+    # ----- likelihood and encoding ---------------------------------------------------------------------------
+
+    def nll(self, data, *, n: int = 0, labels=None, class_labels=False, progress=False, **options) -> Likelihood:
+        """Per-sample negative log-likelihood of data (its first n samples; 0: all) in its own units: 8-bit images
+        dequantized (the discrete-data bound), tables in their columns' units. options: `likelihood.NLLConfig`
+        (method ode | elbo, ...). class_labels: -ln p(x | the data's labels) for a conditional run (labels: those
+        labels, where the data do not carry them)."""
+        c = NLLConfig.from_dict(options)
+        x, labels = self.to_model_space(data, n, labels=labels)
+        if class_labels:
+            check(labels is not None, "class_labels: the data have no labels", "class_labels")
+            check(self.num_classes > 0, "class_labels: this run is unconditional", "class_labels")
+            check(0 <= int(labels.min()) and int(labels.max()) < self.num_classes,
+                  f"class_labels: the data have labels outside the run's {self.num_classes} classes", "class_labels")
+        t0 = time.time()
+        r = nll(self.denoiser, self.model_config, self.codec, x, c, labels=labels if class_labels else None,
+                device=self.device, progress=progress)
+        check_finite(r["nats"], "likelihoods")
+        units = ("8-bit images, uniformly dequantized (discrete-data bound)" if self.kind == "image"
+                 else "data units (the codec's standardization undone)")
+        return Likelihood(r["nats"].numpy(), r["nfe"].numpy(), c.method, x[0].numel(), units, time.time() - t0)
+
+    def encode(self, data, *, n: int = 0, progress=False, **options) -> Latents:
+        """Data (its first n samples; 0: all) -> latent noise of unit variance by the probability-flow ODE, so that
+        `decode` gives it back. options: `likelihood.FlowConfig` (method ode | ddim, steps, rtol, atol, batch_size)."""
+        c = FlowConfig.from_dict(options)
+        x, _ = self.to_model_space(data, n)
+        m, D, t0 = self.model_config, unconditional(self.denoiser, self.model_config), time.time()
+        z, nfe = map_batches(lambda idx, _: self._flow(encode, D, x[idx], c), len(x), c.batch_size, desc="encoding",
+                             progress=progress)
+        check_finite(z, "latents")
+        return Latents(z.numpy(), x.numpy(), c.method, float(nfe.sum()) / max(1, len(x)), time.time() - t0)
+
+    def decode(self, latents, *, model_space=False, progress=False, **options):
+        """Latent noise (a `Latents` or an array of the model's shape) -> data in its units (model_space: the
+        float tensor before decoding). options: as for `encode`."""
+        c = FlowConfig.from_dict(options)
+        z = latents.latents if isinstance(latents, Latents) else latents
+        z = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z, dtype=torch.float32)
+        want = tuple(self.model_config.in_shape)
+        check(tuple(z.shape[1:]) == want and len(z) > 0,
+              f"latents have shape {tuple(z.shape)}; this run needs N x {' x '.join(map(str, want))}", "latents")
+        D = unconditional(self.denoiser, self.model_config)
+        x, _ = map_batches(lambda idx, _: self._flow(decode, D, z[idx], c), len(z), c.batch_size, desc="decoding",
+                           progress=progress)
+        check_finite(x, "decoded samples")
+        return x if model_space else self.to_user(x)
+
+    def _flow(self, fn, D, x, c: FlowConfig):
+        """One batch of encode / decode: (result, network calls of each sample)."""
+        m = self.model_config
+        out, nfe = fn(D, x.to(self.device), m.sigma_min, m.sigma_max, **c.options)
+        return out, torch.full((len(x),), float(nfe))
+
+    # ----- restoration ---------------------------------------------------------------------------------------
+
+    def inpaint(self, images, mask, **options) -> Restoration:
+        """Fill the masked pixels. mask: box:SIZE, random:FRACTION, half[:SIDE], a mask image file, or an array
+        (H x W or N x H x W; nonzero = fill). options: as for `restore`."""
+        return self.restore(images, "inpaint", mask=mask, **options)
+
+    def upscale(self, images, factor: int = 2, **options) -> Restoration:
+        """Super-resolution: images at 1/factor of the model's size, brought to its size."""
+        return self.restore(images, "upscale", factor=factor, **options)
+
+    def denoise(self, images, sigma: float, **options) -> Restoration:
+        """Remove Gaussian noise of std sigma ([0, 1] units): the posterior mean (method tweedie, the default) or
+        posterior samples (method sample)."""
+        return self.restore(images, "denoise", sigma=sigma, **options)
+
+    def deblur(self, images, kernel: str, sigma: float = 0.0, **options) -> Restoration:
+        """Undo a known blur (kernel gaussian:SIGMA or box:SIZE, periodic boundary) plus noise of std sigma."""
+        return self.restore(images, "deblur", kernel=kernel, sigma=sigma, **options)
+
+    TASKS = ("inpaint", "upscale", "denoise", "deblur")
+
+    def restore(self, images, task: str, *, mask=None, factor: int = 2, kernel=None, sigma: float = 0.0, truth=None,
+                progress=False, **options) -> Restoration:
+        """Restorations of images (a path or an array, uint8 or float in [0, 1]) for a task of TASKS. options:
+        `inverse.RestoreConfig` (method, n_samples, sampler, steps, temperature, seed, zeta, resample, batch_size)
+        and sampler knobs; the method defaults to tweedie for denoise, else repaint. truth: the clean images, for
+        PSNR and SSIM."""
+        check(self.kind == "image", f"{task} needs an image model; this run models vectors", "run")
+        check(task in self.TASKS, f"task must be one of {', '.join(self.TASKS)}, got {task!r}", "task")
+        c = RestoreConfig.from_options(**{"method": "tweedie" if task == "denoise" else "repaint", **options})
+        op, y, sigma_y = self._measurement(task, read_images(images), mask, factor, kernel, sigma, c.seed)
+        if truth is not None:  # read before the restoration is spent
+            truth = self.codec.encode(read_images(truth))
+            check(len(truth) == len(y), f"truth holds {len(truth)} images but images holds {len(y)}", "truth")
+        t0 = time.time()
+        x = restore(unconditional(self.denoiser, self.model_config), self.model_config, op, y, c, sigma_y=sigma_y,
+                    device=self.device, progress=progress)
+        check_finite(x, "restorations")
+        return self._restoration(x, op, y, sigma_y, c, time.time() - t0, truth, task)
+
+    def _measurement(self, task, images, mask, factor, kernel, sigma, seed):
+        """(operator, y in model space, sigma_y in model units) of one task."""
+        size = self.codec.size
+        check(sigma >= 0 and math.isfinite(sigma), f"sigma must be a finite number >= 0 (image range [0, 1]), got "
+              f"{sigma:g}", "sigma")
+        if task == "inpaint":
+            x = self.codec.encode(images)
+            check(mask is not None, "inpaint needs a mask", "mask")
+            op = Mask(parse_mask(mask, len(x), size, seed))
+            return op, op.A(x), 2 * sigma
+        if task == "upscale":
+            check(isinstance(factor, int) and factor >= 2 and size % factor == 0, f"factor {factor} does not fit: the "
+                  f"model makes {size}x{size} images, so the factor must be >= 2 and divide {size}", "factor")
+            small = ImageCodec(self.codec.channels, size // factor)
+            return AvgPool(factor), small.encode(images, unclipped=True), 2 * sigma
+        y = self.codec.encode(images, unclipped=True)
+        if task == "denoise":
+            check(sigma > 0, f"sigma must be > 0 for denoising (the noise std, image range [0, 1]), got {sigma:g}",
+                  "sigma")
+            return Identity(), y, 2 * sigma
+        check(kernel is not None, "deblur needs a kernel (gaussian:SIGMA or box:SIZE)", "kernel")
+        return parse_kernel(kernel, size), y, 2 * sigma
+
+    def _restoration(self, x, op, y, sigma_y, c: RestoreConfig, seconds, truth, task) -> Restoration:
+        k = c.n_samples
+        per_input = x.view(len(y), k, *x.shape[1:])
+        mean, spread = per_input.mean(1), per_input.std(1) if k > 1 else None
+        rms = consistency(Measurement(op.take(torch.arange(len(x)) // k), y.repeat_interleave(k, 0), sigma_y), x)
+        r = Restoration(self.codec.decode(x), len(y), k, c.method, float(rms.mean()) / 2, seconds)
+        if k > 1:
+            r.mean, r.std = self.codec.decode(mean), (spread / 2).permute(0, 2, 3, 1).numpy()
+        if truth is not None:
+            to01 = lambda t: ((t.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)  # noqa: E731
+            t = to01(truth)
+            r.psnr, r.ssim = float(psnr(to01(per_input[:, 0]), t).mean()), float(ssim(to01(per_input[:, 0]), t).mean())
+            if k > 1:
+                r.psnr_mean = float(psnr(to01(mean), t).mean())
+        shown = op.pinv(y) if task == "upscale" else y  # the small image, blown up (nearest) to full size
+        r.figure_rows = [shown] + [per_input[:, j] for j in range(min(k, 4))]
+        if spread is not None:
+            r.figure_rows += [mean, spread / spread.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8) * 2 - 1]
+        if truth is not None:
+            r.figure_rows.append(truth)
+        return r
+
+    # ----- about the run -------------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """Data, model, objective, steps trained and the last logged loss, one line each."""
+        m, t = self.model_config, self.config.get("train", {})
+        n_params = sum(p.numel() for p in self.denoiser.parameters())
+        _, state = load_checkpoint(self.path / "last", stems=())
+        classes = f", {m.num_classes} classes: {', '.join(self.class_names)}" if m.num_classes else ", unconditional"
+        lines = [
+            f"run          {self.path.resolve()}",
+            f"data         {t.get('data')}  ({m.kind}, shape {tuple(m.in_shape)}{classes})",
+            f"model        {m.preset} {'U-Net' if m.kind == 'image' else 'residual MLP'}, {n_params / 1e6:.2f}M "
+            f"parameters, {m.parameterization} parameterization, sigma_data {m.sigma_data}, sigma in "
+            f"[{m.sigma_min:.3g}, {m.sigma_max:.3g}]",
+            f"objective    noise {t.get('noise')}, weighting {t.get('weighting')}, lr {t.get('lr')}, batch "
+            f"{t.get('batch_size')}",
+            f"trained      {state['step']} steps, {state['nimg']} images, {state['elapsed'] / 60:.1f} min",
+            f"checkpoints  {', '.join(c for c in ('last', 'best') if (self.path / c).is_dir())}",
+        ]
+        log = self.path / "log.csv"
+        rows = log.read_text().strip().splitlines() if log.exists() else []
+        if len(rows) > 1:
+            last = dict(zip(rows[0].split(","), rows[-1].split(",")))
+            try:
+                lines.append(f"last log     step {int(last['step'])}, loss {float(last['loss']):.4f}, "
+                             f"{float(last['img_per_s']):.0f} img/s")
+            except (KeyError, ValueError):  # the run is usable without its log
+                lines.append(f"last log     unreadable: {log} is damaged")
+        return "\n".join(lines)
+
+
+def load(path, checkpoint: str = "last", ema: bool = True, device="auto") -> Run:
+    """A trained run (see Run.load)."""
+    return Run.load(path, checkpoint, ema, device)
+
+
+def train(data, out, *, labels=None, resume=False, progress=True, **settings) -> Run:
+    """Train a model on data (a data spec or path, an array with optional labels, a pandas DataFrame) into the run
+    folder `out`, or resume=True to continue the run there; returns the Run (EMA weights). settings: the fields of
+    `train.TrainConfig` (minutes or steps, preset, lr, ...). In-memory data are written into the run (data.npz or
+    data.csv) so that it can resume. On a resume only steps / minutes may change."""
+    out = Path(out)
+    if resume:
+        extra = sorted(set(settings) - {"steps", "minutes", "device"})
+        check(not extra, f"resume continues the saved config; only steps / minutes may change (got {', '.join(extra)})",
+              *extra[:1])
+        check(data is None or isinstance(data, (str, Path)), "resume reads the run's own data; give data=None", "data")
+        cfg = resume_config(out, **settings)
+    else:
+        spec = data if isinstance(data, (str, Path)) else None
+        d = None if spec is not None else as_data(data, labels=labels)
+        if d is not None:  # a table keeps its column names and categories in a CSV; labels need an .npz
+            spec = out / ("data.csv" if d.codec.kind == "vector" and d.labels is None else "data.npz")
+        cfg = TrainConfig.from_dict({"data": str(spec), "out": str(out), **settings})
+        if d is not None:
+            check(not (out / "config.json").exists(), f"{out} already holds a run; resume it or choose another out",
+                  "resume", "out")
+            decoded = d.codec.decode(d.x)
+            if d.codec.kind == "vector":
+                import pandas as pd
+
+                decoded = pd.DataFrame(decoded, columns=d.codec.columns)
+            save_samples(spec, decoded, None if d.labels is None else d.labels.numpy())
+    Trainer(cfg, resume=resume, progress=progress).run()
+    return Run.load(out, device=cfg.device)
+
+
+def resume_config(out, **budget) -> TrainConfig:
+    """The saved TrainConfig of a run, with a new budget (steps / minutes) for the resumed part."""
+    d = dict(read_run_config(out).get("train", {}))
+    given = {k: v for k, v in budget.items() if v is not None and k in ("steps", "minutes")}
+    if given:  # a new budget replaces the saved one entirely (steps: total to reach; minutes: this invocation)
+        d.update({"steps": None, "minutes": None, **given})
+    if budget.get("device"):
+        d["device"] = budget["device"]
+    d["out"] = str(out)
+    return TrainConfig.from_dict(d)

@@ -1,0 +1,117 @@
+"""Devices, processes and seeds, written once: the device to run on, torchrun's process group, the data shard of this
+process, per-sample seeds, and the batch loop every task runs its work through."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .errors import DiffusekitError, check
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def pick_device(name="auto") -> torch.device:
+    """"auto" (CUDA when there is one), "cpu", "cuda", or a torch.device; under torchrun the rank's local GPU."""
+    if isinstance(name, torch.device):
+        return name
+    check(name in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {name!r}", "device")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DiffusekitError("device cuda, but no CUDA device is available", "device")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment when present (the process group started once: nccl for CUDA,
+    gloo for the CPU); (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def leave_process_group():
+    """Under torchrun: wait for every rank, then tear the group down. A rank that exits with gloo's threads still up
+    while another is finishing aborts (SIGABRT) now and then, failing a command whose work was done."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def seed_device(device: torch.device, seed: int):
+    # torch.manual_seed also queues seeds for every accelerator backend, formatting a stack trace each time
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
+def sample_seeds(seed: int, n: int, start: int = 0, stream: int = 0) -> list[int]:
+    """Per-sample seeds: sample i of seed s is the same whatever the batch size or n. Mixed by SeedSequence because
+    torch's CPU generator keeps only 32 bits of a seed (so seed << 32 + i would collide). A nonzero `stream` gives draws
+    independent of sampling's (likelihood probes must not reuse a sample's own noise)."""
+    key = (lambda i: [seed, i]) if stream == 0 else (lambda i: [seed, i, stream])
+    return [int(np.random.SeedSequence(key(i)).generate_state(1)[0]) for i in range(start, start + n)]
+
+
+def shard(n: int) -> tuple[list[int], int, int]:
+    """This process's indices of n samples under torchrun (every world-th), and (rank, world)."""
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    return list(range(rank, n, world)), rank, world
+
+
+def gather(values: dict, indices, n: int, world: int) -> dict:
+    """Per-sample float values {name: [len(indices)]} of every rank, back in sample order (on every rank)."""
+    if world > 1:
+        parts = [None] * world
+        dist.all_gather_object(parts, (indices, {k: v.cpu() for k, v in values.items()}))
+    else:
+        parts = [(indices, values)]
+    out = {k: torch.empty(n, dtype=torch.float64) for k in values}
+    for idx, vals in parts:
+        for k, v in vals.items():
+            out[k][torch.as_tensor(idx, dtype=torch.long)] = v.cpu().to(torch.float64)
+    return out
+
+
+def map_batches(fn, n: int, batch_size: int, *, seed: int = 0, stream: int = 0, indices=None, desc="working",
+                progress=False):
+    """fn(idx [B] LongTensor, seeds [B]) over consecutive batches of range(n) (or of `indices`), its outputs joined
+    along dim 0 on the CPU (a tensor, or a tuple or dict of tensors). Sample i's seed is sample_seeds(seed, ., i,
+    stream): the same whatever the batch size, so every result is too."""
+    check(isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be at least 1, got {batch_size}",
+          "batch_size")
+    idx_all = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+    seeds_all = sample_seeds(seed, n, stream=stream)
+    parts = []
+    for start in tqdm(range(0, len(idx_all), batch_size), disable=not progress, desc=desc, unit="batch"):
+        idx = idx_all[start:start + batch_size]
+        parts.append(fn(idx, [seeds_all[i] for i in idx.tolist()]))
+    return _join(parts)
+
+
+def _join(parts):
+    if not parts:
+        return None
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: _join([p[k] for p in parts]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(_join(list(c)) for c in zip(*parts))
+    if first is None:
+        return None
+    return torch.cat([p.detach().cpu() for p in parts])
