@@ -33,10 +33,11 @@ from sklearn.metrics import roc_auc_score
 
 from bench_anomaly import RESULTS, table_split, tables
 
-from diffusekit.anomaly import (Detector, _mahalanobis, _out_of_fold_mahalanobis, _split, binned_profile,
-                                component_scores, default_holdout, error_profile, fit_stats, min_variance_weights,
-                                noise_levels, normal_scores, raw_scores, robust_location_scale)
-from diffusekit.likelihood import unconditional
+from diffusekit.anomaly import (_mahalanobis, _out_of_fold_mahalanobis, _split, binned_profile, component_scores,
+                                default_holdout, error_profile, fit_stats, min_variance_weights, noise_levels,
+                                normal_scores, raw_scores, robust_location_scale)
+from diffusekit.detector import AnomalyDetector
+from diffusekit.precond import unconditional
 
 
 def _robust_z(fit, test):
@@ -83,7 +84,7 @@ def run_combos(a):
         train, test, y = table_split(normal, anom)
         short = name.split()[0]
         for folder in a.outs:
-            det = Detector.load(Path(folder) / short)
+            det = AnomalyDetector.load(Path(folder) / short, "cpu")
             i = det.info
             held = _split(len(train), i["seed"], i["n_fit"] + i["n_calibration"])[1][: i["n_fit"]]
             x_fit, x_test = det.run.codec.encode(train)[held], det.run.codec.encode(test)
@@ -100,7 +101,9 @@ def run_combos(a):
 
 
 def run_memorising(a):
-    from diffusekit.api import save_samples
+    import pandas as pd
+
+    from diffusekit.checkpoint import save_samples
     from diffusekit.data.codecs import VectorCodec
     from diffusekit.train import TrainConfig, Trainer
 
@@ -115,7 +118,7 @@ def run_memorising(a):
         tr_idx = torch.arange(n)
     tmp = Path(tempfile.mkdtemp())
     try:
-        save_samples(str(tmp / "train.csv"), codec.decode(x[tr_idx]), kind="vector", columns=codec.columns)
+        save_samples(str(tmp / "train.csv"), pd.DataFrame(codec.decode(x[tr_idx]), columns=codec.columns))
         tr = Trainer(TrainConfig(data=str(tmp / "train.csv"), out=str(tmp / "run"), steps=a.steps, seed=a.seed,
                                  class_cond="off", device="cpu"), progress=False)
         x, x_test = tr.data.codec.encode(train), tr.data.codec.encode(test)  # the model's own coordinates

@@ -82,9 +82,9 @@ def baselines():
 
 
 def detector_figures(y, r: dict, det) -> dict:
-    """A detector's figures on labelled scores r (`Detector.score`; y = 1 for anomalies): its AUROC, each component's,
-    the plain mean of the robust z-scores' (a label-free alternative to the weights, reported only), and the realised
-    false-positive rate of its p-values on the normal samples."""
+    """A detector's figures on labelled scores r (`AnomalyDetector.scores`; y = 1 for anomalies): its AUROC, each
+    component's, the plain mean of the robust z-scores' (a label-free alternative to the weights, reported only), and
+    the realised false-positive rate of its p-values on the normal samples."""
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y)
@@ -100,10 +100,10 @@ def detector_figures(y, r: dict, det) -> dict:
 def run_tables(a):
     from sklearn.metrics import roc_auc_score
 
-    from diffusekit.anomaly import Detector
     from diffusekit.data import Data
     from diffusekit.data.codecs import VectorCodec
-    from diffusekit.train import pick_device
+    from diffusekit.detector import AnomalyDetector
+    from diffusekit.runtime import pick_device
 
     report = {"minutes": a.minutes, "seed": a.seed, "refit": a.refit, "load_before": os.getloadavg()}
     for name, (normal, anom) in tables().items():
@@ -114,14 +114,14 @@ def run_tables(a):
         out = Path(a.out) / name.split()[0]
         normal_data = Data(codec.encode(train), None, codec)
         if a.refit:  # the trained models of an earlier run in --out, with the current scores
-            det = Detector.load(out, pick_device(a.device))
+            det = AnomalyDetector.load(out, pick_device(a.device))
             if det.info["seed"] != a.seed:
                 raise SystemExit(f"{out} holds a detector of seed {det.info['seed']}, not --seed {a.seed}")
             det.refit(normal_data)
             report["minutes"] = None  # nothing trained here: the models are those of the earlier run
         else:
-            det = Detector.fit(normal_data, out, minutes=a.minutes, data_spec=name, seed=a.seed, device=a.device)
-        r = det.score(det.run.codec.encode(test))
+            det = AnomalyDetector.fit(normal_data, out, device=a.device, minutes=a.minutes, seed=a.seed)
+        r = det.scores(det.run.codec.encode(test))
         rows = {"diffusekit": {**detector_figures(y, r, det), "seconds": time.time() - t0,
                                "n_calibration": det.info["n_calibration"]}}
         tr_s, te_s = codec.encode(train).numpy(), codec.encode(test).numpy()
@@ -144,25 +144,25 @@ def run_tables(a):
 def run_ood(a):
     from sklearn.metrics import roc_auc_score
 
-    from diffusekit.anomaly import Detector
     from diffusekit.data import Data, load_data
-    from diffusekit.likelihood import nll
+    from diffusekit.detector import AnomalyDetector
+    from diffusekit.likelihood import NLLConfig, nll
 
     fm, mn = load_data(f"fashion-mnist:{a.fm_dir + ':' if a.fm_dir else ''}test"), load_data("mnist")
     perm = torch.randperm(len(fm), generator=torch.Generator().manual_seed(0))
     held = Data(fm.x[perm[:2000]], None, fm.codec)
     out = Path(a.out)
     t0 = time.time()
-    det = Detector.fit(held, out, run_path=a.run, data_spec="fashion-mnist:test", device=a.device, progress=True)
+    det = AnomalyDetector.fit(held, out, runs=a.run, device=a.device, progress=True)
     fit_s = time.time() - t0
     normal, ood = fm.x[perm[2000:2000 + a.n]], mn.x[torch.randperm(len(mn), generator=torch.Generator().manual_seed(0))[:a.n]]
     x = torch.cat([normal, ood])
     y = np.r_[np.zeros(len(normal)), np.ones(len(ood))]
     t0 = time.time()
-    r = det.score(x, progress=True)
+    r = det.scores(x, progress=True)
     score_s = time.time() - t0
     run = det.run
-    raw = nll(run.denoiser, run.model_config, run.codec, x, method="elbo", n_levels=16, batch_size=256,
+    raw = nll(run.denoiser, run.model_config, run.codec, x, NLLConfig(method="elbo", levels=16, batch_size=256),
               device=det.device)["bits_per_dim"]
     np.savez_compressed(a.results / "anomaly_ood_z.npz", y=y, **{k: v.float().numpy() for k, v in r["z"].items()})
     report = {"run": a.run, "n_normal": len(normal), "n_ood": len(ood), "n_calibration": det.info["n_calibration"],
@@ -189,8 +189,8 @@ def pixel_features(x: torch.Tensor, train: torch.Tensor, pca: bool) -> tuple[np.
 def run_oneclass(a):
     from sklearn.metrics import roc_auc_score
 
-    from diffusekit.anomaly import Detector
     from diffusekit.data import FASHION_CLASSES, Data, load_data
+    from diffusekit.detector import AnomalyDetector
 
     root = f"{a.fm_dir}:" if a.fm_dir else ""
     train, test = load_data(f"fashion-mnist:{root}train"), load_data(f"fashion-mnist:{root}test")
@@ -206,10 +206,10 @@ def run_oneclass(a):
         row = {"class": FASHION_CLASSES[c], "n_train_images": len(normal)}
         if not a.only_baselines:
             t0 = time.time()
-            det = Detector.fit(Data(normal, None, train.codec), Path(a.out) / f"class{c}", minutes=a.minutes,
-                               data_spec="fashion-mnist", device=a.device)
+            det = AnomalyDetector.fit(Data(normal, None, train.codec), Path(a.out) / f"class{c}", device=a.device,
+                                      minutes=a.minutes)
             t1 = time.time()
-            r = det.score(test.x, batch_size=500)
+            r = det.scores(test.x, batch_size=500)
             row["diffusekit"] = {**detector_figures(y, r, det), "train_steps": _steps(det),
                                  "seconds_fit": t1 - t0, "seconds_score": time.time() - t1}
             zs.update({f"class{c}_{k}": v.float().numpy() for k, v in r["z"].items()})

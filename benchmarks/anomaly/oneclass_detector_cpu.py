@@ -4,7 +4,7 @@
 
 For each class: the detector `anomaly fit` would have built had it trained that model itself (seed 0: the model
 trained on the first 70% of the seeded permutation, which `fit` holds out the rest of: 900 images fit the scores,
-900 calibrate), built with the Detector's own fitting step so no model is trained again; then a seeded N_TEST of the
+900 calibrate), built with the detector's own fitting step so no model is trained again; then a seeded N_TEST of the
 test images scored (the class normal), next to k-NN on pixels on the same images. One JSON line per class.
 On 2 CPU cores about 10 minutes per class with N_TEST 1000 (every score of 2,800 images)."""
 import json
@@ -17,9 +17,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
-from diffusekit.anomaly import Detector, _split
-from diffusekit.checkpoint import load_ensemble
+from diffusekit.anomaly import _split
 from diffusekit.data import Data, load_data
+from diffusekit.detector import AnomalyDetector
+from diffusekit.run import Run
 
 n_test = int(sys.argv[1])
 classes = [int(c) for c in sys.argv[2].split(",")]
@@ -33,12 +34,12 @@ for c in classes:
     run, out = runs / f"class{c}" / "run", runs / f"class{c}" / "detector"
     n, n_held = len(normal), 1800
     held = _split(n, 0, n_held)[1]
-    # the run's absolute path: Detector.load (the CLI) reads a relative one from the detector's folder
+    # the run's absolute path: AnomalyDetector.load (the CLI) reads a relative one from the detector's folder
     info = {"data": "fashion-mnist", "runs": [str(run.resolve())], "kind": "image", "shape": [1, 28, 28], "columns": None,
             "seed": 0, "features": False, "data_sha256": "", "n_train": n - n_held, "n_fit": 900, "n_calibration": 900}
-    det = Detector(out, load_ensemble([run]), info)
+    det = AnomalyDetector(out, Run.ensemble([run], device="cpu"), info)
     det._fit_scores(Data(normal, None, train.codec), held, 500, False)
-    r = det.score(te.x, batch_size=500)
+    r = det.scores(te.x, batch_size=500)
     y = (te.labels != c).numpy().astype(int)
     knn = NearestNeighbors(n_neighbors=5).fit(normal.flatten(1).numpy()).kneighbors(te.x.flatten(1).numpy())[0].mean(1)
     z = r["z"]

@@ -39,15 +39,15 @@ def train_overrides(items):
         k, _, v = item.partition("=")
         if k not in types:
             raise SystemExit(f"--set {item}: no TrainConfig field {k!r}")
-        t = types[k] if isinstance(types[k], str) else types[k].__name__
+        t = (types[k] if isinstance(types[k], str) else types[k].__name__).split(" | ")[0]  # "int | None": int
         if t == "bool" and v.lower() not in ("true", "false"):
             raise SystemExit(f"--set {item}: {k} is true or false")
         yield k, (v.lower() == "true" if t == "bool" else {"int": int, "float": float}.get(t, str)(v))
 
 
 def main():
-    from diffusekit.api import save_samples
-    from diffusekit.checkpoint import load_run
+    from diffusekit import load
+    from diffusekit.checkpoint import save_samples
     from diffusekit.data import load_data
     from diffusekit.train import TrainConfig, Trainer
 
@@ -69,10 +69,10 @@ def main():
         d = a.out / f"class{c}"
         if not (d / "run" / "last").exists():
             d.mkdir(parents=True, exist_ok=True)
-            save_samples(str(d / "train.npz"), train.codec.decode(tr), kind="image")
+            save_samples(str(d / "train.npz"), train.codec.decode(tr))
             Trainer(TrainConfig(**{"data": str(d / "train.npz"), "out": str(d / "run"), "minutes": a.minutes,
                                    "class_cond": "off", "device": "cpu", **overrides}), progress=False).run()
-        run = load_run(d / "run")
+        run = load(d / "run", device="cpu")
         s = 0.3 * run.model_config.sigma_data
 
         @torch.no_grad()

@@ -21,6 +21,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import diffusekit.anomaly as A
+import diffusekit.detector as DET
 from diffusekit.data import Data, load_data
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "reweigh"  # benchmarks/results/reweigh
@@ -31,7 +32,7 @@ def fit_z(det, data, cache: Path):
     if cache.exists():
         return torch.from_numpy(np.load(cache))
     k, seen = det.info["n_fit"], {}
-    score_all, ranks = A.raw_scores, A.normal_scores
+    score_all, ranks = DET.raw_scores, A.normal_scores  # the fitting step (detector.py) calls its own raw_scores
 
     def fit_half(run, x, **kw):
         r = score_all(run, x[:k], **kw)
@@ -41,14 +42,14 @@ def fit_z(det, data, cache: Path):
         seen["z"] = z.clone()
         return ranks(z)
 
-    A.raw_scores, A.normal_scores, path, i = fit_half, spy, det.path, det.info
+    DET.raw_scores, A.normal_scores, path, i = fit_half, spy, det.path, det.info
     try:
         with tempfile.TemporaryDirectory() as tmp:  # the fitting step writes a detector: not over this one
             det.path = Path(tmp)
             # the held-out rows `fit` chose (`refit` would also check the data's digest, which some detectors lack)
             det._fit_scores(data, A._split(len(data.x), i["seed"], i["n_fit"] + i["n_calibration"])[1], 500, False)
     finally:
-        A.raw_scores, A.normal_scores, det.path = score_all, ranks, path
+        DET.raw_scores, A.normal_scores, det.path = score_all, ranks, path
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, seen["z"].numpy())
     return seen["z"]
@@ -70,8 +71,8 @@ def compare(stored: dict, z_fit, labelled: Path) -> dict:
 
 
 def main():
-    from diffusekit.anomaly import Detector
-    from diffusekit.checkpoint import load_ensemble
+    from diffusekit.detector import AnomalyDetector
+    from diffusekit.run import Run
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=["oneclass", "ood"])
@@ -86,7 +87,7 @@ def main():
         for c in a.classes:
             d = a.path / f"class{c}" / "detector"  # its run is class{c}/run (older detectors name it relatively)
             info = json.loads((d / "detector.json").read_text())
-            det = Detector(d, load_ensemble([a.path / f"class{c}" / "run"]), info)
+            det = AnomalyDetector(d, Run.ensemble([a.path / f"class{c}" / "run"], device="cpu"), info)
             stored = dict(det.stats["weights"])  # before fit_z refits them
             normal = Data(train.x[train.labels == c], None, train.codec)
             z_fit = fit_z(det, normal, a.results / f"fit_z_oneclass_c{c}.npy")
@@ -97,7 +98,7 @@ def main():
     else:  # the normal data bench_anomaly.py ood fits on: a seeded 2,000 of the Fashion-MNIST test split
         fm = load_data("fashion-mnist:test")
         perm = torch.randperm(len(fm), generator=torch.Generator().manual_seed(0))
-        det = Detector.load(a.path)
+        det = AnomalyDetector.load(a.path, "cpu")
         stored = dict(det.stats["weights"])
         report = compare(stored, fit_z(det, Data(fm.x[perm[:2000]], None, fm.codec), a.results / "fit_z_ood.npy"), a.z)
     summary = report["mean"] if a.task == "oneclass" else {r: v["auroc"] for r, v in report.items()}

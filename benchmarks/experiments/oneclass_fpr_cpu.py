@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from diffusekit.anomaly import Detector
 from diffusekit.data import load_data
+from diffusekit.detector import AnomalyDetector
 
 classes = [int(c) for c in sys.argv[1].split(",")]
 runs = Path(sys.argv[2] if len(sys.argv) > 2 else "runs/probe-neighbours")
@@ -22,8 +22,8 @@ torch.set_num_threads(2)
 test = load_data("fashion-mnist:test")
 for c in classes:
     t0 = time.time()
-    det = Detector.load(runs / f"class{c}" / "detector")
-    p = det.score(test.x[test.labels == c], batch_size=500)["p_value"]
+    det = AnomalyDetector.load(runs / f"class{c}" / "detector", "cpu")
+    p = det.scores(test.x[test.labels == c], batch_size=500)["p_value"]
     n = det.info["n_calibration"]
     print(json.dumps({"class": c, "n_normal": len(p), "n_calibration": n,
                       **{f"flagged at {a}": int((p <= a).sum()) for a in (0.01, 0.05)},

@@ -30,16 +30,16 @@ from pathlib import Path
 
 import torch
 
-from diffusekit import load_run
+from diffusekit import load
 from diffusekit.data import load_data
-from diffusekit.likelihood import nll, summarize
+from diffusekit.likelihood import NLLConfig, nll, summarize
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
 
 
 def figures(run, x, method, seed=0, **kw):
     t0 = time.time()
-    r = nll(run.denoiser, run.model_config, run.codec, x, method=method, seed=seed, progress=True, **kw)
+    r = nll(run.denoiser, run.model_config, run.codec, x, NLLConfig(method=method, seed=seed, **kw), progress=True)
     seconds = time.time() - t0
     (b, bse), (m, mse) = summarize(r["bits_per_dim"]), summarize(r["nats"])
     return {"bits_per_dim": b, "bits_per_dim_se": bse, "nll_nats": m, "nll_nats_se": mse, "n": len(x),
@@ -47,7 +47,7 @@ def figures(run, x, method, seed=0, **kw):
 
 
 def images(a):
-    run = load_run(a.run)
+    run = load(a.run, device="cpu")
     out = {"run": a.run, "load_before": os.getloadavg()}
     for spec in ("fashion-mnist:test", "mnist"):
         data = load_data(spec)
@@ -70,9 +70,9 @@ def true_nll(toy, pts):
 
 
 def toys(a):
-    from diffusekit import api
     from diffusekit.data.toys import toy_data
     from diffusekit.evaluate import Evaluator
+    from diffusekit.samplers import SampleConfig, sample
     from diffusekit.train import TrainConfig, Trainer
 
     report = {"minutes": a.minutes, "n_eval": a.n, "preset": a.preset, "train_size": a.train_size or 20000,
@@ -90,13 +90,15 @@ def toys(a):
             data = f"toy:{toy}:{a.train_size}" if a.train_size else f"toy:{toy}"
             if not (out / "last").exists():
                 Trainer(TrainConfig(data=data, out=str(out), minutes=a.minutes, seed=0, **flags), progress=False).run()
-            run = load_run(out)
+            run = load(out, device="cpu")
             x = run.codec.encode(pts)
-            r = nll(run.denoiser, run.model_config, run.codec, x, method="ode", estimator="exact", rtol=1e-5,
-                    atol=1e-5, batch_size=500)
-            elbo = nll(run.denoiser, run.model_config, run.codec, x, method="elbo", n_levels=64, batch_size=500)
+            r = nll(run.denoiser, run.model_config, run.codec, x, NLLConfig(method="ode", estimator="exact", rtol=1e-5,
+                                                                            atol=1e-5, batch_size=500))
+            elbo = nll(run.denoiser, run.model_config, run.codec, x,
+                       NLLConfig(method="elbo", levels=64, batch_size=500))
             gap, gap_se = summarize(r["nats"] - truth)
-            samples = run.codec.decode(api.sample(run.denoiser, run.model_config, 2000, steps=20, seed=0))
+            samples = run.codec.decode(sample(run.denoiser, run.model_config, 2000,
+                                              SampleConfig.from_options(steps=20, seed=0)))
             q = ev(samples)
             steps = (out / "log.csv").read_text().strip().splitlines()[-1].split(",")[0]
             report[f"{toy} {name}"] = {
@@ -110,8 +112,8 @@ def toys(a):
 
 def mltrain(a):
     """Default vs maximum-likelihood training of an image spec for the same wall-clock budget."""
-    from diffusekit import api
     from diffusekit.evaluate import Evaluator
+    from diffusekit.samplers import SampleConfig, sample
     from diffusekit.train import TrainConfig, Trainer
 
     data = load_data(a.data)
@@ -124,9 +126,10 @@ def mltrain(a):
         if not (out / "last").exists():
             Trainer(TrainConfig(data=a.data, out=str(out), minutes=a.minutes, seed=0, class_cond="off", **flags),
                     progress=False).run()
-        run = load_run(out)
+        run = load(out, device="cpu")
         x = run.codec.encode(data.codec.decode(data.x[pick]))
-        samples = run.codec.decode(api.sample(run.denoiser, run.model_config, a.samples, steps=20, seed=0))
+        samples = run.codec.decode(sample(run.denoiser, run.model_config, a.samples,
+                                          SampleConfig.from_options(steps=20, seed=0)))
         q = ev(samples)
         report[name] = {"exact": figures(run, x, "ode", batch_size=64), "elbo": figures(run, x, "elbo", batch_size=64),
                         "fcd": q["fcd"], "fcd_se": q["fcd_se"], "precision": q["precision"], "recall": q["recall"],

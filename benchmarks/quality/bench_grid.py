@@ -18,9 +18,9 @@ import os
 import time
 from pathlib import Path
 
-from diffusekit import load_run, sample
+from diffusekit import load
 from diffusekit.evaluate import Evaluator
-from diffusekit.samplers import DEFAULT_SAMPLER, KNOBS, steps_for_nfe
+from diffusekit.samplers import DEFAULT_SAMPLER, KNOBS, SampleConfig, sample, steps_for_nfe
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
 # searched in this order (sa-solver's orders first: they decide whether few steps are stable at all)
@@ -49,7 +49,7 @@ def main():
     a = p.parse_args()
     if a.nfe not in a.check_nfe:
         p.error(f"--check-nfe must include --nfe {a.nfe}")
-    run = load_run(a.run, device=a.device)
+    run = load(a.run, device=a.device)
     ev = Evaluator(f"fashion-mnist:{a.fm_dir + ':' if a.fm_dir else ''}test", n_boot=10)
     axes = {k: AXES[k] for k in a.axes if k in GRID or k in KNOBS[a.sampler]}
     start = {"sampler": a.sampler, **GRID, **{k: v for k, v in KNOB_DEFAULTS.items() if k in KNOBS[a.sampler]}}
@@ -65,10 +65,9 @@ def main():
         if key not in cache:
             t0 = time.time()
             knobs = {k: v for k, v in cfg.items() if k in KNOBS[cfg["sampler"]] and v is not None}
-            x = sample(run.denoiser, run.model_config, a.n, sampler=cfg["sampler"],
-                       steps=steps_for_nfe(cfg["sampler"], nfe), seed=seed,
-                       device=a.device, batch_size=1000, rho=cfg["rho"], sigma_min=cfg["sigma_min"],
-                       sigma_max=cfg["sigma_max"], **knobs)
+            x = sample(run.denoiser, run.model_config, a.n, SampleConfig.from_options(
+                sampler=cfg["sampler"], steps=steps_for_nfe(cfg["sampler"], nfe), seed=seed, batch_size=1000,
+                rho=cfg["rho"], sigma_min=cfg["sigma_min"], sigma_max=cfg["sigma_max"], **knobs), device=a.device)
             r = ev(run.codec.decode(x))
             cache[key] = {**cfg, "nfe": nfe, "seed": seed, "fcd": r["fcd"], "fcd_se": r["fcd_se"],
                           "seconds": round(time.time() - t0, 1)}

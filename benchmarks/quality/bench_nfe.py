@@ -15,9 +15,9 @@ import os
 import time
 from pathlib import Path
 
-from diffusekit import load_run, sample
+from diffusekit import load
 from diffusekit.evaluate import Evaluator
-from diffusekit.samplers import KNOBS, SAMPLERS, steps_for_nfe
+from diffusekit.samplers import KNOBS, SAMPLERS, SampleConfig, sample, steps_for_nfe
 from plots import line_plot
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
@@ -41,7 +41,7 @@ def main():
     p.add_argument("--eta", type=float, default=None, help="stochasticity of the samplers that take eta")
     a = p.parse_args()
     grid = {"rho": a.rho, "sigma_min": a.sigma_min, "sigma_max": a.sigma_max}
-    run = load_run(a.run, device=a.device)
+    run = load(a.run, device=a.device)
     ev = Evaluator(f"fashion-mnist:{a.fm_dir + ':' if a.fm_dir else ''}test", n_boot=10)
     table = {}
     for name in a.samplers:
@@ -52,8 +52,8 @@ def main():
                 continue
             t0 = time.time()
             knobs = {"eta": a.eta} if a.eta is not None and "eta" in KNOBS[name] else {}
-            x = sample(run.denoiser, run.model_config, a.n, sampler=name, steps=steps, seed=a.seed, device=a.device,
-                       batch_size=1000, **grid, **knobs)
+            x = sample(run.denoiser, run.model_config, a.n, SampleConfig.from_options(
+                sampler=name, steps=steps, seed=a.seed, batch_size=1000, **grid, **knobs), device=a.device)
             r = ev(run.codec.decode(x))
             real_nfe = 2 * steps - 1 if name == "heun" else steps
             table[name].append({"nfe": real_nfe, "steps": steps, "fcd": r["fcd"], "fcd_se": r["fcd_se"],

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffusekit import load_run
+from diffusekit import load
 from diffusekit.data import load_data
 from diffusekit.evaluate import Evaluator
-from diffusekit.inverse import AvgPool, Identity, Mask, parse_kernel, parse_mask, restore
-from diffusekit.likelihood import unconditional
+from diffusekit.inverse import AvgPool, Identity, Mask, RestoreConfig, parse_kernel, parse_mask, restore
 from diffusekit.metrics import psnr, ssim
+from diffusekit.precond import unconditional
 from diffusekit.viz import image_grid
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"  # benchmarks/results
@@ -149,7 +149,7 @@ BASELINES = {  # task prefix -> {name: (function, candidate parameters or None)}
 
 
 def ours(task):
-    """Our variants per task: name -> restore() keyword arguments."""
+    """Our variants per task: name -> RestoreConfig options (only those that apply to the method)."""
     if task.startswith("denoise"):
         return {"Tweedie (posterior mean, 1 call)": dict(method="tweedie"),
                 "posterior sample (DDPM, 20 steps)": dict(method="sample", sampler="ddpm", steps=20)}
@@ -178,7 +178,7 @@ def main():
     p.add_argument("--out", default=str(RESULTS / "restore.json"))
     a = p.parse_args()
     torch.manual_seed(0)
-    run = load_run(a.run)
+    run = load(a.run, device="cpu")
     D, m = unconditional(run.denoiser, run.model_config), run.model_config
     data = load_data("fashion-mnist:test")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
@@ -197,7 +197,8 @@ def main():
             k = kw.get("n_samples", 1)
             # model space: y = A(2 x - 1) + 2 noise (A(2x - 1) = 2 A(x) - 1 only for operators that keep constants)
             y_model = op.A(2 * truth - 1) + 2 * (y - op.A(truth))
-            x = restore(D, m, op, y_model, sigma_y=2 * s, batch_size=max(64, 64 * k), **kw)
+            x = restore(D, m, op, y_model, RestoreConfig.from_options(batch_size=max(64, 64 * k), **kw),
+                        sigma_y=2 * s)
             x = ((x.view(a.n, k, *x.shape[1:]).mean(1) + 1) / 2)
             rows[name] = {**score(x, truth, ev), "seconds_per_image": (time.time() - t0) / a.n, "ours": True}
             shown[name] = x[:8]

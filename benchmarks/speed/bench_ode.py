@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from diffusekit import load_run
+from diffusekit import load
 from diffusekit.data import load_data
-from diffusekit.likelihood import nll
+from diffusekit.likelihood import NLLConfig, nll
 
 
 def main():
@@ -30,12 +30,12 @@ def main():
     p.add_argument("--probes", type=int, default=1)
     p.add_argument("--json", default="")
     a = p.parse_args()
-    run = load_run(a.run)
+    run = load(a.run, device="cpu")
     x = load_data(a.data, categorical=run.codec.categories if run.codec.kind == "vector" else ()).x[:a.n]
     estimator = "auto" if a.probes == 1 else "rademacher"
     t = time.perf_counter()
-    r = nll(run.denoiser, run.model_config, run.codec, x, batch_size=a.batch_size, estimator=estimator,
-            n_probes=a.probes, rtol=a.rtol, atol=a.rtol)
+    r = nll(run.denoiser, run.model_config, run.codec, x, NLLConfig(batch_size=a.batch_size, estimator=estimator,
+                                                                    probes=a.probes, rtol=a.rtol, atol=a.rtol))
     seconds = time.perf_counter() - t
     out = {"run": a.run, "data": a.data, "n": len(x), "seconds": round(seconds, 2), "nfe_mean": float(r["nfe"].mean()),
            "nfe_max": float(r["nfe"].max()), "nats_mean": float(r["nats"].mean()), "threads": torch.get_num_threads(),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from diffusekit import api, precond, samplers, schedules
+from diffusekit import precond, runtime, samplers, schedules
 from diffusekit.model import ModelConfig, build_denoiser
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "samplers.json"  # benchmarks/results
@@ -73,8 +73,8 @@ def bench_overhead(batch, steps, repeats):
     torch.manual_seed(0)
     cfg = ModelConfig(kind="image", in_shape=[1, 28, 28], preset="small")
     D = build_denoiser(cfg).eval()
-    sigmas = api.sigma_grid(cfg, steps)
-    shape, seeds = (batch, *cfg.in_shape), api.sample_seeds(0, batch)
+    sigmas = schedules.sigma_grid(cfg, steps)
+    shape, seeds = (batch, *cfg.in_shape), runtime.sample_seeds(0, batch)
     with torch.no_grad():
         x, s = torch.randn(shape), torch.full((batch,), 1.0)
         for _ in range(2):  # warm-up
