@@ -112,7 +112,7 @@ def test_toy_anomalies_off_the_support(toy_detector, tmp_path, capsys):
 def test_a_detector_from_before_ensembles_and_bins_scores_as_before(toy_detector, tmp_path):
     """detector.json of older versions: one "run", no profile bins. With 450 fit rows the toy keeps all 8 levels, so
     the same file without the new keys must give the same scores."""
-    from diffusekit.anomaly import Detector
+    from diffusekit.detector import AnomalyDetector as Detector
 
     info = json.loads((toy_detector / "det" / "detector.json").read_text())
     # a table's profile is one-sided, which older versions would score two-sided: no "run" for them to read
@@ -130,8 +130,8 @@ def test_a_detector_from_before_ensembles_and_bins_scores_as_before(toy_detector
     x = torch.from_numpy(gmm8_points(64, 3)).float()
     new, old = Detector.load(tmp_path / "new"), Detector.load(tmp_path / "old")
     x = new.run.codec.encode(x.numpy())
-    assert torch.equal(new.score(x)["score"], old.score(x)["score"])
-    assert not torch.equal(new.score(x)["z"]["profile"], Detector.load(toy_detector / "det").score(x)["z"]["profile"])
+    assert torch.equal(new.scores(x)["score"], old.scores(x)["score"])
+    assert not torch.equal(new.scores(x)["z"]["profile"], Detector.load(toy_detector / "det").scores(x)["z"]["profile"])
 
 
 def test_calibration_on_fresh_normal_data(toy_detector, tmp_path):
@@ -200,7 +200,7 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
       "did not finish", "normal_train.csv, run")
     assert (tmp_path / "left" / "normal_train.csv").read_text() == "MARKER\n"
     # scores never overwrite the data they score or the detector's files
-    for out, what in ((tmp_path / "normal.csv", "the data it scores"), (tmp_path / "det" / "normal_train.csv", "of the detector")):
+    for out, what in ((tmp_path / "normal.csv", "an input of this command"), (tmp_path / "det" / "normal_train.csv", "of the detector")):
         before = out.read_bytes()
         e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", out, "--fpr", 0.1),
           "would overwrite", what)
@@ -341,8 +341,8 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
     d, x = digits_detector
     info = json.loads((d / "det" / "detector.json").read_text())
     assert info["features"] and info["draws"] == 4  # 8x8: 256 / 64
-    # one model, all 8 levels, two-sided: older versions score it the same way, so they may read its "run"
-    assert info["run"] == info["runs"][0] and info["stats"]["profile_bins"] == 8
+    # one model, all 8 levels, two-sided
+    assert "run" not in info and info["stats"]["profile_bins"] == 8
     assert not info["stats"]["profile_one_sided"]
     assert set(info["stats"]["complexity_line"]) == {"reconstruction", "reconstruction_features"}
     # anomalies: digits with a white 3x3 patch at a random place (the clean ones were in the fit or calibration half:
@@ -395,13 +395,13 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
         assert not (tmp_path / "s3.csv").exists()
         shutil.rmtree(tmp_path / "det3")
     # a model whose outputs are not finite (a diverged or spoiled run): one line, no scores
-    from diffusekit.anomaly import Detector
+    from diffusekit.detector import AnomalyDetector as Detector
 
     det = Detector.load(d / "det")
     with torch.no_grad():
         next(det.run.denoiser.parameters()).fill_(float("nan"))
     with pytest.raises(DiffusekitError, match="not finite"):
-        det.score(det.run.codec.encode(x[:8]))
+        det.scores(det.run.codec.encode(x[:8]))
 
 
 def test_neighbour_distance_leaves_a_reference_row_out_of_its_own_neighbours():
@@ -422,12 +422,16 @@ def test_the_reference_holds_training_and_fit_samples_never_calibration_ones(kin
     from sklearn.datasets import load_breast_cancer
 
     from diffusekit import anomaly
-    from diffusekit.anomaly import Detector, _split
+    from diffusekit.anomaly import _split
+    from diffusekit.detector import AnomalyDetector as Detector
     from diffusekit.data import load_data
 
     # almost no noise: a sample's representation is then (nearly) the same whichever draw made it
-    monkeypatch.setattr(anomaly, "MAX_REFERENCE", 300)
-    monkeypatch.setattr(anomaly, "REPRESENTATION_LEVEL", 1e-4)
+    from diffusekit import detector
+
+    monkeypatch.setattr(detector, "MAX_REFERENCE", 300)
+    for module in (anomaly, detector):
+        monkeypatch.setattr(module, "REPRESENTATION_LEVEL", 1e-4)
     if kind == "image":
         data = load_data("digits")
     else:  # 357 benign rows: 250 train, 53 fit, 54 calibrate; 303 candidates for 300 places
@@ -475,7 +479,7 @@ def test_profile_scale_is_out_of_sample_on_small_fit_splits():
 
 
 def test_refit_reproduces_the_fit_and_checks_the_data(toy_detector, tmp_path):
-    from diffusekit.anomaly import Detector
+    from diffusekit.detector import AnomalyDetector as Detector
     from diffusekit.data import Data, load_data
 
     d = toy_detector
@@ -499,7 +503,10 @@ def test_refit_reproduces_the_fit_and_checks_the_data(toy_detector, tmp_path):
 
 def test_an_ensemble_is_the_mean_denoiser(tmp_path, capsys):
     """MeanDenoiser averages its members exactly; load_ensemble refuses runs of other data, in one line."""
-    from diffusekit.checkpoint import load_ensemble, load_run
+    from diffusekit import load as load_run
+    from diffusekit.run import Run
+
+    load_ensemble = Run.ensemble
     from diffusekit.precond import MeanDenoiser
 
     class Ones(torch.nn.Module):
@@ -541,7 +548,7 @@ def test_an_ensemble_is_the_mean_denoiser(tmp_path, capsys):
                "--run", tmp_path / "r2", "--no-progress") == 0
     info = json.loads((tmp_path / "det" / "detector.json").read_text())
     assert info["runs"] == [str((tmp_path / r).resolve()) for r in ("r1", "r2")] and "run" not in info
-    from diffusekit.anomaly import Detector
+    from diffusekit.detector import AnomalyDetector as Detector
 
     with torch.no_grad():
         assert torch.allclose(Detector.load(tmp_path / "det").run.denoiser(x, 0.5), ens.denoiser(x, 0.5))

@@ -74,9 +74,9 @@ def test_architecture_flags(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["overrides"] == {"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
                                          "attn_resolutions": [4]}
-    from diffusekit import load_run
+    from diffusekit import load
 
-    net = load_run(out).denoiser.net
+    net = load(out).denoiser.net
     assert any(type(m).__name__ == "Attention" for m in net.down.modules())
 
 
@@ -92,7 +92,7 @@ def test_resume_refuses_changed_settings_and_existing_run(digits_run, capsys):
     code = cli("train", "--data", "digits", "--out", digits_run, "--steps", 5, "--no-progress")
     one_line_error(capsys, code, "already holds a run")
     code = cli("train", "--out", digits_run, "--resume", "--lr", "0.1", "--steps", 50, "--no-progress")
-    one_line_error(capsys, code, "only --steps/--minutes")
+    one_line_error(capsys, code, "only --steps / --minutes")
 
 
 BAD_TRAIN = [
@@ -197,7 +197,7 @@ def test_bad_sample_input(digits_run, tmp_path, capsys):
     one_line_error(capsys, cli("sample", digits_run, "--n", 0, "--out", tmp_path / "a.npz"), "--n")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--class", 10, "--out", tmp_path / "a.npz"), "class 10")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--eta", 0.5, "--sampler", "heun",
-                               "--out", tmp_path / "a.npz"), "takes no eta")
+                               "--out", tmp_path / "a.npz"), "takes no --eta")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--temperature", -1, "--out", tmp_path / "a.npz"),
                    "temperature")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--checkpoint", "best", "--out", tmp_path / "a.npz"),
@@ -277,9 +277,9 @@ def test_more_bad_sample_options(digits_run, tmp_path, capsys):
         one_line_error(capsys, cli("sample", digits_run, "--n", 2, *flags, "--out", tmp_path / "a.npz"), "training range")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--rho", 0, "--out", tmp_path / "a.npz"), "rho")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--sampler", "sa-solver", "--predictor-order", 7,
-                               "--out", tmp_path / "a.npz"), "predictor 1-4")
+                               "--out", tmp_path / "a.npz"), "--predictor-order 1-4")
     one_line_error(capsys, cli("sample", digits_run, "--n", 2, "--corrector-order", 2, "--out", tmp_path / "a.npz"),
-                   "takes no corrector_order")
+                   "takes no --corrector-order")
 
 
 def test_narrowed_grid_changes_samples(digits_run, tmp_path):
@@ -324,7 +324,8 @@ def test_bad_npz_labels_and_float_images(tmp_path, capsys):
 
 
 def test_uneven_micro_batches_and_resume_budget(tmp_path):
-    from diffusekit.train import TrainConfig, Trainer, resume_config
+    from diffusekit.run import resume_config
+    from diffusekit.train import TrainConfig, Trainer
 
     out = tmp_path / "u"
     t = Trainer(TrainConfig(data="toy:moons:200", out=str(out), preset="tiny", steps=2, batch_size=6, grad_accum=4),
@@ -332,7 +333,7 @@ def test_uneven_micro_batches_and_resume_budget(tmp_path):
     assert (out / "last" / "state.json").exists()  # step-0 checkpoint: an early stop can still --resume
     t.run()
     cfg = resume_config(str(out), minutes=0.01)
-    assert cfg.steps == 0 and cfg.minutes == 0.01  # a new budget replaces the old one
+    assert cfg.steps is None and cfg.minutes == 0.01  # a new budget replaces the old one
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
@@ -344,7 +345,7 @@ def test_device_cuda_without_cuda(digits_run, tmp_path, capsys):
 
 
 def test_out_of_memory_is_one_line(monkeypatch, capsys):
-    import diffusekit.cli as c
+    import diffusekit.cli.commands as c
 
     def allocate(a):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "

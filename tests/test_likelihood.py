@@ -9,7 +9,7 @@ import torch
 from diffusekit.analytic import GaussianMixture, gmm8
 from diffusekit.data import ImageCodec, VectorCodec
 from diffusekit.errors import DiffusekitError
-from diffusekit.likelihood import decode, dopri5, elbo_nll, encode, nll, ode_log_likelihood
+from diffusekit.likelihood import NLLConfig, decode, dopri5, elbo_nll, encode, nll, ode_log_likelihood
 from diffusekit.losses import DiffusionLoss, noise_distribution
 
 SMIN, SMAX = 0.002, 80.0
@@ -137,6 +137,10 @@ def test_encode_decode_round_trip_and_latents_are_standard_normal():
         encode(gm.denoiser, x, SMIN, SMAX, rtol=0.0)
 
 
+def nll_(D, cfg, codec, x, labels=None, **options):
+    return nll(D, cfg, codec, x, NLLConfig(**options), labels=labels)
+
+
 def stub_config(num_classes=0):
     return SimpleNamespace(sigma_min=SMIN, sigma_max=SMAX, num_classes=num_classes)
 
@@ -146,12 +150,12 @@ def test_nll_reports_data_units_for_vectors_and_is_batch_independent():
     raw = gm.sample(12, torch.Generator().manual_seed(7))
     codec = VectorCodec(mean=[1.0, -2.0], std=[3.0, 0.5])
     x = codec.encode(raw.numpy() * codec.std + codec.mean)  # model space holds the mixture itself
-    r = nll(lambda z, s: gm.denoiser(z.double(), s).float(), stub_config(), codec, x, batch_size=5)
+    r = nll_(lambda z, s: gm.denoiser(z.double(), s).float(), stub_config(), codec, x, batch_size=5)
     expected = -gm.log_prob(raw) + math.log(3.0 * 0.5)  # density of the unstandardized values
     assert torch.allclose(r["nats"], expected, atol=0.02 * 2)
     assert torch.allclose(r["bits_per_dim"], r["nats"] / (2 * math.log(2)))
     for tol in (1e-5, 1e-3):  # each sample has its own step sizes: even a loose solve is batch-independent
-        one, all_ = (nll(lambda z, s: gm.denoiser(z.double(), s).float(), stub_config(), codec, x, batch_size=b,
+        one, all_ = (nll_(lambda z, s: gm.denoiser(z.double(), s).float(), stub_config(), codec, x, batch_size=b,
                          rtol=tol, atol=tol) for b in (1, 12))
         assert torch.allclose(one["nats"], all_["nats"], rtol=0, atol=1e-9) and torch.equal(one["nfe"], all_["nfe"])
 
@@ -167,7 +171,7 @@ def test_class_conditional_nll_follows_each_samples_label():
 
     labels = torch.tensor([0, 1] * 6)
     x = gmm8().sample(12, torch.Generator().manual_seed(3)).float()
-    r = nll(D, stub_config(num_classes=2), VectorCodec([0, 0], [1, 1]), x, labels=labels, batch_size=12)
+    r = nll_(D, stub_config(num_classes=2), VectorCodec([0, 0], [1, 1]), x, labels=labels, batch_size=12)
     expected = torch.cat([-classes[int(c)].log_prob(xi[None].double()) for xi, c in zip(x, labels)])
     assert torch.allclose(r["nats"], expected, atol=0.04), (r["nats"], expected)
     assert r["nfe"][labels == 1].min() > r["nfe"][labels == 0].max()
@@ -179,16 +183,16 @@ def test_image_nll_is_the_dequantized_discrete_bound_and_seeded_per_sample():
     codec = ImageCodec(1, 2)
     u8 = np.random.default_rng(0).integers(100, 156, size=(10, 2, 2, 1), dtype=np.uint8)
     x = codec.encode(u8)
-    kw = dict(estimator="rademacher", n_probes=2)
-    r = nll(D, stub_config(), codec, x, batch_size=3, **kw)
+    kw = dict(estimator="rademacher", probes=2)
+    r = nll_(D, stub_config(), codec, x, batch_size=3, **kw)
     # a level's bin has width 2/255 in [-1, 1]: nats = -ln p(x + u) - d ln(2/255); bits = nats / (d ln 2)
-    cont = nll(D, stub_config(), codec, x, batch_size=3, dequantize=False, estimator="exact")["nats"]
+    cont = nll_(D, stub_config(), codec, x, batch_size=3, dequantize=False, estimator="exact")["nats"]
     assert torch.allclose(cont - 4 * math.log(127.5), -gm.log_prob(x.flatten(1)), atol=0.05)
     assert abs(float(r["nats"].mean() - cont.mean())) < 0.3  # dequantizing within a tiny bin moves little
     assert torch.allclose(r["bits_per_dim"], r["nats"] / (4 * math.log(2)))
-    again = nll(D, stub_config(), codec, x, batch_size=10, **kw)
+    again = nll_(D, stub_config(), codec, x, batch_size=10, **kw)
     assert torch.allclose(r["nats"], again["nats"], atol=1e-3)  # probes and dequantization are per sample
-    other = nll(D, stub_config(), codec, x, batch_size=10, seed=1, **kw)
+    other = nll_(D, stub_config(), codec, x, batch_size=10, seed=1, **kw)
     assert (r["nats"] - other["nats"]).abs().max() > 0.01
 
 
@@ -197,11 +201,11 @@ def test_bad_inputs_are_clear_errors():
     x = gm.sample(4).float()
     codec = VectorCodec([0, 0], [1, 1])
     with pytest.raises(DiffusekitError, match="NaN"):
-        nll(gm.denoiser, stub_config(), codec, torch.full_like(x, float("nan")))
+        nll_(gm.denoiser, stub_config(), codec, torch.full_like(x, float("nan")))
     with pytest.raises(DiffusekitError, match="method"):
-        nll(gm.denoiser, stub_config(), codec, x, method="bogus")
+        nll_(gm.denoiser, stub_config(), codec, x, method="bogus")
     with pytest.raises(DiffusekitError, match="tolerances"):
-        nll(gm.denoiser, stub_config(), codec, x, rtol=-1.0)
+        nll_(gm.denoiser, stub_config(), codec, x, rtol=-1.0)
     with pytest.raises(DiffusekitError, match="probes"):
         ode_log_likelihood(gm.denoiser, torch.zeros(2, 64), SMIN, SMAX, estimator="rademacher", n_probes=0)
     # a model whose outputs are not finite (a spoiled checkpoint), for one sample of the batch: said, not integrated
@@ -214,7 +218,7 @@ def test_bad_inputs_are_clear_errors():
 def test_trained_gmm8_nll_is_within_a_tenth_of_a_nat_of_the_true_entropy(tmp_path):
     # the default recipe on toy:gmm8 for 5,000 steps (about a minute on 2 cores); scored on fresh draws of the true
     # mixture, paired with its exact log-density on the same points (the Monte Carlo entropy)
-    from diffusekit import load_run
+    from diffusekit import load as load_run
     from diffusekit.data.toys import toy_data
     from diffusekit.likelihood import summarize
     from diffusekit.train import TrainConfig, Trainer
@@ -223,7 +227,7 @@ def test_trained_gmm8_nll_is_within_a_tenth_of_a_nat_of_the_true_entropy(tmp_pat
     run = load_run(tmp_path / "g")
     pts = toy_data("gmm8", 1000, seed=123)  # the training set is seed 0
     entropy = -gmm8().log_prob(torch.as_tensor(pts))
-    r = nll(run.denoiser, run.model_config, run.codec, run.codec.encode(pts), estimator="exact", batch_size=1000)
+    r = nll_(run.denoiser, run.model_config, run.codec, run.codec.encode(pts), estimator="exact", batch_size=1000)
     gap, se = summarize(r["nats"] - entropy)
     assert abs(gap) < 0.1, (gap, se)
     assert float(entropy.mean()) == pytest.approx(math.log(8) + math.log(2 * math.pi * math.e * 0.25), abs=0.1)

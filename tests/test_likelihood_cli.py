@@ -148,7 +148,7 @@ def test_one_sample_json_has_null_standard_error(toy_run, capsys):
 def test_likelihood_randomness_is_not_the_samples_own_noise():
     # sample --report scores samples drawn with sample_seeds(seed); probes from the same generator would be
     # functions of the sample and bias Hutchinson's estimator
-    from diffusekit.api import sample_seeds
+    from diffusekit.runtime import sample_seeds
     from diffusekit.likelihood import LIKELIHOOD_STREAM
 
     a, b = sample_seeds(3, 50), sample_seeds(3, 50, stream=LIKELIHOOD_STREAM)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from diffusekit.analytic import GaussianMixture
-from diffusekit.api import sample_seeds
+from diffusekit.runtime import sample_seeds
 from diffusekit.metrics import energy_distance
 from diffusekit.model import ModelConfig, build_denoiser
 from diffusekit.samplers import KNOBS, SAMPLERS, generate
@@ -178,7 +178,7 @@ def test_bad_sigma_grid_is_a_clear_error():
 
 
 def test_sigma_grid_overrides_stay_in_the_training_range():
-    from diffusekit import sigma_grid
+    from diffusekit.schedules import sigma_grid
     from diffusekit.errors import DiffusekitError
     from diffusekit.model import ModelConfig
 

@@ -9,9 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffusekit import load_run, sample
+from diffusekit import load as load_run
+from diffusekit.samplers import SampleConfig, sample
 from diffusekit.analytic import gmm8
-from diffusekit.train import TrainConfig, Trainer, resume_config, train
+from diffusekit.run import resume_config
+from diffusekit.train import TrainConfig, Trainer
+
+
+def train(cfg, resume=False, progress=False):
+    return Trainer(cfg, resume=resume, progress=progress).run()
 
 
 def log_losses(run):
@@ -28,7 +34,7 @@ def test_gmm8_fits(tmp_path):
     truth = gmm8()
 
     def mean_loglik(denoiser):
-        x = sample(denoiser, run.model_config, 2000, steps=20, seed=1)
+        x = sample(denoiser, run.model_config, 2000, SampleConfig(steps=20, seed=1))
         return float(truth.log_prob(torch.from_numpy(run.codec.decode(x)).double()).mean())
 
     trained = mean_loglik(run.denoiser)
@@ -123,6 +129,6 @@ def test_bf16_and_vp_eps_recipe_train(tmp_path):
                       noise="vp", vp_schedule="cosine", bf16=True), progress=False)
     run = load_run(out)
     assert run.denoiser.alpha_bars is not None and run.model_config.sigma_max > 100
-    x = sample(run.denoiser, run.model_config, 4, sampler="ddim", steps=5, grid="vp",
+    x = sample(run.denoiser, run.model_config, 4, SampleConfig(sampler="ddim", steps=5, grid="vp"),
                labels=torch.arange(4))
     assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()

@@ -34,10 +34,11 @@ class Config:
         """Those of `names` that were given (not None)."""
         return [n for n in names if getattr(self, n) is not None]
 
-    def unused(self, names, why: str):
-        """Options given that the chosen method does not read: said, not silently ignored."""
+    def unused(self, names, why: str, *also: str):
+        """Options given that the chosen method does not read: said, not silently ignored. also: other parameters
+        the message names."""
         given = self.given(*names)
-        check(not given, f"{given[0] if given else ''} {why}", *given[:1])
+        check(not given, f"{given[0] if given else ''} {why}", *given[:1], *also)
 
     def __str__(self):
         return json.dumps(self.to_dict(), indent=2)

@@ -117,7 +117,8 @@ class DetectorConfig(Config):
         """Given trained runs, the training settings would be ignored: said."""
         self.unused(("minutes", "steps", "preset", "holdout"), "is a training setting; with trained runs the model "
                     "is trained already (and all of the data is held out)")
-        self.unused(("models",), "trains new models; to score with an ensemble of trained runs give each run")
+        self.unused(("models",), "trains new networks; to score with an ensemble of trained ones give runs once per "
+                    "run", "runs")
 
 
 @dataclass

@@ -423,13 +423,15 @@ class RestoreConfig(KnobOptions):
     def validate(self):
         check_choice("method", self.method, METHODS)
         if self.method == "tweedie":
-            self.unused(("sampler", "steps", "temperature", *self.knobs), "does not apply to method tweedie (one "
-                        "denoiser call, no sampler)")
+            self.unused(("sampler", "steps", "temperature"), "does not apply to method tweedie (one denoiser call, "
+                        "no sampler)", "method")
+            bad = sorted(self.knobs)
+            check(not bad, f"{bad[0] if bad else ''} does not apply to method tweedie (no sampler)", *bad[:1], "method")
             check(self.n_samples == 1, "Tweedie denoising is deterministic (the posterior mean): use method sample "
                   "for several n_samples", "n_samples")
         for name, only in (("zeta", "dps"), ("resample", "repaint")):
             if self.method != only:
-                self.unused((name,), f"is an option of method {only}; the method here is {self.method}")
+                self.unused((name,), f"is an option of method {only} (the method here is {self.method})", "method")
         check(isinstance(self.n_samples, int) and self.n_samples >= 1,
               f"n_samples must be at least 1, got {self.n_samples}", "n_samples")
         check(self.zeta is None or (self.zeta >= 0 and math.isfinite(self.zeta)),

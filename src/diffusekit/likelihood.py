@@ -233,9 +233,10 @@ class NLLConfig(Config):
     def validate(self):
         check_choice("method", self.method, ("ode", "elbo"))
         if self.method == "elbo":
-            self.unused(("estimator", "probes", "rtol", "atol"), "is an option of the exact likelihood (method ode)")
+            self.unused(("estimator", "probes", "rtol", "atol"), "is an option of the exact likelihood (method ode)",
+                        "method")
         else:
-            self.unused(("levels",), "is an option of the ELBO (method elbo)")
+            self.unused(("levels",), "is an option of the ELBO (method elbo)", "method")
             check_choice("estimator", self.estimator or "auto", ("auto", "exact", "rademacher", "gaussian"))
             check_tolerances(*self.tolerances)
         check(self.probes is None or self.probes >= 1, f"probes must be at least 1, got {self.probes}", "probes")
@@ -303,10 +304,10 @@ class FlowConfig(Config):
     def validate(self):
         check_choice("method", self.method, ("ode", "ddim"))
         if self.method == "ode":
-            self.unused(("steps",), "is for method ddim; the adaptive ODE takes rtol / atol")
+            self.unused(("steps",), "is for method ddim; the adaptive ODE takes rtol / atol", "method", "rtol", "atol")
             check_tolerances(*self.tolerances)
         else:
-            self.unused(("rtol", "atol"), "is for method ode; DDIM takes steps")
+            self.unused(("rtol", "atol"), "is for method ode; DDIM takes steps", "method", "steps")
             check(self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}", "steps")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1,
               f"batch_size must be at least 1, got {self.batch_size}", "batch_size")

@@ -391,7 +391,7 @@ def train(data, out, *, labels=None, resume=False, progress=True, **settings) ->
     if resume:
         extra = sorted(set(settings) - {"steps", "minutes", "device"})
         check(not extra, f"resume continues the saved config; only steps / minutes may change (got {', '.join(extra)})",
-              *extra[:1])
+              *extra[:1], "steps", "minutes")
         check(data is None or isinstance(data, (str, Path)), "resume reads the run's own data; give data=None", "data")
         cfg = resume_config(out, **settings)
     else:

@@ -137,7 +137,7 @@ def int_list(name, value) -> list:
         items = value.split(",") if isinstance(value, str) else list(value)
         return [int(v) for v in items if str(v).strip()]
     except (TypeError, ValueError):
-        raise DiffusekitError(f"{name} must be whole numbers (e.g. 1,2,2), got {value!r}", name) from None
+        raise DiffusekitError(f"{name} must be comma-separated whole numbers (e.g. 1,2,2), got {value!r}", name) from None
 
 
 def net_overrides(cfg: TrainConfig, kind: str) -> dict:
@@ -447,19 +447,3 @@ def _truncate_log(path: Path, step: int):
     keep = rows[:1] + [r for r in rows[1:] if r and int(r.split(",")[0]) <= step]
     if len(keep) != len(rows):
         write_text_atomic(path, "\n".join(keep) + "\n")
-
-
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train (or resume) a run; returns its directory."""
-    return Trainer(cfg, resume=resume, progress=progress).run()
-
-
-def resume_config(out: str, **budget) -> TrainConfig:
-    """The saved TrainConfig of a run, with a new budget (steps / minutes) for the resumed part."""
-    saved = read_run_config(out)
-    d = dict(saved.get("train", {}))
-    given = {k: v for k, v in budget.items() if v is not None}
-    if given:  # a new budget replaces the saved one entirely (steps: total to reach; minutes: this invocation)
-        d.update({"steps": None, "minutes": None, **given})
-    d["out"] = str(out)
-    return TrainConfig.from_dict(d)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..anomaly import UNSEEN_PENALTY
 from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic, write_text_atomic
 from ..detector import AnomalyDetector
 from ..errors import DiffusekitError, check
@@ -234,11 +235,13 @@ def cmd_anomaly_score(a):
     rows = [[str(i), f"{r.score:.6g}", f"{r.p_value:.6g}", str(int(r.flag))] + [f"{getattr(r, c):.4g}" for c in head[4:]]
             + [getattr(r, c) for c in text] for i, r in enumerate(df.itertuples())]
     write_csv_atomic(a.out, head + text, rows)
-    unseen = int((df["unseen_categories"] != "").sum()) if "unseen_categories" in df else 0
+    unseen = [s.split("; ") for s in df["unseen_categories"] if s] if "unseen_categories" in df else []
+    n_unseen = sum(map(len, unseen))
     msg = (f"scored {len(df)} samples -> {a.out}: {int(df['flag'].sum())} flagged at --fpr {a.fpr:g} (conformal "
            f"p-value <= {a.fpr:g}; on normal data the flagged fraction is at most about {a.fpr:g})")
     if unseen:
-        msg += f"; unseen categories in {unseen} rows (each adds 10 to the score; listed in unseen_categories)"
+        msg += (f"; {n_unseen} unseen categor{'y' if n_unseen == 1 else 'ies'} in {len(unseen)} rows (each adds "
+                f"{UNSEEN_PENALTY:g} to the score; listed in unseen_categories)")
     if maps is not None:
         from PIL import Image
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ..errors import DiffusekitError
 from ..samplers import ALL_KNOBS, DEFAULT_SAMPLER, KNOBS, SAMPLERS
 from ..schedules import GRIDS
 from ..train import TrainConfig, int_list
@@ -28,7 +29,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 def int_list_option(name):
     """--channel-mults 1,2,2 / --attn-resolutions none: whole numbers, or none for an empty list."""
-    return lambda text: [] if text == "none" else int_list(name, text)
+    def parse(text):
+        try:
+            return [] if text == "none" else int_list(name, text)
+        except DiffusekitError:
+            raise argparse.ArgumentTypeError(f"must be comma-separated whole numbers (e.g. 1,2,2), got {text!r}") from None
+    return parse
 
 
 def config_options(p, cls):

@@ -92,8 +92,11 @@ def to_model_space(data: Data, codec, in_shape, what: str = "the model was train
     they do not fit: another kind of data, other columns (by name and order), another image size. unseen: as for
     VectorCodec.encode (a category absent from training is an error unless a list collects it)."""
     if data.codec.kind != codec.kind:
-        raise DiffusekitError(f"the data hold {data.codec.kind}s but the model is of {codec.kind}s")
+        raise DiffusekitError(f"this data holds {data.codec.kind}s but the run models {codec.kind}s")
     if codec.kind == "vector":  # the model's codec checks the columns' values (categories included)
+        if len(data.codec.columns) != len(codec.columns) and "run" in what:
+            raise DiffusekitError(f"the data have rows of {len(data.codec.columns)} columns; this run models "
+                                  f"{len(codec.columns)} ({', '.join(codec.columns)})")
         check_columns(data.codec.columns, codec.columns, what)
         return codec.encode(data.codec.decode(data.x), unseen=unseen)
     if tuple(data.x.shape[1:]) != tuple(in_shape):
