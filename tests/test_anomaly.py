@@ -109,31 +109,6 @@ def test_toy_anomalies_off_the_support(toy_detector, tmp_path, capsys):
     assert "AUROC" in capsys.readouterr().out
 
 
-def test_a_detector_from_before_ensembles_and_bins_scores_as_before(toy_detector, tmp_path):
-    """detector.json of older versions: one "run", no profile bins. With 450 fit rows the toy keeps all 8 levels, so
-    the same file without the new keys must give the same scores."""
-    from diffusekit.detector import AnomalyDetector as Detector
-
-    info = json.loads((toy_detector / "det" / "detector.json").read_text())
-    # a table's profile is one-sided, which older versions would score two-sided: no "run" for them to read
-    assert "run" not in info and info["runs"] == ["run"] and info["stats"]["profile_bins"] == 8
-    info["stats"]["profile_one_sided"] = False  # the same detector as an older version would have fitted it
-    for name, change in (("new", {}), ("old", {"runs": None, "run": "run", "profile_bins": None,
-                                                  "profile_one_sided": None})):
-        d = tmp_path / name
-        shutil.copytree(toy_detector / "det", d)
-        i = json.loads(json.dumps(info))
-        for k, v in change.items():
-            where = i["stats"] if k.startswith("profile") else i
-            where.pop(k) if v is None else where.update({k: v})
-        (d / "detector.json").write_text(json.dumps(i))
-    x = torch.from_numpy(gmm8_points(64, 3)).float()
-    new, old = Detector.load(tmp_path / "new"), Detector.load(tmp_path / "old")
-    x = new.run.codec.encode(x.numpy())
-    assert torch.equal(new.scores(x)["score"], old.scores(x)["score"])
-    assert not torch.equal(new.scores(x)["z"]["profile"], Detector.load(toy_detector / "det").scores(x)["z"]["profile"])
-
-
 def test_calibration_on_fresh_normal_data(toy_detector, tmp_path):
     d = toy_detector
     n, a = 1000, 0.05
@@ -565,7 +540,7 @@ def test_profile_bins_keep_ten_fit_samples_per_dimension():
     assert [profile_bins(n, 8) for n in (5, 20, 37, 80, 170, 1000)] == [2, 2, 3, 8, 8, 8]
     prof = torch.arange(8.0).repeat(2, 1)
     assert torch.equal(binned_profile(prof, {"profile_bins": 3}), torch.tensor([[1.0, 4.0, 6.5]] * 2, dtype=torch.float64))
-    assert torch.equal(binned_profile(prof, {}), prof.double())  # detectors from before the bins
+    assert torch.equal(binned_profile(prof, {"profile_bins": 8}), prof.double())
 
     def profiles(n, shift, g):
         common = torch.randn(n, 1, generator=g, dtype=torch.float64) + shift

@@ -1,4 +1,4 @@
-"""Layer 3: equivalence with diffusers' own schedulers (DESIGN.md, "Tests in three layers").
+"""Layer 3: equivalence with diffusers' own schedulers (docs/design.md, "Tests in three layers").
 
 The same eps-prediction network, the same integer timesteps and the same Gaussian draws go through
 diffusers' stateful loop (``for t in timesteps: x = scheduler.step(unet(x, t).sample, t, x).prev_sample``, in

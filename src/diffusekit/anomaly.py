@@ -1,5 +1,5 @@
 """Anomaly detection from a model of normal data: scores that are functions of the denoiser, and split-conformal
-calibration of their combination (DESIGN.md: tasks wrap the denoiser).
+calibration of their combination (docs/design.md: tasks wrap the denoiser).
 
 Scores, each higher = less like the normal data:
 - ``profile``: the denoising-error profile, log E||D(x + sigma eps, sigma) - x||^2 / d at K noise levels, scored by
@@ -43,9 +43,8 @@ smallest any such mean has: the separation from normal data is the largest. Scor
 error profile and the reconstruction error are strongly correlated) share one weight instead of counting twice. The
 variance is that of the scores' normal quantiles of rank (`normal_scores`), not of the z-scores themselves: a robust
 z-score has one normal spread in its bulk but not in its tail. The neighbour distance has a long right tail on normal
-images (a few atypical ones far from every reference): its variance on the fit split is 1.4-3.6 where the others'
-are about 1.2, and the least-variance weights gave it as little as 0.11 on the one-class tasks where it separates
-best (benchmarks/RESULTS.md). The ranks keep how the scores move together and drop their tails.
+images (a few atypical ones far from every reference): its variance on the fit split is well above the others', and the
+least-variance weights starved it on the one-class tasks where it separates best. The ranks keep how the scores move together and drop their tails.
 Features: for Fashion-MNIST and digits, reconstructions can also be compared in the shipped classifier's feature
 space (`features=True`, off by default): that classifier was trained with the labels of every class of its data
 set, so it has seen the anomalies whenever they are other classes of that set (the one-class protocol).
@@ -256,9 +255,8 @@ def profile_bins(n_fit: int, k: int) -> int:
 
 
 def binned_profile(prof: torch.Tensor, stats: dict) -> torch.Tensor:
-    """The [N, K] profile averaged over runs of adjacent levels into stats["profile_bins"] dimensions (all K for
-    detectors fitted before the bins)."""
-    bins = stats.get("profile_bins", prof.shape[1])
+    """The [N, K] profile averaged over runs of adjacent levels into stats["profile_bins"] dimensions."""
+    bins = stats["profile_bins"]
     return torch.stack([c.mean(1) for c in torch.tensor_split(prof.double(), bins, dim=1)], 1)
 
 
@@ -324,7 +322,7 @@ def min_variance_weights(z: torch.Tensor) -> torch.Tensor:
 
 def component_scores(raw: dict, stats: dict) -> dict:
     out = {"profile": _mahalanobis(binned_profile(raw["profile"], stats), stats["profile_mean"],
-                                   stats["profile_precision"], stats.get("profile_one_sided", False))}
+                                   stats["profile_precision"], stats["profile_one_sided"])}
     for k in ("reconstruction", "reconstruction_features", "likelihood", "neighbours"):
         if k in raw:
             out[k] = raw[k]

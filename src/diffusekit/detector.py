@@ -35,6 +35,10 @@ from .runtime import map_batches, pick_device
 from .viz import line_plot
 
 REFERENCE_FILE = "reference.safetensors"
+# what detector.json must hold (fit writes them all)
+INFO_KEYS = ("runs", "data", "kind", "stats", "calibration", "n_calibration", "seed", "draws", "features", "data_sha256")
+STATS_KEYS = ("weights", "median", "mad", "profile_mean", "profile_precision", "profile_bins", "profile_one_sided",
+              "per_dim_mean", "per_dim_std")
 
 
 def _load_reference(f, device) -> torch.Tensor:
@@ -72,16 +76,16 @@ def _check_info(info):
     d = len(st["profile_mean"])
     if len(st["profile_precision"]) != d or any(len(row) != d for row in st["profile_precision"]):
         raise ValueError(f"stats.profile_precision must be {d} x {d} (stats.profile_mean has {d} levels)")
-    if st.get("profile_bins", d) != d:
+    if st["profile_bins"] != d:
         raise ValueError(f"stats.profile_bins must be {d} (stats.profile_mean has {d} levels)")
     for k, lo, hi in (("seed", 0, 2**63 - 1), ("draws", 1, 64)):
-        v = info.get(k, lo)
+        v = info[k]
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise ValueError(f"{k} must be an integer in {lo}-{hi}, got {v!r}")
-    std = st.get("per_dim_std", [1.0])
-    if len(st.get("per_dim_mean", std)) != len(std) or not all(isinstance(v, (int, float)) and v > 0 for v in std):
+    std = st["per_dim_std"]
+    if len(st["per_dim_mean"]) != len(std) or not all(isinstance(v, (int, float)) and v > 0 for v in std):
         raise ValueError("stats.per_dim_mean and stats.per_dim_std must be of one length, the spreads positive")
-    if info.get("kind") == "vector" and not info.get("columns"):
+    if info["kind"] == "vector" and not info.get("columns"):
         raise ValueError("a table detector must name its columns")
 
 
@@ -166,10 +170,9 @@ class AnomalyDetector:
 
     def __init__(self, path, run: Run, info: dict):
         self.path, self.run, self.info, self.device = Path(path), run, info, run.device
-        # detectors from before the option compared features whenever a classifier shipped for their data
-        self.features = _feature_fn(info["data"], run, self.device) if info.get("features", True) else None
+        self.features = _feature_fn(info["data"], run, self.device) if info["features"] else None
         self.reference = None  # the nearest-neighbour score's normal samples, in the network's representation
-        if "neighbours" in info.get("stats", {}):
+        if "neighbours" in info.get("stats", {}):  # no stats yet while fitting
             self.reference = _load_reference(self.path / REFERENCE_FILE, self.device)
 
     @property
@@ -196,23 +199,20 @@ class AnomalyDetector:
             raise DiffusekitError(f"{path} is not a detector folder (no detector.json; make one with `anomaly fit`)")
         try:
             info = json.loads(f.read_text())
-            info["runs"] = info.get("runs") or [info["run"]]  # older detectors: one "run"
-            runs = _run_paths(Path(path), info)
-            missing = [k for k in ("stats", "calibration", "seed", "n_calibration") if k not in info]
-            if not missing and "weights" not in info["stats"]:
-                missing = ["stats.weights (a detector from before the weighted combination: fit it again)"]
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
+            missing = [k for k in INFO_KEYS if k not in info]
             if not missing:
-                missing = [f"stats.{k}" for k in ("median", "mad", "profile_mean", "profile_precision")
-                           if k not in info["stats"]]
+                missing = [f"stats.{k}" for k in STATS_KEYS if k not in info["stats"]]
             if not missing:
                 _check_info(info)
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # AttributeError: JSON that is not an object
             raise DiffusekitError(f"{f} is corrupt: {e}") from None
         if missing:
             raise DiffusekitError(f"{f} is incomplete: no {', '.join(missing)}")
-        run = Run.ensemble(runs, device=device)
+        run = Run.ensemble(_run_paths(Path(path), info), device=device)
         dims = math.prod(run.model_config.in_shape)
-        if len(info["stats"].get("per_dim_std", [0] * dims)) != dims:
+        if len(info["stats"]["per_dim_std"]) != dims:
             raise DiffusekitError(f"{f} is corrupt: stats.per_dim_std must hold one spread per dimension ({dims}) "
                                   f"of its model")
         return cls(Path(path), run, info)
@@ -282,7 +282,7 @@ class AnomalyDetector:
         i = self.info
         data = as_data(data)
         n, n_held = len(data.x), i["n_fit"] + i["n_calibration"]
-        if n != i["n_train"] + n_held or i.get("data_sha256", _digest(data.x)) != _digest(data.x):
+        if n != i["n_train"] + n_held or i["data_sha256"] != _digest(data.x):
             raise DiffusekitError(f"refit needs the normal data the detector was fit on ({i['n_train'] + n_held} "
                                   f"samples); got {n} samples{' that differ' if n == i['n_train'] + n_held else ''}")
         self._fit_scores(data, _split(n, i["seed"], n_held)[1], batch_size, progress)
@@ -362,7 +362,7 @@ class AnomalyDetector:
         per_column_z [N, C] (the mean over a categorical column's dimensions). unseen: (row, column, value) of
         categories the model never saw (from `encode`); each adds UNSEEN_PENALTY to its row's score."""
         raw = raw_scores(self.run, x, seed=self.info["seed"], batch_size=batch_size, features=self.features,
-                         draws=self.info.get("draws", 1),  # detectors from before the draws used one
+                         draws=self.info["draws"],
                          progress=progress, with_representation=self.reference is not None)
         if self.reference is not None:
             raw["neighbours"] = neighbour_distance(raw.pop("representation").to(self.device), self.reference).cpu()

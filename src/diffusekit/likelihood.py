@@ -1,4 +1,4 @@
-"""Likelihood, the variational bound, and encoding, all through the denoiser D(x, sigma) (DESIGN.md).
+"""Likelihood, the variational bound, and encoding, all through the denoiser D(x, sigma) (docs/design.md).
 
 Probability-flow ODE, integrated in s = ln(sigma) where its scale is even:
 

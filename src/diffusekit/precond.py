@@ -82,7 +82,7 @@ class Denoiser(torch.nn.Module):
         """sigma: a number or 0-dim tensor (one level for the batch) or a tensor of N per-sample levels."""
         if not torch.is_tensor(sigma) or sigma.numel() == 1:
             # One noise level for the whole batch (sampling): scalar coefficients keep the per-step cost to a
-            # few tensor ops (see benchmarks/bench_samplers.py).
+            # few tensor ops (benchmarks/speed/bench_samplers.py measures it).
             s = float(sigma)
             c_skip, c_out, c_in = self.coeffs(s, self.sigma_data)
             c_noise = torch.full((x.shape[0],), self.c_noise(s), dtype=x.dtype, device=x.device)

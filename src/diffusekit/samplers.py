@@ -1,7 +1,7 @@
 """Samplers: plain functions ``sample_*(denoiser, x, sigmas, *, temperature, generator, callback, **knobs) -> x``.
 
 ``x`` is the state at ``sigmas[0]`` and ``sigmas`` is descending and ends in 0. ``denoiser(x, sigma)`` is
-D(x, sigma) in sigma space (DESIGN.md); condition it by wrapping (e.g. ``precond.guided``).
+D(x, sigma) in sigma space (docs/design.md); condition it by wrapping (e.g. ``precond.guided``).
 
 Temperature (one meaning everywhere): it scales every Gaussian draw made while sampling -- the starting noise
 (drawn by ``generate``) and any noise a sampler injects. 1 samples the model's distribution, 0 is fully
@@ -269,9 +269,8 @@ SAMPLERS = {
     "sa-solver": sample_sa_solver,
 }
 
-# The default: stochastic, second order. On both race models (Fashion-MNIST, 15 and 60 minutes of training) it gave
-# the lowest FCD at 10 and 20 network calls of every sampler (benchmarks/RESULTS.md, "Few-step sampling"): its
-# injected noise corrects part of the error an imperfect denoiser makes along the path (Karras et al. 2022, sec. 4).
+# The default: stochastic, second order. On Fashion-MNIST it gave the lowest FCD at 10 and 20 network calls of every
+# sampler (docs/sampling.md): its injected noise corrects part of the error an imperfect denoiser makes along the path (Karras et al. 2022, sec. 4).
 DEFAULT_SAMPLER = "dpmpp-2m-sde"
 
 def _knob_defaults(fn) -> dict:
@@ -287,7 +286,7 @@ ALL_KNOBS = {k: v for knobs in KNOBS.values() for k, v in knobs.items()}
 
 
 def check_knobs(name: str, knobs: dict):
-    """A one-line error for a knob `name` does not take or a value it cannot use (DESIGN.md: never ignored)."""
+    """A one-line error for a knob `name` does not take or a value it cannot use (docs/design.md: never ignored)."""
     get_sampler(name)
     bad = [k for k in knobs if k not in KNOBS[name]]
     if bad:

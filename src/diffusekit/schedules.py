@@ -1,6 +1,6 @@
 """Noise schedules: the one place for alpha_bar <-> sigma <-> logSNR, sampling grids and training noise.
 
-Convention (DESIGN.md): a noisy sample is ``x_sigma = x0 + sigma * eps``. A variance-preserving sample is
+Convention (docs/design.md): a noisy sample is ``x_sigma = x0 + sigma * eps``. A variance-preserving sample is
 ``x_vp = sqrt(alpha_bar) * x_sigma`` with ``alpha_bar = 1 / (1 + sigma**2)``; logSNR = -2 log(sigma).
 """
 from __future__ import annotations

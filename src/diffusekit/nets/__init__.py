@@ -5,7 +5,7 @@ from ..errors import DiffusekitError
 from .mlp import ResidualMLP
 from .unet import UNet
 
-# Named size presets. Image presets are for 8..64 px; choose by budget (see benchmarks/RESULTS.md).
+# Named size presets. Image presets are for 8..64 px; choose by budget (docs/training.md).
 UNET_PRESETS = {
     "tiny": dict(channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=()),
     "small": dict(channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7, 4)),

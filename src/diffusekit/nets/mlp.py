@@ -29,8 +29,8 @@ class ResidualMLP(nn.Module):
 
     def representation(self, x, c_noise, class_labels=None):
         """The residual stream after the last block [N, width], which the output head reads: the network's own
-        coordinates for x (the anomaly detector's nearest-neighbour score). On the ODDS-style tables its k-NN distance
-        ranks anomalies as well as the k-NN distance on the standardized columns (benchmarks/RESULTS.md)."""
+        coordinates for x (the anomaly detector's nearest-neighbour score). Its k-NN distance ranks anomalies on tables as
+        well as the k-NN distance on the standardized columns (docs/anomaly.md)."""
         emb = nn.functional.silu(self.embed(c_noise, class_labels))
         h = self.inp(x)
         for block in self.blocks:

@@ -102,8 +102,8 @@ class UNet(nn.Module):
     def representation(self, x, c_noise, class_labels=None, positions: int = 3):
         """The bottleneck's activations [N, C * r * r], averaged down to at most `positions` x `positions` (r): what the
         network knows of x beyond the skip connections (the anomaly detector's nearest-neighbour score). 3 x 3 keeps
-        where things are but not their exact place: on Fashion-MNIST Bags (one-class), k-NN AUROC 0.943 against
-        0.926 for the full 7 x 7 and 0.896 for the mean over positions (benchmarks/RESULTS.md)."""
+        where things are but not their exact place, which ranked anomalies better than the full map or its mean
+        (benchmarks/HISTORY.md, one-class anomaly detection)."""
         h = self._encode(x, c_noise, class_labels)[0]
         return F.adaptive_avg_pool2d(h, min(h.shape[-1], positions)).flatten(1)
 
