@@ -7,7 +7,7 @@ Scores, each higher = less like the normal data:
   averaged to keep at least 10 fit samples per dimension: `profile_bins`). For tables the distance is one-sided: levels
   where the error is below the normal mean count as 0. A table's network learns its few hundred rows by heart and
   denoises them (and any copy of them) far better than held-out normal rows; two-sided, that flagged most of the rows
-  it was trained on (68 of the 130 normal wine rows a detector was fit on, at --fpr 0.1). Images keep the two-sided distance (below);
+  it was trained on as anomalies. Images keep the two-sided distance (below);
 - ``reconstruction``: x is noised part-way (to a few levels) and brought back by deterministic DDIM; the log of the
   error, in pixels (or standardized columns) and, with ``features=True`` (images with a shipped classifier), in its
   feature space;

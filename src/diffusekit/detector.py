@@ -102,8 +102,8 @@ class DetectorConfig(Config):
     models: int | None = None
     preset: str | None = None
     holdout: float | None = None
-    seed: int = 0
     features: bool = False
+    seed: int = 0
     batch_size: int = 256
 
     def validate(self):
@@ -209,7 +209,7 @@ class AnomalyDetector:
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # AttributeError: JSON that is not an object
             raise DiffusekitError(f"{f} is corrupt: {e}") from None
         if missing:
-            raise DiffusekitError(f"{f} is incomplete: no {', '.join(missing)}")
+            raise DiffusekitError(f"{f} is incomplete: no {', '.join(missing)} (fit it again)")
         run = Run.ensemble(_run_paths(Path(path), info), device=device)
         dims = math.prod(run.model_config.in_shape)
         if len(info["stats"]["per_dim_std"]) != dims:

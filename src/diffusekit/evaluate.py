@@ -144,7 +144,8 @@ class Evaluator:
     def __init__(self, reference_spec: str, cache_dir=".diffusekit-cache", n_boot: int = 20, progress=False,
                  max_reference: int = 10_000):
         if n_boot < 2:
-            raise DiffusekitError(f"--bootstrap must be at least 2 (a standard error needs two resamples), got {n_boot}")
+            raise DiffusekitError(f"n_boot must be at least 2 (a standard error needs two resamples), got {n_boot}",
+                                  "n_boot")
         self.spec, self.n_boot = reference_spec, n_boot
         self.ref = load_data(reference_spec)
         self.is_image = isinstance(self.ref.codec, ImageCodec)

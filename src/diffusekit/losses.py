@@ -44,7 +44,7 @@ class DiffusionLoss:
         if weighting not in WEIGHTINGS:
             raise DiffusekitError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
         if weighting == "likelihood" and not isinstance(noise, LogUniformSigma):
-            raise DiffusekitError("the likelihood weighting needs log-uniform noise (--noise loguniform)")
+            raise DiffusekitError("weighting likelihood needs log-uniform noise (noise loguniform)", "weighting", "noise")
         self.noise, self.sigma_data, self.gamma = noise, sigma_data, gamma
         self.weight = self._likelihood_weight if weighting == "likelihood" else WEIGHTINGS[weighting]
 

@@ -13,7 +13,8 @@ from .parser import build_parser
 
 # parameter names whose flag is not --name-with-dashes
 FLAGS = {"label": "--class", "grid": "--schedule", "runs": "--run", "labels": "labels", "path": "--out",
-         "task": "task", "run": "RUN"}
+         "task": "task", "run": "RUN",
+         "n_boot": "--bootstrap"}
 
 
 def flag_message(e: DiffusekitError) -> str:

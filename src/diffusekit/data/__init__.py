@@ -158,7 +158,7 @@ def split_column(data: Data, name: str) -> tuple[Data, np.ndarray]:
     """(the table without column `name`, that column's values): a label column kept out of the features."""
     cols = list(getattr(data.codec, "columns", None) or [])
     if data.codec.kind != "vector":
-        raise DiffusekitError("--label-column is for tables; for images give labels as arr_1 of an .npz")
+        raise DiffusekitError("label_column is for tables; for images give labels as arr_1 of an .npz", "label_column")
     if name not in cols:
         raise DiffusekitError(f"no column {name!r}; the columns are {', '.join(cols)}")
     if name in data.codec.categories:

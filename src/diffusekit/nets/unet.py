@@ -55,7 +55,8 @@ class UNet(nn.Module):
         super().__init__()
         if image_size % (2 ** (len(channel_mults) - 1)):
             raise DiffusekitError(f"image size {image_size} is not divisible by {2 ** (len(channel_mults) - 1)} "
-                                  f"(the U-Net halves it {len(channel_mults) - 1} times); pick another --image-size or preset")
+                                  f"(the U-Net halves it {len(channel_mults) - 1} times); pick another image_size or preset",
+                                  "image_size", "preset")
         if not channel_mults or min(channel_mults) < 1 or channels < 8:
             raise DiffusekitError(f"need channels >= 8 and positive channel multipliers, got {channels}, {list(channel_mults)}")
         emb_dim = 4 * channels
