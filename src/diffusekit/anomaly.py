@@ -57,14 +57,15 @@ sqrt(a (1 - a) / n) of that). Flagging anything at all at level a needs n >= 1/a
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .data import check_columns
 from .errors import DiffusekitError
 from .likelihood import NLLConfig, nll
 from .precond import unconditional
@@ -115,8 +116,6 @@ def reconstruct(D, x, start: float, seeds, steps: int = 8):
 
 def png_bits_per_dim(images_uint8: np.ndarray) -> torch.Tensor:
     """Complexity: the size of each image as a maximally compressed PNG, in bits per dimension."""
-    from PIL import Image
-
     out = []
     for im in images_uint8:
         buf = io.BytesIO()
@@ -299,8 +298,6 @@ def min_variance_weights(z: torch.Tensor) -> torch.Tensor:
     """argmin_w Var(z w) over w >= 0, sum w = 1, for normal-data scores z [N, K]: exact, by trying every support
     (K is at most 5). The covariance is Ledoit-Wolf's: with 20 fit rows (a small table) the sample covariance is mostly
     noise, and the shrunk one leans towards equal weights."""
-    import itertools
-
     from sklearn.covariance import LedoitWolf
 
     cov = torch.from_numpy(LedoitWolf().fit(z.double().numpy()).covariance_)
@@ -345,8 +342,6 @@ def conformal_p_values(scores: torch.Tensor, calibration: torch.Tensor) -> torch
 
 
 def _digest(x: torch.Tensor) -> str:
-    import hashlib
-
     return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 

@@ -6,13 +6,17 @@ Run directory: ``config.json`` (train + model config, codec), ``last/`` and ``be
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -43,8 +47,6 @@ def write_text_atomic(path, text: str):
 
 
 def save_npz_atomic(path, **arrays):
-    import numpy as np
-
     with atomic_path(path, ".npz") as tmp:
         np.savez(tmp, **arrays)
 
@@ -59,9 +61,6 @@ def write_csv_atomic(path, header, rows, exact=False):
     """A CSV (header row unless empty; floats as %.6g, or with exact=True as the shortest text that reads back to the
     same float64 (data, which a 6-digit copy would blur: 1234567.89, a unix time); text as is, quoted where needed),
     written atomically."""
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if header:
@@ -154,9 +153,6 @@ def read_run_config(path) -> dict:
 def save_samples(path, decoded, labels=None):
     """Samples in user units: `.npz` (arr_0, and arr_1 labels), a `.csv` (a table: a DataFrame or rows), or a folder
     of PNGs (images; the class in each name when labelled). Files are written atomically."""
-    import numpy as np
-    from PIL import Image
-
     path = str(path)
     is_table = type(decoded).__name__ == "DataFrame"
     if path.endswith(".npz"):

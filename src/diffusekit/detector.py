@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -31,7 +32,7 @@ from .data import Data, as_data, split_column, to_model_space
 from .errors import DiffusekitError
 from .evaluate import SHIPPED, WEIGHTS_DIR, features, load_classifier
 from .run import Run, train
-from .runtime import map_batches, pick_device
+from .runtime import map_batches
 from .viz import line_plot
 
 REFERENCE_FILE = "reference.safetensors"
@@ -382,8 +383,6 @@ class AnomalyDetector:
         tables top_columns (the three with the largest error, in normal spreads) and unseen_categories (column=value
         absent from the normal data). return_maps: also per-pixel heat maps of images, uint8 N x H x W (255: >= 5
         normal spreads of error)."""
-        import pandas as pd
-
         check_fpr(fpr, self.info["n_calibration"])
         check(not return_maps or self.kind == "image", "maps are drawn per pixel, for images; tables get "
               "top_columns", "maps")
@@ -445,8 +444,6 @@ def _train_models(data, train_idx, out, run_refs, c: DetectorConfig, device, pro
     train_file = out / ("normal_train.npz" if kind == "image" else "normal_train.csv")
     user = data.codec.decode(data.x[train_idx])
     if kind == "vector":
-        import pandas as pd
-
         user = pd.DataFrame(user, columns=data.codec.columns)
     save_samples(train_file, user)
     minutes = 3.0 if c.minutes is None else c.minutes

