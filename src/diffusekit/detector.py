@@ -129,10 +129,12 @@ class DetectorConfig(Config):
 @dataclass
 class Report:
     """How a detector's flags and scores do against labels (1 = anomaly): `summary` (AUROC, AUPRC, confusion matrix
-    and realised false-positive rate at `fpr`, AUROC of each score; JSON-able), the ROC and precision-recall curves."""
+    and realised false-positive rate at `fpr`, AUROC of each score; JSON-able), the ROC and precision-recall curves,
+    and the per-item `scores` (as `AnomalyDetector.score` gives them)."""
     summary: dict
     roc: tuple  # (false-positive rates, true-positive rates)
     pr: tuple  # (recalls, precisions)
+    scores: pd.DataFrame | None = None
 
     def figures(self) -> dict:
         """{"roc.png": image, "pr.png": image}."""
@@ -434,7 +436,7 @@ class AnomalyDetector:
                    "auroc_per_component": {k[2:]: float(roc_auc_score(y, df[k])) for k in df if k.startswith("z_")}}
         f, t, _ = roc_curve(y, s)
         pr, rc, _ = precision_recall_curve(y, s)
-        return Report(summary, (f, t), (rc, pr))
+        return Report(summary, (f, t), (rc, pr), df)
 
 
 def _train_models(data, train_idx, out, run_refs, c: DetectorConfig, device, progress):

@@ -205,6 +205,25 @@ class Run:
         out = self.to_user(x)
         return (out, None if labels is None else labels.numpy()) if return_labels else out
 
+    def temperature_strip(self, labels=None, temperatures=(0.0, 0.5, 1.0, 1.5), n: int = 10, **options):
+        """The same n seeds (labels: one class each, for a conditional run) at each temperature, one row per
+        temperature: len(temperatures) * n samples, row-major."""
+        rows = [self.sample(n, labels=labels, **{**options, "temperature": float(t)}) for t in temperatures]
+        return pd.concat(rows, ignore_index=True) if self.kind == "vector" else np.concatenate(rows)
+
+    def trajectory(self, label=None, **options) -> np.ndarray:
+        """One image's path from noise: the state x at each step (shown as x / sqrt(1 + sigma^2), in range), then the
+        final sample, then the denoiser's guess D(x) at each step and the final sample again: 2 * (steps + 1) images,
+        two rows."""
+        check(self.kind == "image", "a trajectory is drawn for images; this run models vectors", "run")
+        xs, ds = [], []
+
+        def keep(s):
+            xs.append(s["x"][:1] / (1 + s["sigma"] ** 2) ** 0.5)
+            ds.append(s["denoised"][:1])
+        final = self.codec.encode(self.sample(1, label=label, callback=keep, **options))
+        return self.codec.decode(torch.cat(xs + [final] + ds + [final]))
+
     # ----- likelihood and encoding ---------------------------------------------------------------------------
 
     def nll(self, data, *, n: int = 0, labels=None, class_labels=False, progress=False, **options) -> Likelihood:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -284,16 +285,27 @@ def cmd_demo(a):
                 ckpt_every=500, progress=not a.no_progress)
     grid = lambda x, nrow: image_grid(x, nrow=nrow, scale=4)  # noqa: E731
     grid(run.sample(100, seed=a.seed, labels=np.arange(100) % 10), 10).save(out / "demo_grid.png")
-    # temperature strip: the same 10 seeds (one per class) at temperatures 0, 0.5, 1, 1.5 (rows)
-    rows = [run.sample(10, seed=a.seed, labels=np.arange(10), temperature=t) for t in (0.0, 0.5, 1.0, 1.5)]
-    grid(np.concatenate(rows), 10).save(out / "demo_temperature.png")
-    # trajectory: x (top, shown as x / sqrt(1 + sigma^2) to stay in range) and D(x) (bottom) at each step
-    xs, ds = [], []
-    cb = lambda s: (xs.append(s["x"][:1] / (1 + s["sigma"] ** 2) ** 0.5), ds.append(s["denoised"][:1]))  # noqa: E731
-    final = run.codec.encode(run.sample(1, seed=a.seed, label=3, callback=cb))
-    grid(run.codec.decode(torch.cat(xs + [final] + ds + [final])), len(xs) + 1).save(out / "demo_trajectory.png")
+    grid(run.temperature_strip(np.arange(10), seed=a.seed), 10).save(out / "demo_temperature.png")
+    path = run.trajectory(label=3, seed=a.seed)
+    grid(path, len(path) // 2).save(out / "demo_trajectory.png")
     print(f"samples (one row per class 0-9):            {out / 'demo_grid.png'}\n"
           f"temperature strip (rows: T = 0, 0.5, 1, 1.5): {out / 'demo_temperature.png'}\n"
           f"denoising trajectory (top: x, bottom: D(x)): {out / 'demo_trajectory.png'}\n"
           f"run (checkpoint, log, config):               {out}\n"
           f"next: diffusekit sample {out} --n 64 --grid grid.png")
+
+
+def cmd_serve(a):
+    check(1 <= a.port <= 65535, f"--port must be in 1-65535, got {a.port}")
+    try:
+        import uvicorn
+
+        from ..service import TOKEN_ENV, create_app, open_target
+    except ImportError:
+        raise DiffusekitError("serve needs the serve extra: pip install 'diffusekit[serve]' (and [ui] for the "
+                              "page)") from None
+    token = a.token or os.environ.get(TOKEN_ENV) or None
+    app = create_app(open_target(a.path), token=token, ui=not a.no_ui)
+    print(f"serving {a.path} on http://{a.host}:{a.port}/ (page: /ui/, API: /docs"
+          f"{', token required' if token else ''}); Ctrl-C stops")
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")

@@ -230,4 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=c.cmd_demo)
+
+    v = sub.add_parser("serve", help="a web page and a JSON API (/sample, /score, /nll, /health; /docs) over a run "
+                                     "or detector folder")
+    v.add_argument("path", help="a run folder or a detector folder")
+    v.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
+    v.add_argument("--port", type=int, default=7860)
+    v.add_argument("--token", default=None, help="require Authorization: Bearer TOKEN on the JSON API (default: "
+                                                 "$DIFFUSEKIT_TOKEN, if set)")
+    v.add_argument("--no-ui", action="store_true", help="the JSON API only (no gradio needed)")
+    v.set_defaults(func=c.cmd_serve)
     return p

@@ -1,0 +1,250 @@
+"""The web page (gradio) over one run or detector: Generate, Restore, Likelihood and Anomaly tabs, each a few calls on
+the library's objects. It only reads controls, calls, and shows; a bad input is the library's one-line message on
+the page. Nothing is fetched from elsewhere: no analytics, no web fonts (a system font stack)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .checkpoint import save_samples  # noqa: E402
+from .errors import DiffusekitError  # noqa: E402
+from .samplers import DEFAULT_SAMPLER, SAMPLERS  # noqa: E402
+from .viz import image_grid  # noqa: E402
+
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+
+
+def said(fn):
+    """A handler whose input errors show on the page as one line (and the server keeps serving)."""
+    def handler(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (DiffusekitError, OSError, ValueError) as e:
+            raise gr.Error(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    handler.__name__, handler.__doc__ = fn.__name__, fn.__doc__
+    return handler
+
+
+def big(images: np.ndarray, width: int = 256) -> list:
+    """uint8 N x H x W x C images as PIL images blown up (nearest) to about `width` px, for the page."""
+    scale = max(1, width // images.shape[2])
+    return [image_grid(im[None], nrow=1, scale=scale, pad=0) for im in images]
+
+
+def to_model_image(value, channels: int) -> np.ndarray:
+    """An image from a gradio component (numpy, any mode) as uint8 H x W x C with the model's channels."""
+    im = Image.fromarray(np.asarray(value).astype(np.uint8))
+    a = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+    return a[..., None] if a.ndim == 2 else a
+
+
+def build_ui(service) -> gr.Blocks:
+    run, det = service.run, service.detector
+    title = f"diffusekit: {service.target.path.name}"
+    with gr.Blocks(title=title, analytics_enabled=False) as ui:
+        gr.Markdown(f"## {title}\n{run.kind} model, shape {tuple(run.model_config.in_shape)}"
+                    + (f", classes: {', '.join(run.class_names)}" if run.class_names else "")
+                    + (f"; anomaly detector calibrated on {det.info['n_calibration']} normal samples" if det else ""))
+        if det is not None:
+            _anomaly_tab(service)
+        _generate_tab(service)
+        if run.kind == "image":
+            _restore_tab(service)
+        _likelihood_tab(service)
+    return ui
+
+
+def _generate_tab(service):
+    run = service.run
+    with gr.Tab("Generate"):
+        with gr.Row():
+            sampler = gr.Dropdown(list(SAMPLERS), value=DEFAULT_SAMPLER, label="sampler")
+            steps = gr.Slider(1, 100, value=20, step=1, label="steps")
+            temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="temperature", elem_id="temperature")
+            seed = gr.Number(0, precision=0, minimum=0, label="seed")
+            n = gr.Slider(1, 64, value=16, step=1, label="samples")
+        label = guidance = gr.State(None)
+        if run.num_classes:
+            with gr.Row():
+                label = gr.Dropdown(["random"] + run.class_names, value="random", label="class")
+                guidance = gr.Slider(0.0, 5.0, value=1.0, step=0.1, label="guidance (1: none)")
+        go = gr.Button("Generate", variant="primary", elem_id="generate")
+        if run.kind == "image":
+            gallery = gr.Gallery(label="samples", columns=8, elem_id="samples")
+            strip = gr.Image(label="the first 8 seeds at temperatures 0, 0.5, 1, 1.5 (rows)", type="pil")
+            path = gr.Image(label="denoising trajectory of the first sample (top: x, bottom: D(x))", type="pil")
+        else:
+            table = gr.Dataframe(label="samples", elem_id="samples")
+        download = gr.File(label="download")
+
+        @said
+        def generate(sampler, steps, temperature, seed, n, label, guidance, progress=gr.Progress(track_tqdm=True)):
+            options = dict(sampler=sampler, steps=int(steps), temperature=float(temperature), seed=int(seed or 0))
+            if run.num_classes:
+                options["guidance"] = float(guidance)
+            cls = None if label in (None, "random") else run.class_names.index(label)
+            with service.lock:
+                out = run.sample(int(n), label=cls, progress=True, **options)
+                if run.kind != "image":
+                    f = Path(tempfile.mkdtemp(prefix="diffusekit-")) / "samples.csv"
+                    save_samples(f, out)
+                    return out, str(f)
+                labels = None if cls is None else [cls] * 8
+                strip_images = run.temperature_strip(labels, n=8, **{**options, "temperature": None})
+                trajectory = run.trajectory(label=cls, **{**options, "temperature": float(temperature)})
+            f = Path(tempfile.mkdtemp(prefix="diffusekit-")) / "samples.npz"
+            save_samples(f, out)
+            scale = max(1, 48 // out.shape[1])
+            return (big(out), image_grid(strip_images, 8, scale), image_grid(trajectory, len(trajectory) // 2, scale),
+                    str(f))
+
+        outputs = [gallery, strip, path, download] if run.kind == "image" else [table, download]
+        go.click(generate, [sampler, steps, temperature, seed, n, label, guidance], outputs)
+
+
+def _restore_tab(service):
+    run = service.run
+    with gr.Tab("Restore"):
+        gr.Markdown(f"Upload a {run.codec.size}x{run.codec.size} image (for upscaling: {run.codec.size}/factor); to "
+                    f"inpaint, paint the region to fill.")
+        with gr.Row():
+            editor = gr.ImageEditor(label="image (paint the region to fill)", type="numpy", sources=["upload"],
+                                    brush=gr.Brush(colors=["#ff0000"], default_size=2), elem_id="restore-input")
+            truth = gr.Image(label="clean image (optional: PSNR)", type="numpy", sources=["upload"])
+        with gr.Row():
+            task = gr.Radio(["inpaint", "upscale x2", "upscale x4", "denoise", "deblur"], value="inpaint", label="task")
+            sigma = gr.Number(0.1, minimum=0, label="noise sigma ([0, 1] units; denoise, deblur)")
+            kernel = gr.Textbox("gaussian:1", label="blur kernel (deblur)")
+            k = gr.Slider(1, 8, value=4, step=1, label="restorations")
+            seed = gr.Number(0, precision=0, minimum=0, label="seed")
+        go = gr.Button("Restore", variant="primary", elem_id="restore")
+        gallery = gr.Gallery(label="restorations", columns=8, elem_id="restorations")
+        with gr.Row():
+            mean = gr.Image(label="mean", type="pil")
+            spread = gr.Image(label="pixel-wise spread", type="pil")
+        metrics = gr.Markdown(elem_id="restore-metrics")
+
+        @said
+        def restore(value, truth, task, sigma, kernel, k, seed, progress=gr.Progress(track_tqdm=True)):
+            if value is None or value.get("background") is None:
+                raise DiffusekitError("upload an image to restore")
+            image = to_model_image(value["background"], run.codec.channels)[None]
+            options = dict(n_samples=int(k), seed=int(seed or 0), progress=True)
+            if truth is not None:
+                options["truth"] = to_model_image(truth, run.codec.channels)[None]
+            if task == "inpaint":
+                layers = [np.asarray(layer) for layer in value.get("layers") or []]
+                painted = np.zeros(image.shape[1:3], bool)
+                for layer in layers:
+                    alpha = layer[..., 3] if layer.ndim == 3 and layer.shape[-1] == 4 else layer.reshape(
+                        *layer.shape[:2], -1).max(-1)
+                    if alpha.shape == painted.shape:
+                        painted |= alpha > 0
+                if not painted.any():
+                    raise DiffusekitError("paint the region to fill on the image first")
+                call = lambda: run.inpaint(image, painted, **options)  # noqa: E731
+            elif task.startswith("upscale"):
+                call = lambda: run.upscale(image, factor=int(task[-1]), **options)  # noqa: E731
+            elif task == "denoise":
+                call = lambda: run.denoise(image, sigma=float(sigma or 0), **{**options, "method": "sample"})  # noqa: E731
+            else:
+                call = lambda: run.deblur(image, kernel=kernel, sigma=float(sigma or 0), **options)  # noqa: E731
+            with service.lock:
+                r = call()
+            text = f"consistency RMS(y - A x): {r.consistency:.4f}; {r.seconds:.1f} s"
+            if r.psnr is not None:
+                text += f"; PSNR {r.psnr:.2f} dB (first), SSIM {r.ssim:.3f}" + (
+                    f", PSNR of the mean {r.psnr_mean:.2f} dB" if r.psnr_mean is not None else "")
+            spread_image = None
+            if r.std is not None:
+                s = r.std[0] / max(float(r.std[0].max()), 1e-8)
+                spread_image = big((s * 255).round().astype(np.uint8)[None])[0]
+            return big(r.images), None if r.mean is None else big(r.mean)[0], spread_image, text
+
+        go.click(restore, [editor, truth, task, sigma, kernel, k, seed], [gallery, mean, spread, metrics])
+
+
+def _likelihood_tab(service):
+    run = service.run
+    with gr.Tab("Likelihood"):
+        gr.Markdown("Upload " + ("a CSV with the table's columns" if run.kind == "vector" else
+                                 "images (an .npz, or PNG files)") + ": the negative log-likelihood of each item.")
+        files = gr.File(label="data", file_count="multiple", elem_id="nll-input")
+        method = gr.Radio(["ode", "elbo"], value="ode", label="method (ode: exact; elbo: a bound, faster)")
+        go = gr.Button("Measure", variant="primary", elem_id="nll")
+        table = gr.Dataframe(label="bits/dim per item", elem_id="nll-table")
+
+        @said
+        def measure(files, method, progress=gr.Progress(track_tqdm=True)):
+            data = _uploaded(files, run.codec)
+            with service.lock:
+                lik = run.nll(data, method=method, progress=True)
+            return pd.DataFrame({"item": np.arange(len(lik.nats)), "bits_per_dim": lik.bits_per_dim, "nats": lik.nats})
+
+        go.click(measure, [files, method], table)
+
+
+def _anomaly_tab(service):
+    det = service.detector
+    with gr.Tab("Anomaly"):
+        gr.Markdown("Upload " + ("a CSV with the table's columns" if det.kind == "vector" else
+                                 "images (an .npz, or PNG files)") + ": each item's score, conformal p-value and flag.")
+        files = gr.File(label="data", file_count="multiple", elem_id="score-input")
+        with gr.Row():
+            fpr = gr.Slider(0.001, 0.5, value=0.01, step=0.001, label="false-positive rate")
+            label_column = gr.Textbox("", label="label column (1 = anomaly; optional: ROC curve)",
+                                      visible=det.kind == "vector")
+        go = gr.Button("Score", variant="primary", elem_id="score")
+        summary = gr.Markdown(elem_id="score-summary")
+        table = gr.Dataframe(label="scores", elem_id="score-table")
+        with gr.Row():
+            maps = gr.Gallery(label="heat maps (images)", columns=8, visible=det.kind == "image")
+            roc = gr.Image(label="ROC curve", type="pil")
+
+        @said
+        def score(files, fpr, label_column, progress=gr.Progress(track_tqdm=True)):
+            data = _uploaded(files, det.run.codec)
+            roc_image, text = None, ""
+            with service.lock:
+                if label_column:
+                    rep = det.report(data, label_column=label_column, fpr=float(fpr), progress=True)
+                    s = rep.summary
+                    roc_image = rep.figures()["roc.png"]
+                    text = (f"AUROC {s['auroc']:.4f}, AUPRC {s['auprc']:.4f}; at fpr {fpr:g}: realised false-positive "
+                            f"rate {s['realised_fpr']:.3f}, true-positive rate {s['tpr']:.3f}. ")
+                    df, heat = rep.scores, None
+                elif det.kind == "image":
+                    df, heat = det.score(data, float(fpr), progress=True, return_maps=True)
+                else:
+                    df, heat = det.score(data, float(fpr), progress=True), None
+            text += f"{int(df['flag'].sum())} of {len(df)} flagged at false-positive rate {fpr:g}."
+            heat_images = [] if heat is None else big(heat[..., None])
+            return text, df.reset_index(), heat_images, roc_image
+
+        go.click(score, [files, fpr, label_column], [summary, table, maps, roc])
+
+
+def _uploaded(files, codec):
+    """Uploaded files as data: one .csv or .npz (its path), or image files (stacked)."""
+    if not files:
+        raise DiffusekitError("upload a file first")
+    paths = [f if isinstance(f, str) else f.name for f in (files if isinstance(files, list) else [files])]
+    if len(paths) == 1 and paths[0].lower().endswith((".csv", ".npz")):
+        return paths[0]
+    if any(p.lower().endswith((".csv", ".npz")) for p in paths):
+        raise DiffusekitError("upload one .csv or .npz file, or image files")
+    from .data import read_images
+
+    images = [read_images(p) for p in paths]
+    shapes = {a.shape[1:] for a in images}
+    if len(shapes) > 1:
+        raise DiffusekitError(f"the images have different sizes: {sorted(shapes)}")
+    return np.concatenate(images)
