@@ -1,8 +1,9 @@
 """The web page (gradio) over one run or detector: Generate, Restore, Likelihood and Anomaly tabs, each a few calls on
 the library's objects. It only reads controls, calls, and shows; a bad input is the library's one-line message on
-the page. Nothing is fetched from elsewhere: no analytics, no web fonts (a system font stack)."""
+the page. Nothing is fetched from elsewhere (no analytics; gradio serves its own fonts and scripts)."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -18,9 +19,6 @@ from .checkpoint import save_samples  # noqa: E402
 from .errors import DiffusekitError  # noqa: E402
 from .samplers import DEFAULT_SAMPLER, SAMPLERS  # noqa: E402
 from .viz import image_grid  # noqa: E402
-
-THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-
 
 def said(fn):
     """A handler whose input errors show on the page as one line (and the server keeps serving)."""
@@ -199,7 +197,8 @@ def _anomaly_tab(service):
                                  "images (an .npz, or PNG files)") + ": each item's score, conformal p-value and flag.")
         files = gr.File(label="data", file_count="multiple", elem_id="score-input")
         with gr.Row():
-            fpr = gr.Slider(0.001, 0.5, value=0.01, step=0.001, label="false-positive rate")
+            lowest = math.ceil(1000 / (det.info["n_calibration"] + 1)) / 1000  # what the calibration set allows
+            fpr = gr.Slider(lowest, 0.5, value=max(0.01, lowest), step=0.001, label="false-positive rate")
             label_column = gr.Textbox("", label="label column (1 = anomaly; optional: ROC curve)",
                                       visible=det.kind == "vector")
         go = gr.Button("Score", variant="primary", elem_id="score")
