@@ -69,7 +69,7 @@ def paint_a_stroke(page, box):
     page.mouse.down()
     for i in range(13):
         page.mouse.move(cx - 30 + 5 * i, cy)
-        page.wait_for_timeout(30)
+        page.wait_for_timeout(60)
     page.mouse.up()
 
 
@@ -85,8 +85,8 @@ def test_paint_a_mask_and_inpaint(models, browser, tmp_path):  # noqa: F811
         done = page.locator("#restorations img").nth(3)
         refused = page.get_by_text("paint the region to fill on the image first").or_(
             page.get_by_text("upload an image to restore"))
-        for attempt in range(4):  # the editor may not have taken the upload yet when the first stroke comes
-            page.wait_for_timeout(1500)
+        for attempt in range(6):  # the editor may not have taken the upload yet when the first stroke comes
+            page.wait_for_timeout(3000)
             paint_a_stroke(page, canvas.bounding_box())
             page.locator("#restore").click()
             done.or_(refused).first.wait_for(timeout=TIMEOUT)

@@ -9,7 +9,6 @@ import time
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 import uvicorn
 from PIL import Image

@@ -1,0 +1,141 @@
+"""Load on `diffusekit serve`: POST /score (a table detector) and POST /sample with 1, 8 and 32 concurrent clients on
+loopback. Per level: rows/s, p50 / p99 latency, errors; the server process's resident memory after warm-up and at
+the end (it must not grow), and its peak. The baseline: `det.score` in-process on the same batches, one after the
+other. Bounded: --requests per level, and --seconds per level at most.
+
+    python benchmarks/speed/bench_serve.py --requests 300 --json benchmarks/results/serve.json
+"""
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from sklearn.datasets import load_breast_cancer
+
+import diffusekit as dk
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_level(url, path, bodies, clients, seconds, pid, warmup):
+    """POST each body (cycling) from `clients` threads until all are sent or time is up: figures of the level."""
+    lat, errors, rows, rss_after_warmup = [], 0, 0, None
+    t0 = time.time()
+
+    def one(body):
+        with httpx.Client(base_url=url, timeout=120) as c:
+            s = time.perf_counter()
+            r = c.post(path, json=body)
+            return time.perf_counter() - s, r.status_code, body
+
+    with cf.ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(one, b) for b in bodies]
+        for i, f in enumerate(cf.as_completed(futures)):
+            dt, status, body = f.result()
+            lat.append(dt)
+            errors += status != 200
+            rows += len(body.get("rows", [])) or body.get("n", 0)
+            if i + 1 == warmup:
+                rss_after_warmup = rss_kb(pid)
+            if time.time() - t0 > seconds:
+                for g in futures:
+                    g.cancel()
+                break
+    wall = time.time() - t0
+    return {"clients": clients, "requests": len(lat), "errors": errors, "rows_per_s": rows / wall,
+            "p50_ms": 1000 * float(np.percentile(lat, 50)), "p99_ms": 1000 * float(np.percentile(lat, 99)),
+            "rss_after_warmup_mb": (rss_after_warmup or rss_kb(pid)) / 1024, "rss_end_mb": rss_kb(pid) / 1024}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--detector", help="a table detector folder (default: one fitted here on breast cancer's benign "
+                                      "rows, 0.5 minutes)")
+    p.add_argument("--requests", type=int, default=300, help="requests per level")
+    p.add_argument("--batch", type=int, default=32, help="rows per /score request")
+    p.add_argument("--sample-n", type=int, default=16, help="rows per /sample request")
+    p.add_argument("--seconds", type=float, default=300, help="time limit per level")
+    p.add_argument("--json", help="write the figures here")
+    a = p.parse_args()
+
+    data = load_breast_cancer(as_frame=True)
+    df = data.frame.drop(columns="target")
+    det_path = a.detector
+    if det_path is None:
+        det_path = Path(tempfile.mkdtemp()) / "det"
+        dk.AnomalyDetector.fit(df[data.target == 1], out=det_path, minutes=0.5)
+    det = dk.AnomalyDetector.load(det_path)
+    rng = np.random.default_rng(0)
+    batches = [df.iloc[rng.integers(0, len(df), a.batch)] for _ in range(a.requests)]
+    fpr = 0.1
+
+    # in-process baseline: the same batches, one after the other
+    det.score(batches[0], fpr=fpr)
+    t0 = time.time()
+    n_base = 0
+    for b in batches:
+        det.score(b, fpr=fpr)
+        n_base += 1
+        if time.time() - t0 > a.seconds:
+            break
+    base = n_base * a.batch / (time.time() - t0)
+    print(f"in-process det.score: {base:.1f} rows/s ({n_base} batches of {a.batch})", flush=True)
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    server = subprocess.Popen([sys.executable, "-m", "diffusekit", "serve", str(det_path), "--no-ui", "--port",
+                               str(port)], env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "the server did not start"
+            time.sleep(0.2)
+        score_bodies = [{"rows": json.loads(b.to_json(orient="records")), "fpr": fpr} for b in batches]
+        sample_bodies = [{"n": a.sample_n, "seed": i} for i in range(a.requests)]
+        out = {"baseline_rows_per_s": base, "batch": a.batch, "requests_per_level": a.requests, "score": [],
+               "sample": []}
+        for path, bodies, key in (("/score", score_bodies, "score"), ("/sample", sample_bodies, "sample")):
+            for clients in (1, 8, 32):
+                r = load_level(url, path, bodies, clients, a.seconds, server.pid, warmup=max(1, len(bodies) // 10))
+                out[key].append(r)
+                print(f"{path} {clients:2d} clients: {r['rows_per_s']:.1f} rows/s, p50 {r['p50_ms']:.0f} ms, p99 "
+                      f"{r['p99_ms']:.0f} ms, {r['errors']} errors / {r['requests']}, RSS {r['rss_after_warmup_mb']:.0f}"
+                      f" -> {r['rss_end_mb']:.0f} MB", flush=True)
+        out["server_peak_rss_mb"] = rss_kb(server.pid, "VmHWM") / 1024
+        out["score_32_over_in_process"] = out["score"][-1]["rows_per_s"] / base
+        print(f"/score at 32 clients / in-process: {out['score_32_over_in_process']:.3f}; server peak RSS "
+              f"{out['server_peak_rss_mb']:.0f} MB")
+    finally:
+        server.terminate()
+        server.wait(30)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
