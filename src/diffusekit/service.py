@@ -15,6 +15,7 @@ import hmac
 import io
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,9 @@ class Service:
 
     def __init__(self, target: Run | AnomalyDetector, limits: Limits | None = None):
         self.target, self.limits, self.lock = target, limits or Limits(), threading.Lock()
+        # every model call of the API on one thread: torch's thread pool is per calling thread, and pools left by
+        # many request threads compete for the cores
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="diffusekit-model")
         self.detector = target if isinstance(target, AnomalyDetector) else None
         self.run = target.run if self.detector else target
 
@@ -103,8 +107,7 @@ class Service:
               f"label must be one of the run's classes ({', '.join(self.run.class_names) or 'none: unconditional'}), "
               f"got {label!r}", "label")
         options = _options(body, ("labels", "return_labels", "callback", "progress"))
-        with self.lock:
-            out, labels = self.run.sample(n, label=label, return_labels=True, **options)
+        out, labels = self.call(self.run.sample, n, label=label, return_labels=True, **options)
         answer = {"labels": None if labels is None else labels.tolist()}
         if self.run.kind == "vector":
             return {**answer, "rows": json.loads(out.to_json(orient="records"))}
@@ -117,8 +120,7 @@ class Service:
         check(isinstance(fpr, (int, float)) and not isinstance(fpr, bool), f"fpr must be a number, got {fpr!r}", "fpr")
         _options({k: v for k, v in body.items() if k not in ("rows", "images")}, (), allowed=("fpr",))
         data = self._items(body)
-        with self.lock:
-            df = self.detector.score(data, fpr=fpr)
+        df = self.call(self.detector.score, data, fpr=fpr)
         keep = [c for c in ("score", "p_value", "flag", "top_columns", "unseen_categories") if c in df]
         return {"fpr": fpr, "items": json.loads(df[keep].to_json(orient="records"))}
 
@@ -126,11 +128,17 @@ class Service:
         data = self._items(body)
         options = _options({k: v for k, v in body.items() if k not in ("rows", "images")},
                            ("labels", "class_labels", "progress"))
-        with self.lock:
-            lik = self.run.nll(data, **options)
+        lik = self.call(self.run.nll, data, **options)
         s = lik.summary()
         return {"bits_per_dim": lik.bits_per_dim.tolist(), "mean_bits_per_dim": s["bits_per_dim"],
                 "mean_bits_per_dim_se": s["bits_per_dim_se"], "method": lik.method, "units": lik.units}
+
+    def call(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) on the model thread, one call at a time (the page's calls take the same lock)."""
+        def locked():
+            with self.lock:
+                return fn(*args, **kwargs)
+        return self.model_thread.submit(locked).result()
 
     def _items(self, body: dict):
         """The request's rows (a table) or images, as data the library reads, checked for kind and count."""
