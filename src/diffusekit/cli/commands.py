@@ -305,7 +305,11 @@ def cmd_serve(a):
         raise DiffusekitError("serve needs the serve extra: pip install 'diffusekit[serve]' (and [ui] for the "
                               "page)") from None
     token = a.token or os.environ.get(TOKEN_ENV) or None
-    app = create_app(open_target(a.path), token=token, ui=not a.no_ui)
+    target = open_target(a.path)
+    if target.kind == "vector":
+        # requests run on worker threads, where torch's parallel regions cost more than a small MLP's op gains
+        torch.set_num_threads(1)
+    app = create_app(target, token=token, ui=not a.no_ui)
     print(f"serving {a.path} on http://{a.host}:{a.port}/ (page: /ui/, API: /docs"
           f"{', token required' if token else ''}); Ctrl-C stops")
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
