@@ -56,11 +56,11 @@ def load_level(url, path, bodies, clients, seconds, pid, warmup):
             rows += len(body.get("rows", [])) or body.get("n", 0)
             if i + 1 == warmup:
                 rss_after_warmup = rss_kb(pid)
-            if time.time() - t0 > seconds:
+            wall = time.time() - t0  # up to the last answer counted (requests still in flight at a stop are not)
+            if wall > seconds:
                 for g in futures:
                     g.cancel()
                 break
-    wall = time.time() - t0
     return {"clients": clients, "requests": len(lat), "errors": errors, "rows_per_s": rows / wall,
             "p50_ms": 1000 * float(np.percentile(lat, 50)), "p99_ms": 1000 * float(np.percentile(lat, 99)),
             "rss_after_warmup_mb": (rss_after_warmup or rss_kb(pid)) / 1024, "rss_end_mb": rss_kb(pid) / 1024}
