@@ -173,9 +173,7 @@ def _restore_tab(service):
 def _likelihood_tab(service):
     run = service.run
     with gr.Tab("Likelihood"):
-        gr.Markdown("Upload " + ("a CSV with the table's columns" if run.kind == "vector" else
-                                 "images (an .npz, or PNG files)") + ": the negative log-likelihood of each item.")
-        files = gr.File(label="data", file_count="multiple", elem_id="nll-input")
+        files = _upload(run.kind, "the negative log-likelihood of each item", "nll-input")
         method = gr.Radio(["ode", "elbo"], value="ode", label="method (ode: exact; elbo: a bound, faster)")
         go = gr.Button("Measure", variant="primary", elem_id="nll")
         table = gr.Dataframe(label="bits/dim per item", elem_id="nll-table")
@@ -193,9 +191,7 @@ def _likelihood_tab(service):
 def _anomaly_tab(service):
     det = service.detector
     with gr.Tab("Anomaly"):
-        gr.Markdown("Upload " + ("a CSV with the table's columns" if det.kind == "vector" else
-                                 "images (an .npz, or PNG files)") + ": each item's score, conformal p-value and flag.")
-        files = gr.File(label="data", file_count="multiple", elem_id="score-input")
+        files = _upload(det.kind, "each item's score, conformal p-value and flag", "score-input")
         with gr.Row():
             lowest = math.ceil(1000 / (det.info["n_calibration"] + 1)) / 1000  # what the calibration set allows
             fpr = gr.Slider(lowest, 0.5, value=max(0.01, lowest), step=0.001, label="false-positive rate")
@@ -229,6 +225,13 @@ def _anomaly_tab(service):
             return text, df.reset_index(), heat_images, roc_image
 
         go.click(score, [files, fpr, label_column], [summary, table, maps, roc])
+
+
+def _upload(kind: str, what: str, elem_id: str):
+    """What to upload, said, and the upload box."""
+    gr.Markdown("Upload " + ("a CSV with the table's columns" if kind == "vector" else
+                             "images (an .npz, or PNG files)") + f": {what}.")
+    return gr.File(label="data", file_count="multiple", elem_id=elem_id)
 
 
 def _uploaded(files, codec):
