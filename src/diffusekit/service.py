@@ -15,7 +15,6 @@ import hmac
 import io
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +80,6 @@ class Service:
 
     def __init__(self, target: Run | AnomalyDetector, limits: Limits | None = None):
         self.target, self.limits, self.lock = target, limits or Limits(), threading.Lock()
-        # every model call of the API on one thread: torch's thread pool is per calling thread, and pools left by
-        # many request threads compete for the cores
-        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="diffusekit-model")
         self.detector = target if isinstance(target, AnomalyDetector) else None
         self.run = target.run if self.detector else target
 
@@ -134,11 +130,9 @@ class Service:
                 "mean_bits_per_dim_se": s["bits_per_dim_se"], "method": lik.method, "units": lik.units}
 
     def call(self, fn, *args, **kwargs):
-        """fn(*args, **kwargs) on the model thread, one call at a time (the page's calls take the same lock)."""
-        def locked():
-            with self.lock:
-                return fn(*args, **kwargs)
-        return self.model_thread.submit(locked).result()
+        """fn(*args, **kwargs), one model call at a time (the page's calls take the same lock)."""
+        with self.lock:
+            return fn(*args, **kwargs)
 
     def _items(self, body: dict):
         """The request's rows (a table) or images, as data the library reads, checked for kind and count."""
