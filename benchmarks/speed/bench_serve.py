@@ -3,7 +3,9 @@ loopback. Per level: rows/s, p50 / p99 latency, errors; the server process's res
 the end (it must not grow), and its peak. The baseline: `det.score` in-process on the same batches, one after the
 other. Bounded: --requests per level, and --seconds per level at most.
 
-    python benchmarks/speed/bench_serve.py --requests 300 --json benchmarks/results/serve.json
+    python benchmarks/speed/bench_serve.py --requests 60 --json benchmarks/results/serve.json
+    python benchmarks/speed/bench_serve.py --requests 10000 --batch 1 --clients 32 --seconds 3600 \
+        --json benchmarks/results/serve_10k.json   # memory over 10,000 requests per path
 """
 import argparse
 import concurrent.futures as cf
@@ -38,7 +40,7 @@ def free_port() -> int:
 
 def load_level(url, path, bodies, clients, seconds, pid, warmup):
     """POST each body (cycling) from `clients` threads until all are sent or time is up: figures of the level."""
-    lat, errors, rows, rss_after_warmup = [], 0, 0, None
+    lat, errors, rows, rss_after_warmup, trace = [], 0, 0, None, []
     t0 = time.time()
 
     def one(body):
@@ -56,6 +58,8 @@ def load_level(url, path, bodies, clients, seconds, pid, warmup):
             rows += len(body.get("rows", [])) or body.get("n", 0)
             if i + 1 == warmup:
                 rss_after_warmup = rss_kb(pid)
+            if (i + 1) % max(1, len(bodies) // 20) == 0:
+                trace.append(round(rss_kb(pid) / 1024, 1))
             wall = time.time() - t0  # up to the last answer counted (requests still in flight at a stop are not)
             if wall > seconds:
                 for g in futures:
@@ -63,7 +67,22 @@ def load_level(url, path, bodies, clients, seconds, pid, warmup):
                 break
     return {"clients": clients, "requests": len(lat), "errors": errors, "rows_per_s": rows / wall,
             "p50_ms": 1000 * float(np.percentile(lat, 50)), "p99_ms": 1000 * float(np.percentile(lat, 99)),
-            "rss_after_warmup_mb": (rss_after_warmup or rss_kb(pid)) / 1024, "rss_end_mb": rss_kb(pid) / 1024}
+            "rss_after_warmup_mb": (rss_after_warmup or rss_kb(pid)) / 1024, "rss_end_mb": rss_kb(pid) / 1024,
+            "rss_trace_mb": trace}
+
+
+def in_process(det, batches, fpr, seconds):
+    """Rows/s of det.score on the same batches, one after the other."""
+    det.score(batches[0], fpr=fpr)
+    t0, n = time.time(), 0
+    for b in batches:
+        det.score(b, fpr=fpr)
+        n += 1
+        if time.time() - t0 > seconds:
+            break
+    rate = n * len(batches[0]) / (time.time() - t0)
+    print(f"in-process det.score: {rate:.1f} rows/s ({n} batches of {len(batches[0])})", flush=True)
+    return rate
 
 
 def main():
@@ -73,7 +92,10 @@ def main():
     p.add_argument("--requests", type=int, default=300, help="requests per level")
     p.add_argument("--batch", type=int, default=32, help="rows per /score request")
     p.add_argument("--sample-n", type=int, default=16, help="rows per /sample request")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrency levels")
+    p.add_argument("--paths", nargs="+", default=["score", "sample"], choices=["score", "sample"])
     p.add_argument("--seconds", type=float, default=300, help="time limit per level")
+    p.add_argument("--baseline-seconds", type=float, default=120, help="time limit of the in-process baseline")
     p.add_argument("--json", help="write the figures here")
     a = p.parse_args()
 
@@ -88,18 +110,7 @@ def main():
     batches = [df.iloc[rng.integers(0, len(df), a.batch)] for _ in range(a.requests)]
     fpr = 0.1
 
-    # in-process baseline: the same batches, one after the other
-    det.score(batches[0], fpr=fpr)
-    t0 = time.time()
-    n_base = 0
-    for b in batches:
-        det.score(b, fpr=fpr)
-        n_base += 1
-        if time.time() - t0 > a.seconds:
-            break
-    base = n_base * a.batch / (time.time() - t0)
-    print(f"in-process det.score: {base:.1f} rows/s ({n_base} batches of {a.batch})", flush=True)
-
+    base = in_process(det, batches, fpr, a.baseline_seconds) if "score" in a.paths else None
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     server = subprocess.Popen([sys.executable, "-m", "diffusekit", "serve", str(det_path), "--no-ui", "--port",
@@ -119,17 +130,19 @@ def main():
         sample_bodies = [{"n": a.sample_n, "seed": i} for i in range(a.requests)]
         out = {"baseline_rows_per_s": base, "batch": a.batch, "requests_per_level": a.requests, "score": [],
                "sample": []}
-        for path, bodies, key in (("/score", score_bodies, "score"), ("/sample", sample_bodies, "sample")):
-            for clients in (1, 8, 32):
+        for key in a.paths:
+            path, bodies = "/" + key, {"score": score_bodies, "sample": sample_bodies}[key]
+            for clients in a.clients:
                 r = load_level(url, path, bodies, clients, a.seconds, server.pid, warmup=max(1, len(bodies) // 10))
                 out[key].append(r)
                 print(f"{path} {clients:2d} clients: {r['rows_per_s']:.1f} rows/s, p50 {r['p50_ms']:.0f} ms, p99 "
                       f"{r['p99_ms']:.0f} ms, {r['errors']} errors / {r['requests']}, RSS {r['rss_after_warmup_mb']:.0f}"
                       f" -> {r['rss_end_mb']:.0f} MB", flush=True)
         out["server_peak_rss_mb"] = rss_kb(server.pid, "VmHWM") / 1024
-        out["score_32_over_in_process"] = out["score"][-1]["rows_per_s"] / base
-        print(f"/score at 32 clients / in-process: {out['score_32_over_in_process']:.3f}; server peak RSS "
-              f"{out['server_peak_rss_mb']:.0f} MB")
+        if out["score"]:
+            out["score_over_in_process"] = out["score"][-1]["rows_per_s"] / base
+            print(f"/score at {a.clients[-1]} clients / in-process: {out['score_over_in_process']:.3f}")
+        print(f"server peak RSS {out['server_peak_rss_mb']:.0f} MB")
     finally:
         server.terminate()
         server.wait(30)

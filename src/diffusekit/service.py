@@ -7,7 +7,7 @@ it in the same process. `diffusekit serve PATH` starts it.
     GET  /health   the model, its data kind, the version
 
 Requests are checked by the library (the same one-line messages as the command line) and answered 4xx with that
-message; nothing a request says is used as a path. Model calls take turns (one lock): each already uses every core.
+message; nothing a request says is used as a path. Model calls take turns (one lock) on one thread.
 """
 import base64
 import binascii
@@ -15,12 +15,14 @@ import hmac
 import io
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from PIL import Image, UnidentifiedImageError
@@ -82,6 +84,12 @@ class Service:
         self.target, self.limits, self.lock = target, limits or Limits(), threading.Lock()
         self.detector = target if isinstance(target, AnomalyDetector) else None
         self.run = target.run if self.detector else target
+        # the API's model calls run on one lasting thread: torch's OpenMP team is made per calling thread, so calls
+        # on many request threads would each build (and keep) their own; a table's small network is fastest on one
+        # core (its parallel regions cost more than they gain)
+        threads = 1 if self.run.kind == "vector" else torch.get_num_threads()
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="diffusekit-model",
+                                               initializer=torch.set_num_threads, initargs=(threads,))
 
     def health(self) -> dict:
         from . import __version__
@@ -130,9 +138,11 @@ class Service:
                 "mean_bits_per_dim_se": s["bits_per_dim_se"], "method": lik.method, "units": lik.units}
 
     def call(self, fn, *args, **kwargs):
-        """fn(*args, **kwargs), one model call at a time (the page's calls take the same lock)."""
-        with self.lock:
-            return fn(*args, **kwargs)
+        """fn(*args, **kwargs) on the model thread, one call at a time (the page's calls take the same lock)."""
+        def locked():
+            with self.lock:
+                return fn(*args, **kwargs)
+        return self.model_thread.submit(locked).result()
 
     def _items(self, body: dict):
         """The request's rows (a table) or images, as data the library reads, checked for kind and count."""

@@ -306,9 +306,6 @@ def cmd_serve(a):
                               "page)") from None
     token = a.token or os.environ.get(TOKEN_ENV) or None
     target = open_target(a.path)
-    if target.kind == "vector":
-        # requests run on worker threads, where torch's parallel regions cost more than a small MLP's op gains
-        torch.set_num_threads(1)
     app = create_app(target, token=token, ui=not a.no_ui)
     print(f"serving {a.path} on http://{a.host}:{a.port}/ (page: /ui/, API: /docs"
           f"{', token required' if token else ''}); Ctrl-C stops")
