@@ -4,7 +4,7 @@ the end (it must not grow), and its peak. The baseline: `det.score` in-process o
 other. Bounded: --requests per level, and --seconds per level at most.
 
     python benchmarks/speed/bench_serve.py --requests 60 --json benchmarks/results/serve.json
-    python benchmarks/speed/bench_serve.py --requests 10000 --batch 1 --clients 32 --seconds 3600 \
+    python benchmarks/speed/bench_serve.py --requests 10000 --batch 1 --clients 32 --models 1 --seconds 3600 \
         --json benchmarks/results/serve_10k.json   # memory over 10,000 requests per path
 """
 import argparse
@@ -89,6 +89,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--detector", help="a table detector folder (default: one fitted here on breast cancer's benign "
                                       "rows, 0.5 minutes)")
+    p.add_argument("--models", type=int, help="networks in that detector (default: the detector's default)")
     p.add_argument("--requests", type=int, default=300, help="requests per level")
     p.add_argument("--batch", type=int, default=32, help="rows per /score request")
     p.add_argument("--sample-n", type=int, default=16, help="rows per /sample request")
@@ -104,7 +105,7 @@ def main():
     det_path = a.detector
     if det_path is None:
         det_path = Path(tempfile.mkdtemp()) / "det"
-        dk.AnomalyDetector.fit(df[data.target == 1], out=det_path, minutes=0.5)
+        dk.AnomalyDetector.fit(df[data.target == 1], out=det_path, minutes=0.5, models=a.models)
     det = dk.AnomalyDetector.load(det_path)
     rng = np.random.default_rng(0)
     batches = [df.iloc[rng.integers(0, len(df), a.batch)] for _ in range(a.requests)]
