@@ -111,7 +111,7 @@ def _generate_tab(service):
 def _restore_tab(service):
     run = service.run
     with gr.Tab("Restore"):
-        gr.Markdown(f"Upload a {run.codec.size}x{run.codec.size} image (for upscaling: {run.codec.size}/factor); to "
+        gr.Markdown(f"Upload a {run.codec.size_text} image (for upscaling: that size / factor); to "
                     f"inpaint, paint the region to fill.")
         with gr.Row():
             editor = gr.ImageEditor(label="image (paint the region to fill)", type="numpy", sources=["upload"],

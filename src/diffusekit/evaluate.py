@@ -81,7 +81,7 @@ def train_classifier(data: Data, test: Data | None = None, seed: int = 0, epochs
     acc = float((pred == test_y).float().mean())
     meta = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "test_accuracy": round(acc, 4),
             "n_train": len(x), "n_test": len(test_x), "in_channels": data.codec.channels,
-            "num_classes": data.num_classes, "class_names": data.class_names, "image_size": data.codec.size,
+            "num_classes": data.num_classes, "class_names": data.class_names, "image_size": data.codec.height,
             "train_seconds": round(time.time() - t0, 1)}
     return model, meta
 

@@ -136,17 +136,22 @@ class AvgPool(LinearOperator):
         return z / (1 / self.f**2 + alpha)
 
 
+def hw(size) -> tuple[int, int]:
+    """An image size as (height, width): an int is a square."""
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
 class Blur(LinearOperator):
     """Convolution with a small kernel, periodic boundary (so A is diagonal in Fourier space and its SVD is exact)."""
 
-    def __init__(self, kernel: torch.Tensor, size: int):
-        k = torch.as_tensor(kernel, dtype=torch.float64)
-        if k.shape[0] > size or k.shape[1] > size:
-            raise DiffusekitError(f"blur kernel {tuple(k.shape)} is larger than the {size}x{size} image")
-        pad = torch.zeros(size, size, dtype=torch.float64)
+    def __init__(self, kernel: torch.Tensor, size):
+        k, (H, W) = torch.as_tensor(kernel, dtype=torch.float64), hw(size)
+        if k.shape[0] > H or k.shape[1] > W:
+            raise DiffusekitError(f"blur kernel {tuple(k.shape)} is larger than the {W}x{H} image")
+        pad = torch.zeros(H, W, dtype=torch.float64)
         pad[:k.shape[0], :k.shape[1]] = k
         pad = torch.roll(pad, (-(k.shape[0] // 2), -(k.shape[1] // 2)), (0, 1))  # kernel centre at (0, 0)
-        self.K = torch.fft.fft2(pad)  # complex128 [size, size]
+        self.K = torch.fft.fft2(pad)  # complex128 [H, W]
 
     def _apply(self, x, filt):
         return torch.fft.ifft2(torch.fft.fft2(x.double()) * filt.to(x.device)).real.to(x.dtype)
@@ -224,8 +229,8 @@ def gaussian_kernel(sigma: float, max_radius: int = 1 << 30) -> torch.Tensor:
     return k / k.sum()
 
 
-def parse_kernel(spec: str, size: int) -> Blur:
-    """gaussian:SIGMA or box:SIZE."""
+def parse_kernel(spec: str, size) -> Blur:
+    """gaussian:SIGMA or box:SIZE, for images of size (height, width)."""
     m = re.fullmatch(r"(gaussian|box):([0-9.]+)", spec or "")
     try:
         v = float(m.group(2)) if m else None
@@ -236,30 +241,31 @@ def parse_kernel(spec: str, size: int) -> Blur:
     if m.group(1) == "gaussian":
         if v <= 0:
             raise DiffusekitError(f"gaussian kernel sigma must be > 0, got {v:g}")
-        return Blur(gaussian_kernel(v, (size - 1) // 2), size)
+        return Blur(gaussian_kernel(v, (min(hw(size)) - 1) // 2), size)
     if v != int(v) or v < 1:
         raise DiffusekitError(f"box kernel size must be a whole number >= 1, got {v:g}")
     return Blur(torch.full((int(v), int(v)), 1.0 / v**2, dtype=torch.float64), size)
 
 
-def parse_mask(spec: str, n: int, size: int, seed: int = 0) -> torch.Tensor:
+def parse_mask(spec: str, n: int, size, seed: int = 0) -> torch.Tensor:
     """A known-pixel mask [N or 1, 1, H, W] (1 = known) from box:S (centre S x S box missing),
     random:P (a fraction P of pixels missing, different per image, seeded), half[:left|right|top|bottom]
     (that half missing; default right), an image file whose nonzero pixels mark what to fill, or an array of that
-    (H x W, or N x H x W for one mask per image; nonzero / True = fill)."""
+    (H x W, or N x H x W for one mask per image; nonzero / True = fill). size: the images' (height, width)."""
     if not isinstance(spec, str):
         return _mask_array(spec, n, size)
     name, _, arg = spec.partition(":")
-    m = torch.ones(1, 1, size, size)
+    H, W = hw(size)
+    m = torch.ones(1, 1, H, W)
     if name == "box":
         try:
             s = int(arg)
         except ValueError:
             raise DiffusekitError(f"cannot parse mask {spec!r}; box needs a size, e.g. box:14") from None
-        if not 1 <= s <= size:
-            raise DiffusekitError(f"mask box:{s} must be between 1 and the image size {size}")
-        lo = (size - s) // 2
-        m[..., lo:lo + s, lo:lo + s] = 0
+        if not 1 <= s <= min(H, W):
+            raise DiffusekitError(f"mask box:{s} must be between 1 and the image's smaller side {min(H, W)}")
+        top, left = (H - s) // 2, (W - s) // 2
+        m[..., top:top + s, left:left + s] = 0
     elif name == "random":
         try:
             p = float(arg)
@@ -268,12 +274,11 @@ def parse_mask(spec: str, n: int, size: int, seed: int = 0) -> torch.Tensor:
         if not 0 < p < 1:
             raise DiffusekitError(f"cannot parse mask {spec!r}; random needs a missing fraction in (0, 1), e.g. random:0.7")
         g = torch.Generator().manual_seed(seed)
-        m = (torch.rand(n, 1, size, size, generator=g) >= p).float()
+        m = (torch.rand(n, 1, H, W, generator=g) >= p).float()
     elif name == "half":
         side = arg or "right"
-        h = size // 2
-        sl = {"left": (..., slice(None), slice(0, h)), "right": (..., slice(None), slice(size - h, None)),
-              "top": (..., slice(0, h), slice(None)), "bottom": (..., slice(size - h, None), slice(None))}
+        sl = {"left": (..., slice(None), slice(0, W // 2)), "right": (..., slice(None), slice(W - W // 2, None)),
+              "top": (..., slice(0, H // 2), slice(None)), "bottom": (..., slice(H - H // 2, None), slice(None))}
         if side not in sl:
             raise DiffusekitError(f"cannot parse mask {spec!r}; use half:left, half:right, half:top or half:bottom")
         m[sl[side]] = 0
@@ -286,10 +291,10 @@ def parse_mask(spec: str, n: int, size: int, seed: int = 0) -> torch.Tensor:
     return m
 
 
-def _mask_array(a, n: int, size: int) -> torch.Tensor:
-    a = np.asarray(a)
-    if a.shape not in ((size, size), (n, size, size)):
-        raise DiffusekitError(f"mask has shape {a.shape}; it must be {size} x {size} or {n} x {size} x {size} "
+def _mask_array(a, n: int, size) -> torch.Tensor:
+    a, (H, W) = np.asarray(a), hw(size)
+    if a.shape not in ((H, W), (n, H, W)):
+        raise DiffusekitError(f"mask has shape {a.shape}; it must be {H} x {W} or {n} x {H} x {W} "
                               f"(nonzero = fill)", "mask")
     m = torch.from_numpy((a == 0).astype(np.float32))
     m = m[None, None] if m.ndim == 2 else m[:, None]
@@ -299,15 +304,16 @@ def _mask_array(a, n: int, size: int) -> torch.Tensor:
     return m
 
 
-def _mask_file(path: str, size: int) -> torch.Tensor:
+def _mask_file(path: str, size) -> torch.Tensor:
     if not os.path.isfile(path):
         raise DiffusekitError(f"unknown mask {path!r}: use box:SIZE, random:FRACTION, half[:SIDE] or a mask image file")
     try:
         a = np.asarray(Image.open(path).convert("L"))
     except (UnidentifiedImageError, OSError) as e:
         raise DiffusekitError(f"cannot read mask image {path}: {e}") from None
-    if a.shape != (size, size):
-        raise DiffusekitError(f"mask image {path} is {a.shape[1]}x{a.shape[0]}; the images are {size}x{size}")
+    H, W = hw(size)
+    if a.shape != (H, W):
+        raise DiffusekitError(f"mask image {path} is {a.shape[1]}x{a.shape[0]}; the images are {W}x{H}")
     return torch.from_numpy((a == 0).astype(np.float32))[None, None]
 
 

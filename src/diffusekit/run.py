@@ -101,7 +101,7 @@ class Restoration:
     def figure(self, codec, n: int = 16):
         """Rows: the input as given (a small image blown up), up to 4 restorations, [mean and spread], [truth]."""
         rows = [r[:n] for r in self.figure_rows]
-        return image_grid(codec.decode(torch.cat(rows)), nrow=len(rows[0]), scale=max(1, 64 // codec.size))
+        return image_grid(codec.decode(torch.cat(rows)), nrow=len(rows[0]), scale=max(1, 64 // max(codec.height, codec.width)))
 
 
 class Run:
@@ -167,8 +167,9 @@ class Run:
         typed and checked against what the run was trained on; its first n samples (0: all). labels: the data's
         labels, where the data do not carry them (an array, a DataFrame)."""
         check(isinstance(n, int) and n >= 0, f"n must be >= 0 (0: all), got {n}", "n")
-        size = self.model_config.in_shape[-1] if self.kind == "image" else None
-        d = as_data(data, image_size=size, categorical=getattr(self.codec, "categories", {}))
+        size = tuple(self.model_config.in_shape[1:]) if self.kind == "image" else None
+        d = as_data(data, image_size=size, categorical=getattr(self.codec, "categories", {}),
+                    image_fit=self.config.get("train", {}).get("image_fit", "crop"))
         if labels is not None:
             d = replace(d, labels=torch.as_tensor(np.asarray(labels), dtype=torch.long))
         if n:
@@ -321,7 +322,7 @@ class Run:
 
     def _measurement(self, task, images, mask, factor, kernel, sigma, seed):
         """(operator, y in model space, sigma_y in model units) of one task."""
-        size = self.codec.size
+        size = H, W = self.codec.height, self.codec.width
         check(sigma >= 0 and math.isfinite(sigma), f"sigma must be a finite number >= 0 (image range [0, 1]), got "
               f"{sigma:g}", "sigma")
         if task == "inpaint":
@@ -330,9 +331,11 @@ class Run:
             op = Mask(parse_mask(mask, len(x), size, seed))
             return op, op.A(x), 2 * sigma
         if task == "upscale":
-            check(isinstance(factor, int) and factor >= 2 and size % factor == 0, f"factor {factor} does not fit: the "
-                  f"model makes {size}x{size} images, so the factor must be >= 2 and divide {size}", "factor")
-            small = ImageCodec(self.codec.channels, size // factor)
+            check(isinstance(factor, int) and factor >= 2 and H % factor == 0 and W % factor == 0, f"factor {factor} "
+                  f"does not fit: the model makes {W}x{H} images, so the factor must be >= 2 and divide "
+                  f"{H if H == W else 'both sides'}",
+                  "factor")
+            small = ImageCodec(self.codec.channels, (H // factor, W // factor))
             return AvgPool(factor), small.encode(images, unclipped=True), 2 * sigma
         y = self.codec.encode(images, unclipped=True)
         if task == "denoise":

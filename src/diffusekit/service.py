@@ -25,8 +25,9 @@ import pandas as pd
 import torch
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from .data.images import open_image, to_8bit
 from .detector import AnomalyDetector
 from .errors import DiffusekitError, check
 from .run import Run
@@ -65,12 +66,10 @@ def decode_images(items: list, channels: int) -> np.ndarray:
     out = []
     for i, text in enumerate(items):
         try:
-            raw = base64.b64decode(str(text).split(",", 1)[-1], validate=True)
-            im = Image.open(io.BytesIO(raw))
-            im.load()
-        except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
+            im = open_image(io.BytesIO(base64.b64decode(str(text).split(",", 1)[-1], validate=True)))
+        except (binascii.Error, ValueError, DiffusekitError):
             raise DiffusekitError(f"images[{i}] is not a base64-encoded PNG or JPEG image", "images") from None
-        a = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+        a = np.asarray(to_8bit(im, channels == 1))
         out.append(a[..., None] if a.ndim == 2 else a)
     shapes = {a.shape for a in out}
     check(len(shapes) == 1, f"the images have different sizes: {sorted(shapes)}", "images")

@@ -25,6 +25,7 @@ from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_t
 from .config import Config, check, check_choice
 from .evaluate import Evaluator
 from .data import load_data
+from .data.images import FITS, parse_size
 from .errors import DiffusekitError
 from .losses import NOISES, WEIGHTINGS, DiffusionLoss, noise_distribution
 from .model import ModelConfig, build_denoiser
@@ -55,7 +56,8 @@ class TrainConfig(Config):
     p_std: float = 1.2
     min_snr_gamma: float = 5.0
     sigma_data: float | None = None  # None: 0.5 for images in [-1, 1], 1.0 for standardized vectors
-    image_size: int | None = None  # resize a folder of images to this (None: their own smallest side)
+    image_size: int | str | list | None = None  # fit a folder's images to N, "WIDTHxHEIGHT" or [height, width]
+    image_fit: str = "crop"  # crop (fill, cut the centre) | pad (fit inside, border colour around)
     class_cond: str = "auto"  # auto (when the data has labels) | on | off
     label_dropout: float = 0.1
     dropout: float = 0.0
@@ -104,8 +106,8 @@ class TrainConfig(Config):
         check(0 <= self.label_dropout < 1, f"label_dropout must be in [0, 1), got {self.label_dropout}", "label_dropout")
         check(self.sigma_data is None or 0 < self.sigma_data < math.inf,
               f"sigma_data must be a finite number > 0, got {self.sigma_data}", "sigma_data")
-        check(self.image_size is None or 1 <= self.image_size <= 1024,
-              f"image_size must be in 1-1024, got {self.image_size}", "image_size")
+        parse_size(self.image_size)
+        check_choice("image_fit", self.image_fit, FITS)
         check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}", "warmup_steps")
         for name in ("log_every", "ckpt_every"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}", name)
@@ -187,7 +189,7 @@ class Trainer:
               f"batch_size {cfg.batch_size} is smaller than processes x accumulation steps "
               f"({self.world * cfg.grad_accum})", "batch_size")
         self.out = Path(cfg.out)
-        self.data = load_data(cfg.data, cfg.image_size or None)
+        self.data = load_data(cfg.data, cfg.image_size or None, image_fit=cfg.image_fit)
         if len(self.data) == 0:
             raise DiffusekitError(f"{cfg.data} holds no samples")
         if not resume:

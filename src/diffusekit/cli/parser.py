@@ -44,8 +44,8 @@ def config_options(p, cls):
         if kind == "bool":
             p.add_argument(flag, action="store_true", default=None)
             continue
-        parse = (int_list_option(f.name) if kind.startswith("list") else int if kind.startswith("int")
-                 else float if kind.startswith("float") else str)
+        parse = (str if "str" in kind else int_list_option(f.name) if kind.startswith("list")
+                 else int if kind.startswith("int") else float if kind.startswith("float") else str)
         default = "" if f.default is dataclasses.MISSING else f" (default {f.default})"
         p.add_argument(flag, type=parse, default=None, help=f"{f.name}{default}")
 

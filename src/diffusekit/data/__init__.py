@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from ..errors import DiffusekitError
 from .codecs import ImageCodec, VectorCodec, codec_from_dict  # noqa: F401
+from .images import IMAGE_EXTS, image_files, open_image, parse_size, read_image_files
 from .toys import TOYS, toy_data
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -42,10 +41,11 @@ class Data:
 MAX_CLASSES = 10_000
 
 
-def load_data(spec: str, image_size: int | None = None, categorical=()) -> Data:
+def load_data(spec: str, image_size=None, categorical=(), image_fit: str = "crop") -> Data:
     """Load a data spec; raises DiffusekitError with a one-line message on any problem. categorical: CSV columns
     read as categories whatever their cells look like (new rows for a model whose column is categorical: a batch
-    may hold only its number-like levels)."""
+    may hold only its number-like levels). image_size, image_fit: a folder's images fitted to this size (N,
+    "WIDTHxHEIGHT" or (height, width); default: their smallest side, square) by "crop" or "pad" (images.fit)."""
     name, _, rest = spec.partition(":")
     if spec == "digits":
         return _digits()
@@ -60,14 +60,14 @@ def load_data(spec: str, image_size: int | None = None, categorical=()) -> Data:
     if spec.endswith(".csv"):
         return _csv(spec, set(categorical))
     if os.path.isdir(spec):
-        return _image_folder(spec, image_size)
+        return _image_folder(spec, parse_size(image_size), image_fit)
     if spec.endswith("/") or os.path.sep in spec or os.path.exists(spec):
         raise DiffusekitError(f"data {spec!r} not found or not a folder, .npz or .csv")
     raise DiffusekitError(f"unknown data spec {spec!r}; use digits, toy:{{{','.join(TOYS)}}}, fashion-mnist[:DIR], mnist, "
                           "a folder of images, a .npz or a .csv file")
 
 
-def as_data(obj, *, labels=None, image_size: int | None = None, categorical=()) -> Data:
+def as_data(obj, *, labels=None, image_size=None, categorical=(), image_fit: str = "crop") -> Data:
     """Anything a user calls data, as a Data in model space with its codec: a data spec or path (see `load_data`), a
     pandas DataFrame (a table; text columns are categorical), an array (N x D numbers, or N x H x W [x C] images:
     uint8, or float in [0, 1]) with optional integer `labels`, or a Data."""
@@ -76,7 +76,7 @@ def as_data(obj, *, labels=None, image_size: int | None = None, categorical=()) 
     if isinstance(obj, (str, os.PathLike)):
         if labels is not None:
             raise DiffusekitError("labels are given with arrays; a data spec carries its own", "labels")
-        return load_data(os.fspath(obj), image_size, categorical)
+        return load_data(os.fspath(obj), image_size, categorical, image_fit)
     if type(obj).__name__ == "DataFrame":
         if labels is not None:
             raise DiffusekitError("labels are given with arrays; a table's label is one of its columns", "labels")
@@ -112,23 +112,14 @@ def read_samples(path: str) -> np.ndarray:
     N x H x W [x C], float vectors, or an object array for a table with categorical columns)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS) and not n.startswith("."))
-        if not names:
+        files = image_files(path)
+        if not files:
             raise DiffusekitError(f"no images in {path}")
-        try:
-            ims = [np.asarray(Image.open(os.path.join(path, n))) for n in names]
-        except (UnidentifiedImageError, OSError) as e:
-            raise DiffusekitError(f"cannot read image in {path}: {e}") from None
-        if len({im.shape for im in ims}) != 1:
-            raise DiffusekitError(f"images in {path} differ in size or channels")
-        return np.stack(ims)
+        return read_image_files(files, where=path)
     if not os.path.exists(path):
         raise DiffusekitError(f"{path} does not exist")
     if path.lower().endswith(IMAGE_EXTS):
-        try:
-            return np.asarray(Image.open(path))[None]
-        except (UnidentifiedImageError, OSError) as e:
-            raise DiffusekitError(f"cannot read image {path}: {e}") from None
+        return read_image_files([path])
     if path.endswith(".csv"):  # a table, possibly with categorical columns (rows as written by `sample`)
         d = load_data(path)
         return d.codec.decode(d.x)
@@ -170,7 +161,7 @@ def split_column(data: Data, name: str) -> tuple[Data, np.ndarray]:
 
 
 def _images(a_uint8: np.ndarray, labels=None, class_names=()) -> Data:
-    codec = ImageCodec(a_uint8.shape[-1], a_uint8.shape[1])
+    codec = ImageCodec(a_uint8.shape[-1], a_uint8.shape[1:3])
     lab = None if labels is None else torch.tensor(np.array(labels), dtype=torch.long)
     return Data(codec.encode(a_uint8), lab, codec, list(class_names))
 
@@ -382,7 +373,7 @@ def _is_number(v) -> bool:
         return False
 
 
-def _image_folder(root: str, image_size: int | None) -> Data:
+def _image_folder(root: str, size, fit_how: str) -> Data:
     def images_under(folder):
         return [os.path.join(dp, n) for dp, dns, ns in sorted(os.walk(folder)) for n in sorted(ns)
                 if n.lower().endswith(IMAGE_EXTS) and not n.startswith(".") and "/." not in dp[len(root):]]
@@ -401,39 +392,8 @@ def _image_folder(root: str, image_size: int | None) -> Data:
         labels += [label] * len(found)
     if not files:
         raise DiffusekitError(f"no images ({', '.join(IMAGE_EXTS)}) in {root}")
-    images = []
-    for p in files:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                images.append(im.copy())
-        except (UnidentifiedImageError, OSError) as e:
-            raise DiffusekitError(f"cannot read image {p}: {e}") from None
-    grey = all(im.mode in ("L", "1", "I", "I;16", "I;16B", "LA") for im in images)
-    size = image_size or min(min(im.size) for im in images)
-    a = np.stack([np.asarray(_center_square(_to_8bit(im, grey), size)) for im in images])
-    if grey:
-        a = a[..., None]
+    if size is None:  # their own smallest side, square
+        size = min(min(open_image(p).size) for p in files)
+    a = read_image_files(files, size, fit_how, root)
     has_labels = subdirs and all(lab is not None for lab in labels)
     return _images(a, labels if has_labels else None, subdirs if has_labels else [])
-
-
-def _to_8bit(im, grey: bool):
-    """8-bit L or RGB: 16-bit greys are scaled (not clipped); transparency is composited onto white."""
-    if im.mode.startswith("I"):
-        a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if a.max() > 255 else 255.0
-        im = Image.fromarray(np.round(a / hi * 255).astype(np.uint8))
-    if im.mode in ("LA", "RGBA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return im.convert("L" if grey else "RGB")
-
-
-def _center_square(im, size):
-    w, h = im.size
-    s = size / min(w, h)
-    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    w, h = im.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return im.crop((left, top, left + size, top + size))

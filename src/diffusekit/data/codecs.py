@@ -13,12 +13,18 @@ from ..errors import DiffusekitError
 class ImageCodec:
     kind = "image"
 
-    def __init__(self, channels: int, size: int):
-        self.channels, self.size = int(channels), int(size)
+    def __init__(self, channels: int, size):
+        """size: an int (square) or (height, width)."""
+        h, w = (size, size) if isinstance(size, (int, np.integer)) else size
+        self.channels, self.height, self.width = int(channels), int(h), int(w)
 
     @property
     def shape(self):
-        return (self.channels, self.size, self.size)
+        return (self.channels, self.height, self.width)
+
+    @property
+    def size_text(self) -> str:
+        return f"{self.width}x{self.height}"
 
     def decode(self, x: torch.Tensor) -> np.ndarray:
         """Model space -> uint8 NHWC."""
@@ -35,9 +41,9 @@ class ImageCodec:
             raise DiffusekitError(f"expected images of shape N x H x W x C, got shape {a.shape}")
         if a.shape[-1] not in (1, 3) and a.shape[1] in (1, 3):
             a = a.transpose(0, 2, 3, 1)
-        if a.shape[1:] != (self.size, self.size, self.channels):
-            raise DiffusekitError(f"images are {a.shape[1]}x{a.shape[2]} with {a.shape[3]} channel(s); the model "
-                                  f"expects {self.size}x{self.size} with {self.channels} channel(s)")
+        if a.shape[1:] != (self.height, self.width, self.channels):
+            raise DiffusekitError(f"images are {a.shape[2]}x{a.shape[1]} (width x height) with {a.shape[3]} channel(s);"
+                                  f" the model expects {self.size_text} with {self.channels} channel(s)")
         if a.dtype != np.uint8 and not np.issubdtype(a.dtype, np.floating):
             raise DiffusekitError(f"images must be uint8 (0-255) or float in [0, 1], got {a.dtype}")
         x = torch.from_numpy(a.astype(np.float32))
@@ -50,7 +56,8 @@ class ImageCodec:
         return (x * 2 - 1).permute(0, 3, 1, 2).contiguous()
 
     def to_dict(self):
-        return {"kind": "image", "channels": self.channels, "size": self.size}
+        size = self.height if self.height == self.width else [self.height, self.width]
+        return {"kind": "image", "channels": self.channels, "size": size}
 
 
 class VectorCodec:

@@ -27,6 +27,6 @@ def build_net(kind: str, preset: str, *, in_shape, num_classes=0, emb_scale=250.
         raise DiffusekitError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
     kw = dict(presets[preset], **(overrides or {}))
     if kind == "image":
-        return UNet(in_channels=in_shape[0], image_size=in_shape[1], num_classes=num_classes, emb_scale=emb_scale,
+        return UNet(in_channels=in_shape[0], image_size=tuple(in_shape[1:]), num_classes=num_classes, emb_scale=emb_scale,
                     dropout=dropout, **kw)
     return ResidualMLP(dim=in_shape[0], num_classes=num_classes, emb_scale=emb_scale, dropout=dropout, **kw)

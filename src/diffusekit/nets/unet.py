@@ -53,8 +53,9 @@ class UNet(nn.Module):
     def __init__(self, in_channels, image_size, channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
                  attn_resolutions=(), num_classes=0, emb_scale=250.0, dropout=0.0):
         super().__init__()
-        if image_size % (2 ** (len(channel_mults) - 1)):
-            raise DiffusekitError(f"image size {image_size} is not divisible by {2 ** (len(channel_mults) - 1)} "
+        H, W = (image_size, image_size) if isinstance(image_size, int) else image_size
+        if H % (2 ** (len(channel_mults) - 1)) or W % (2 ** (len(channel_mults) - 1)):
+            raise DiffusekitError(f"image size {W}x{H} is not divisible by {2 ** (len(channel_mults) - 1)} "
                                   f"(the U-Net halves it {len(channel_mults) - 1} times); pick another image_size or preset",
                                   "image_size", "preset")
         if not channel_mults or min(channel_mults) < 1 or channels < 8:
@@ -62,7 +63,7 @@ class UNet(nn.Module):
         emb_dim = 4 * channels
         self.embed = NoiseEmbedding(channels, emb_dim, emb_scale, num_classes)
         self.inp = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.down, skips, c, res = nn.ModuleList(), [channels], channels, image_size
+        self.down, skips, c, res = nn.ModuleList(), [channels], channels, H  # attention placed by height
         for level, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
                 self.down.append(nn.ModuleList([ResBlock(c, channels * mult, emb_dim, dropout),
