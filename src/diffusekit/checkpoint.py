@@ -133,6 +133,17 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict, param_grou
     opt.load_state_dict({"state": state, "param_groups": param_groups})
 
 
+def is_diffusers_folder(path) -> bool:
+    """A folder saved by diffusers: a pipeline's model_index.json, or a model's config.json naming its class."""
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return True
+    try:
+        return "_class_name" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def read_run_config(path) -> dict:
     path = Path(path)
     if not path.is_dir():

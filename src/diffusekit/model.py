@@ -25,6 +25,9 @@ class ModelConfig(Config):
     sigma_max: float = 80.0
     dropout: float = 0.0
     overrides: dict = field(default_factory=dict)  # explicit network arguments on top of the preset
+    # a diffusers scheduler's noise table (a model loaded from diffusers): {"alpha_bars": [...], "timestep_spacing",
+    # "steps_offset"}; it replaces vp_schedule
+    scheduler: dict | None = None
 
     def validate(self):
         check_choice("kind", self.kind, ("image", "vector"))
@@ -49,6 +52,12 @@ class ModelConfig(Config):
             return torch.full((n,), label, dtype=torch.long)
         return torch.randint(0, self.num_classes, (n,), generator=torch.Generator().manual_seed(seed))
 
+    def alpha_bars(self) -> torch.Tensor | None:
+        """The VP table the network is conditioned on (its timesteps), or None for a sigma-conditioned network."""
+        if self.scheduler is not None:
+            return torch.tensor(self.scheduler["alpha_bars"], dtype=torch.float64)
+        return vp_table(self.vp_schedule) if self.time_conditioning == "vp" else None
+
     def use_vp_range(self):
         """Set the sigma range to the VP table's (for models conditioned on its timesteps)."""
         s = alpha_bar_to_sigma(vp_table(self.vp_schedule))
@@ -59,5 +68,5 @@ def build_denoiser(cfg: ModelConfig) -> Denoiser:
     vp = cfg.time_conditioning == "vp"
     net = build_net(cfg.kind, cfg.preset, in_shape=cfg.in_shape, num_classes=cfg.num_classes,
                     emb_scale=1.0 if vp else 250.0, dropout=cfg.dropout, overrides=cfg.overrides)
-    return Denoiser(net, cfg.parameterization, cfg.sigma_data, alpha_bars=vp_table(cfg.vp_schedule) if vp else None,
-                    sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
+    return Denoiser(net, cfg.parameterization, cfg.sigma_data, alpha_bars=cfg.alpha_bars(), sigma_min=cfg.sigma_min,
+                    sigma_max=cfg.sigma_max)

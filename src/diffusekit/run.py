@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import load_checkpoint, read_run_config, save_samples
+from .checkpoint import is_diffusers_folder, load_checkpoint, read_run_config, save_samples
 from .config import check
 from .data import as_data, read_images, to_model_space
 from .data.codecs import ImageCodec, codec_from_dict
@@ -114,8 +114,18 @@ class Run:
 
     @classmethod
     def load(cls, path, checkpoint: str = "last", ema: bool = True, device="auto") -> "Run":
-        """A run folder written by `train` (checkpoint: last or best; ema: the EMA weights, else the raw ones)."""
+        """A run folder written by `train` (checkpoint: last or best; ema: the EMA weights, else the raw ones), or a
+        folder saved by diffusers (diffusers_io)."""
         path, device = Path(path), pick_device(device)
+        if is_diffusers_folder(path):
+            check(checkpoint == "last" and ema, f"{path} is a diffusers folder: it holds one set of weights (no best "
+                  f"checkpoint, no separate EMA)", "checkpoint")
+            try:
+                from .diffusers_io import load_diffusers
+            except ImportError:
+                raise DiffusekitError("reading a diffusers folder needs diffusers: pip install 'diffusekit[diffusers]'"
+                                      ) from None
+            return load_diffusers(path, device)
         cfg = read_run_config(path)
         try:
             mcfg, codec = ModelConfig.from_dict(cfg["model"]), codec_from_dict(cfg["codec"])
@@ -369,10 +379,26 @@ class Run:
 
     # ----- about the run -------------------------------------------------------------------------------------
 
+    def export(self, out, format: str = "diffusers") -> Path:
+        """Write this run in another library's format: "diffusers" (a DDIMPipeline folder that diffusers'
+        DiffusionPipeline.from_pretrained loads; diffusers_io.export_diffusers). Returns the folder."""
+        check(format == "diffusers", f"format must be diffusers, got {format!r}", "format")
+        try:
+            from .diffusers_io import export_diffusers
+        except ImportError:
+            raise DiffusekitError("exporting to diffusers needs diffusers: pip install 'diffusekit[diffusers]'") from None
+        return export_diffusers(self, out)
+
     def describe(self) -> str:
         """Data, model, objective, steps trained and the last logged loss, one line each."""
         m, t = self.model_config, self.config.get("train", {})
         n_params = sum(p.numel() for p in self.denoiser.parameters())
+        if "diffusers" in self.config:
+            d = self.config["diffusers"]
+            return "\n".join([f"diffusers    {self.path.resolve()} (UNet {d['unet']}, noise table of {d['scheduler']})",
+                              f"model        image, shape {tuple(m.in_shape)}, {n_params / 1e6:.2f}M parameters, "
+                              f"{m.parameterization} prediction, {len(m.scheduler['alpha_bars'])} timesteps, sigma in "
+                              f"[{m.sigma_min:.3g}, {m.sigma_max:.3g}]"])
         _, state = load_checkpoint(self.path / "last", stems=())
         classes = f", {m.num_classes} classes: {', '.join(self.class_names)}" if m.num_classes else ", unconditional"
         lines = [

@@ -123,20 +123,25 @@ def vp_uniform_sigmas(alpha_bars: torch.Tensor, n: int) -> torch.Tensor:
     return _append_zero(torch.exp((1 - w) * log_sigmas[i] + w * log_sigmas[i + 1]))
 
 
-GRIDS = ("karras", "loguniform", "vp")
+GRIDS = ("karras", "loguniform", "vp", "timesteps")
 
 
-def sampling_sigmas(grid: str, n: int, sigma_min: float, sigma_max: float, alpha_bars=None, rho: float = 7.0):
-    """A descending grid of n noise levels (n network evaluations for a first-order sampler) ending in 0."""
+def sampling_sigmas(grid: str, n: int, sigma_min: float, sigma_max: float, alpha_bars=None, rho: float = 7.0,
+                    spacing: str = "leading", offset: int = 0):
+    """A descending grid of n noise levels (n network evaluations for a first-order sampler) ending in 0. "vp" and
+    "timesteps" need the model's VP table (alpha_bars): uniform in continuous time, or the integer timesteps a
+    diffusers DDIM/DDPM scheduler visits (its timestep spacing and steps offset)."""
     if not (isinstance(n, int) and n >= 1):
         raise DiffusekitError(f"steps must be at least 1, got {n}", "steps")
     if grid == "karras":
         return karras_sigmas(n, sigma_min, sigma_max, rho)
     if grid == "loguniform":
         return loguniform_sigmas(n, sigma_min, sigma_max)
-    if grid == "vp":
+    if grid in ("vp", "timesteps"):
         if alpha_bars is None:
-            raise DiffusekitError("the 'vp' grid needs a model trained on a VP table")
+            raise DiffusekitError(f"the {grid!r} grid needs a model trained on a VP table", "grid")
+        if grid == "timesteps":
+            return timestep_sigmas(alpha_bars, vp_timesteps(len(alpha_bars), n, spacing, offset))
         return vp_uniform_sigmas(alpha_bars, n)
     raise DiffusekitError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}", "grid")
 
@@ -146,8 +151,8 @@ def sigma_grid(model_config, steps: int, grid: str = "karras", rho=None, sigma_m
     sigma_max] where given, which must lie inside it), plus 0. rho: the Karras spacing (7 when not given)."""
     if rho is not None and grid != "karras":
         raise DiffusekitError(f"rho is the spacing of the karras grid; the {grid} grid takes none", "rho")
-    if (sigma_min is not None or sigma_max is not None) and grid == "vp":
-        raise DiffusekitError("the vp grid is the model's own timestep range; it takes no sigma_min / sigma_max",
+    if (sigma_min is not None or sigma_max is not None) and grid in ("vp", "timesteps"):
+        raise DiffusekitError(f"the {grid} grid is the model's own timestep range; it takes no sigma_min / sigma_max",
                               "sigma_min", "sigma_max")
     rho = 7.0 if rho is None else rho
     lo = model_config.sigma_min if sigma_min is None else sigma_min
@@ -159,9 +164,10 @@ def sigma_grid(model_config, steps: int, grid: str = "karras", rho=None, sigma_m
                               f"sigma_max {hi:g}", "sigma_min", "sigma_max")
     if not (rho > 0 and math.isfinite(rho)):
         raise DiffusekitError(f"rho must be a finite number > 0, got {rho}", "rho")
-    ab = vp_table(model_config.vp_schedule) if model_config.time_conditioning == "vp" else None
+    sched = model_config.scheduler or {}
     return sampling_sigmas(grid, steps, max(lo, model_config.sigma_min), min(hi, model_config.sigma_max),
-                           alpha_bars=ab, rho=rho)
+                           alpha_bars=model_config.alpha_bars(), rho=rho,
+                           spacing=sched.get("timestep_spacing", "leading"), offset=sched.get("steps_offset", 0))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -266,6 +266,11 @@ def cmd_info(a):
     print(load(a.run, device="cpu").describe())
 
 
+def cmd_export(a):
+    out = load(a.run, checkpoint=a.checkpoint, ema=not a.no_ema, device="cpu").export(a.out, a.format)
+    print(f"wrote {out} (load it with diffusers.DiffusionPipeline.from_pretrained; diffusekit must be installed)")
+
+
 def cmd_evaluate(a):
     check_outputs([("--json", a.json, "file")], inputs=[a.samples, a.reference])
     result = Evaluator(a.reference, cache_dir=a.cache_dir, n_boot=a.bootstrap, progress=True)(a.samples)

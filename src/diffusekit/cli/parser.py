@@ -215,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run")
     i.set_defaults(func=c.cmd_info)
 
+    x = sub.add_parser("export", help="write a run in another library's format (a diffusers DDIMPipeline folder)")
+    x.add_argument("run")
+    x.add_argument("out", help="the folder to write (must not exist)")
+    x.add_argument("--format", choices=["diffusers"], default="diffusers")
+    x.add_argument("--checkpoint", default="last", help="last or best")
+    x.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    x.set_defaults(func=c.cmd_export)
+
     e = sub.add_parser("evaluate", help="sample quality against a data spec (FCD, KID, precision/recall; vectors: "
                                          "energy distance)")
     e.add_argument("samples", help=".npz (arr_0), a folder of images, or a .csv table")
