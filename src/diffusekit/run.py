@@ -412,6 +412,9 @@ class Run:
             f"trained      {state['step']} steps, {state['nimg']} images, {state['elapsed'] / 60:.1f} min",
             f"checkpoints  {', '.join(c for c in ('last', 'best') if (self.path / c).is_dir())}",
         ]
+        if "init_from" in self.config:
+            src = self.config["init_from"]
+            lines.insert(4, f"fine-tuned   from {src['path']} (its step {src['step']})")
         log = self.path / "log.csv"
         rows = log.read_text().strip().splitlines() if log.exists() else []
         if len(rows) > 1:

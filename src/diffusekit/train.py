@@ -63,7 +63,7 @@ class TrainConfig(Config):
     dropout: float = 0.0
     batch_size: int = 128  # global batch, over all ranks and accumulation steps
     grad_accum: int = 1
-    lr: float = 2e-3
+    lr: float | None = None  # None: 2e-3, or 2e-4 when fine-tuning (init_from)
     warmup_steps: int = 200
     lr_decay_kimg: float = 0.0  # > 0: inverse square-root decay, lr * sqrt(lr_decay_kimg / kimg seen) past it (EDM2)
     weight_decay: float = 0.0
@@ -81,9 +81,14 @@ class TrainConfig(Config):
     eval_samples: int = 500
     eval_reference: str = ""  # data spec to evaluate against ("": the training data)
     device: str = "auto"
+    # fine-tuning: start from this run's EMA weights (its network and preconditioning; new classes get fresh label
+    # embeddings, classes it knows by name keep theirs)
+    init_from: str | None = None
 
     def validate(self):
         self._read_saved_forms()
+        if self.lr is None:
+            self.lr = 2e-4 if self.init_from else 2e-3
         check_choice("parameterization", self.parameterization, ("eps", "x0", "v", "edm"))
         check_choice("weighting", self.weighting, ("auto", *WEIGHTINGS))
         check_choice("noise", self.noise, NOISES)
@@ -180,6 +185,49 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
     return mcfg
 
 
+# the source run's settings a fine-tuned run takes over: its network and its preconditioning
+INHERITED = ("preset", "channels", "channel_mults", "num_res_blocks", "attn_resolutions", "parameterization",
+             "sigma_data", "noise", "vp_schedule")
+
+
+def read_source(cfg: TrainConfig) -> dict:
+    """The run to fine-tune from: its config's network settings copied into cfg (said when they differ from the
+    ones given), and its EMA weights, step and class names."""
+    src = Path(cfg.init_from)
+    saved = read_run_config(src)
+    check((src / "last").is_dir(), f"init_from {src} has no checkpoint (last)", "init_from")
+    for name in INHERITED:
+        if name in saved.get("train", {}):
+            setattr(cfg, name, saved["train"][name])
+    cfg._read_saved_forms()
+    tensors, meta = load_checkpoint(src / "last", ("ema",))
+    return {"ema": tensors["ema"], "step": int(meta["step"]), "class_names": saved.get("class_names", []),
+            "codec": saved["codec"], "path": src}
+
+
+def init_weights(net, source: dict, class_names: list):
+    """net's weights from the source run's EMA: each class the source knows by name keeps its label embedding, the
+    null label keeps the source's, new classes keep their fresh rows."""
+    state, own, key = dict(source["ema"]), net.state_dict(), "embed.class_emb.weight"
+    if key in own:
+        rows = own[key].clone()
+        if key in state:
+            old, names = state[key], source["class_names"]
+            for i, name in enumerate(class_names):
+                if name in names:
+                    rows[i] = old[names.index(name)]
+            rows[-1] = old[-1]
+        state[key] = rows
+    else:
+        state.pop(key, None)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise DiffusekitError(f"the network of {source['path']} does not fit this data ({str(e).splitlines()[0]}); "
+                              f"fine-tuning needs data of the same kind, channels (or columns) and a size the "
+                              f"network takes", "init_from") from None
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
         self.cfg, self.progress = cfg, progress
@@ -192,8 +240,12 @@ class Trainer:
         self.data = load_data(cfg.data, cfg.image_size or None, image_fit=cfg.image_fit)
         if len(self.data) == 0:
             raise DiffusekitError(f"{cfg.data} holds no samples")
+        source = None
         if not resume:
             check_new_run(cfg, self.data)
+            source = read_source(cfg) if cfg.init_from else None
+            check(source is None or source["codec"]["kind"] == self.data.codec.kind, f"init_from {cfg.init_from} "
+                  f"models {source and source['codec']['kind']}s; this data holds {self.data.codec.kind}s", "init_from")
         self.mcfg = model_config_for(cfg, self.data)
         exists = (self.out / "config.json").exists()
         if self.world > 1:  # every rank must decide before rank 0 writes config.json
@@ -203,6 +255,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.denoiser = build_denoiser(self.mcfg).to(self.device)
         self.net = self.denoiser.net
+        if source is not None:
+            init_weights(self.net, source, self.data.class_names)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         # the tensors themselves stay put (loading copies into them): listed once, not walked every step
         self.params, self.ema_params = list(self.net.parameters()), list(self.ema.parameters())
@@ -223,7 +277,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.out / "config.json", {
                 "train": cfg.to_dict(), "model": self.mcfg.to_dict(), "codec": self.data.codec.to_dict(),
-                "class_names": self.data.class_names, "format": 1})
+                "class_names": self.data.class_names, "format": 1,
+                **({"init_from": {"path": str(Path(cfg.init_from).resolve()), "step": source["step"]}} if source else {})})
             self.save()  # a step-0 checkpoint, so a run stopped before its first checkpoint can still --resume
 
     # ----- state -------------------------------------------------------------------------------------------
