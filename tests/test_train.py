@@ -132,3 +132,22 @@ def test_bf16_and_vp_eps_recipe_train(tmp_path):
     x = sample(run.denoiser, run.model_config, 4, SampleConfig(sampler="ddim", steps=5, grid="vp"),
                labels=torch.arange(4))
     assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()
+
+
+def test_tensorboard_mirrors_the_logs_and_the_sample_grid(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = TrainConfig(data="toy:moons:500", out=str(tmp_path / "run"), preset="tiny", steps=6, batch_size=50,
+                      log_every=2, eval_every=3, eval_samples=50, tensorboard=True)
+    Trainer(cfg, progress=False).run()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    tags = events.Tags()
+    log = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    losses = [(e.step, e.value) for e in events.Scalars("log/loss")]
+    assert [s for s, _ in losses] == [int(r["step"]) for r in log] == [2, 4, 6]
+    np.testing.assert_allclose([v for _, v in losses], [float(r["loss"]) for r in log], rtol=1e-6)
+    assert {"log/lr", "log/grad_norm", "log/img_per_s", "eval/energy_distance"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("eval/energy_distance")] == [3, 6]
+    image = events.Images("samples")[-1]
+    assert image.step == 6 and image.width > 10 and image.height > 10

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
@@ -84,6 +85,7 @@ class TrainConfig(Config):
     # fine-tuning: start from this run's EMA weights (its network and preconditioning; new classes get fresh label
     # embeddings, classes it knows by name keep theirs)
     init_from: str | None = None
+    tensorboard: bool = False  # also write log.csv's and eval.csv's columns and the sample grids to out/tensorboard
 
     def validate(self):
         self._read_saved_forms()
@@ -228,6 +230,19 @@ def init_weights(net, source: dict, class_names: list):
                               f"network takes", "init_from") from None
 
 
+LOG_COLUMNS = ["step", "nimg", "seconds", "loss", "grad_norm", "lr", "img_per_s"]
+
+
+def open_board(path: Path):
+    """A TensorBoard event writer in path (rank 0's)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise DiffusekitError("tensorboard logging needs tensorboard: pip install 'diffusekit[tensorboard]'",
+                              "tensorboard") from None
+    return SummaryWriter(str(path))
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
         self.cfg, self.progress = cfg, progress
@@ -269,6 +284,7 @@ class Trainer:
                                   self.mcfg.sigma_data, cfg.min_snr_gamma)
         self.step, self.elapsed, self._perm = 0, 0.0, (None, None)
         self.evaluator, self.best = None, float("inf")
+        self.board = open_board(self.out / "tensorboard") if cfg.tensorboard and self.rank == 0 else None
         if cfg.eval_every and self.rank == 0:
             self.evaluator = Evaluator(cfg.eval_reference or cfg.data, cache_dir=self.out / "evaluator", n_boot=5)
         if resume:
@@ -324,13 +340,7 @@ class Trainer:
         score = self.evaluator.headline(result)
         keys = [k for k in ("fcd", "fcd_se", "kid", "precision", "recall", "energy_distance", "energy_distance_se")
                 if k in result]
-        path = self.out / "eval.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["step", "n_samples", *keys])
-            w.writerow([self.step, n, *[round(result[k], 6) for k in keys]])
+        self.log_row(self.out / "eval.csv", ["step", "n_samples", *keys], [self.step, n, *[round(result[k], 6) for k in keys]])
         if score < self.best:
             self.best = score
             self.save("best", {"score": score})
@@ -435,15 +445,31 @@ class Trainer:
         x = sample(ema_denoiser, self.mcfg, n, SampleConfig(), labels=labels, device=self.device)
         path.parent.mkdir(parents=True, exist_ok=True)
         nrow = self.mcfg.num_classes if self.mcfg.num_classes and n % self.mcfg.num_classes == 0 else None
-        picture(self.data.codec.decode(x), self.mcfg.kind, nrow=nrow).save(path)
+        image = picture(self.data.codec.decode(x), self.mcfg.kind, nrow=nrow)
+        image.save(path)
+        if self.board is not None:
+            self.board.add_image("samples", np.asarray(image.convert("RGB")), self.step, dataformats="HWC")
+            self.board.flush()
+
+    def log_row(self, path: Path, header: list, row: list):
+        """One row of a CSV log (the source of truth; its header first in a new file), mirrored to TensorBoard as
+        scalars named file/column at the row's step."""
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            if new:
+                csv.writer(f).writerow(header)
+            csv.writer(f).writerow(row)
+        if self.board is not None:
+            for name, value in zip(header[1:], row[1:]):
+                self.board.add_scalar(f"{path.stem}/{name}", float(value), row[0])
 
     def run(self):
         cfg = self.cfg
         t_start, t_prev, step_prev, elapsed0 = time.time(), time.time(), self.step, self.elapsed
         log_path = self.out / "log.csv"
-        if self.rank == 0 and not log_path.exists():
+        if self.rank == 0 and not log_path.exists():  # a header even before the first row
             with open(log_path, "w", newline="") as f:
-                csv.writer(f).writerow(["step", "nimg", "seconds", "loss", "grad_norm", "lr", "img_per_s"])
+                csv.writer(f).writerow(LOG_COLUMNS)
         total = cfg.steps if cfg.steps else int(cfg.minutes * 60)
         bar = tqdm(total=total, initial=self.step if cfg.steps else 0, disable=not self.progress or self.rank != 0,
                    unit="step" if cfg.steps else "s", desc="training", dynamic_ncols=True,
@@ -472,9 +498,9 @@ class Trainer:
                     rate = (self.step - step_prev) * cfg.batch_size / max(now - t_prev, 1e-9)
                     bar.set_postfix(step=self.step, loss=f"{sum(losses) / len(losses):.4f}", img_s=f"{rate:.0f}")
                     if self.rank == 0:
-                        with open(log_path, "a", newline="") as f:
-                            csv.writer(f).writerow([self.step, self.step * cfg.batch_size, round(elapsed0 + now - t_start, 2),
-                                                    sum(losses) / len(losses), grad_norm, self.opt.param_groups[0]["lr"], round(rate, 2)])
+                        self.log_row(log_path, LOG_COLUMNS, [
+                            self.step, self.step * cfg.batch_size, round(elapsed0 + now - t_start, 2),
+                            sum(losses) / len(losses), grad_norm, self.opt.param_groups[0]["lr"], round(rate, 2)])
                     losses, t_prev, step_prev = [], now, self.step
                 if self.step % cfg.ckpt_every == 0:
                     save_now()
@@ -489,10 +515,14 @@ class Trainer:
             raise
         finally:
             bar.close()
+            if self.board is not None:
+                self.board.flush()
         if cfg.eval_every and self.step % cfg.eval_every:
             self.evaluate()  # the final state is a candidate for best/ too
         save_now()
         self.write_samples(self.out / "samples" / f"step_{self.step:07d}.png")
+        if self.board is not None:
+            self.board.close()
         return self.out
 
 
