@@ -54,10 +54,11 @@ class DiffusionLoss:
     def draw(self, x0_shape, generator=None):
         return self.noise(x0_shape[0], generator), torch.randn(x0_shape, generator=generator)
 
-    def __call__(self, denoiser, x0, labels=None, sigma=None, eps=None, generator=None):
+    def __call__(self, denoiser, x0, labels=None, sigma=None, eps=None, generator=None, augment_labels=None):
         if sigma is None:
             sigma, eps = self.draw(x0.shape, generator)
         sigma, eps = sigma.to(x0.device), eps.to(x0.device)
         s = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
-        err = (denoiser(x0 + s * eps, sigma, labels) - x0) ** 2
+        aug = {} if augment_labels is None else {"augment_labels": augment_labels}
+        err = (denoiser(x0 + s * eps, sigma, labels, **aug) - x0) ** 2
         return self.weight(sigma, self.sigma_data, self.gamma) * err.flatten(1).mean(1)

@@ -25,6 +25,7 @@ class ModelConfig(Config):
     sigma_max: float = 80.0
     dropout: float = 0.0
     overrides: dict = field(default_factory=dict)  # explicit network arguments on top of the preset
+    augment_dim: int = 0  # > 0: the U-Net is conditioned on an augmentation vector (augment.py, "edm")
     # a diffusers scheduler's noise table (a model loaded from diffusers): {"alpha_bars": [...], "timestep_spacing",
     # "steps_offset"}; it replaces vp_schedule
     scheduler: dict | None = None
@@ -67,6 +68,7 @@ class ModelConfig(Config):
 def build_denoiser(cfg: ModelConfig) -> Denoiser:
     vp = cfg.time_conditioning == "vp"
     net = build_net(cfg.kind, cfg.preset, in_shape=cfg.in_shape, num_classes=cfg.num_classes,
-                    emb_scale=1.0 if vp else 250.0, dropout=cfg.dropout, overrides=cfg.overrides)
+                    emb_scale=1.0 if vp else 250.0, dropout=cfg.dropout, overrides=cfg.overrides,
+                    augment_dim=cfg.augment_dim)
     return Denoiser(net, cfg.parameterization, cfg.sigma_data, alpha_bars=cfg.alpha_bars(), sigma_min=cfg.sigma_min,
                     sigma_max=cfg.sigma_max)

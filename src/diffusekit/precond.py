@@ -78,20 +78,22 @@ class Denoiser(torch.nn.Module):
             return sigma_to_timestep(sigma, log_sigmas=self._log_sigma_list)
         return sigma_to_timestep(sigma, log_sigmas=self.log_sigmas).to(sigma.dtype)
 
-    def forward(self, x, sigma, class_labels=None):
-        """sigma: a number or 0-dim tensor (one level for the batch) or a tensor of N per-sample levels."""
+    def forward(self, x, sigma, class_labels=None, augment_labels=None):
+        """sigma: a number or 0-dim tensor (one level for the batch) or a tensor of N per-sample levels.
+        augment_labels: training only (augment.py); sampling leaves them out (un-augmented data)."""
+        aug = {} if augment_labels is None else {"augment_labels": augment_labels}
         if not torch.is_tensor(sigma) or sigma.numel() == 1:
             # One noise level for the whole batch (sampling): scalar coefficients keep the per-step cost to a
             # few tensor ops (benchmarks/speed/bench_samplers.py measures it).
             s = float(sigma)
             c_skip, c_out, c_in = self.coeffs(s, self.sigma_data)
             c_noise = torch.full((x.shape[0],), self.c_noise(s), dtype=x.dtype, device=x.device)
-            F = self.net(c_in * x, c_noise, class_labels)
+            F = self.net(c_in * x, c_noise, class_labels, **aug)
             return torch.add(c_skip * x if c_skip != 1 else x, F.to(x.dtype), alpha=c_out)
         sigma = sigma.to(x.device, x.dtype).reshape(-1)
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         c_skip, c_out, c_in = self.coeffs(s, self.sigma_data)
-        F = self.net(c_in * x, self.c_noise(sigma), class_labels)
+        F = self.net(c_in * x, self.c_noise(sigma), class_labels, **aug)
         return torch.addcmul(c_skip * x, c_out, F.to(x.dtype))
 
     def representation(self, x, sigma: float, class_labels=None, **knobs):

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from .augment import AUGMENT_DIM, AUGMENTS, apply_augment, draw_augment
 from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_run_config,
                          save_checkpoint, write_json_atomic, write_text_atomic)
 from .config import Config, check, check_choice
@@ -85,6 +86,8 @@ class TrainConfig(Config):
     # fine-tuning: start from this run's EMA weights (its network and preconditioning; new classes get fresh label
     # embeddings, classes it knows by name keep theirs)
     init_from: str | None = None
+    augment: str = "off"  # off | flip | edm (augment.py: mirrored half of the time; edm also rotated, scaled, shifted)
+    augment_p: float = 0.12  # edm: the probability of each of rotation, scaling and shifting
     tensorboard: bool = False  # also write log.csv's and eval.csv's columns and the sample grids to out/tensorboard
 
     def validate(self):
@@ -115,6 +118,8 @@ class TrainConfig(Config):
               f"sigma_data must be a finite number > 0, got {self.sigma_data}", "sigma_data")
         parse_size(self.image_size)
         check_choice("image_fit", self.image_fit, FITS)
+        check_choice("augment", self.augment, AUGMENTS)
+        check(0 <= self.augment_p <= 1, f"augment_p must be in [0, 1], got {self.augment_p}", "augment_p")
         check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}", "warmup_steps")
         for name in ("log_every", "ckpt_every"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}", name)
@@ -160,6 +165,8 @@ def net_overrides(cfg: TrainConfig, kind: str) -> dict:
 
 def check_new_run(cfg: TrainConfig, data):
     """Settings a new run must not ignore silently (runs saved before these checks may hold them, and still resume)."""
+    if cfg.augment != "off" and data.codec.kind != "image":
+        raise DiffusekitError(f"augment {cfg.augment} transforms images; {cfg.data} holds rows", "augment")
     if cfg.image_size and not os.path.isdir(cfg.data):
         raise DiffusekitError(f"image_size resizes a folder of images; {cfg.data} has its own size", "image_size")
     attn = net_overrides(cfg, data.codec.kind).get("attn_resolutions")
@@ -181,7 +188,8 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
                        sigma_data=cfg.sigma_data or (0.5 if data.codec.kind == "image" else 1.0),
                        num_classes=data.num_classes if cond else 0,
                        time_conditioning="vp" if cfg.noise == "vp" else "log", vp_schedule=cfg.vp_schedule,
-                       dropout=cfg.dropout, overrides=net_overrides(cfg, data.codec.kind))
+                       dropout=cfg.dropout, overrides=net_overrides(cfg, data.codec.kind),
+                       augment_dim=AUGMENT_DIM if cfg.augment == "edm" else 0)
     if cfg.noise == "vp":
         mcfg.use_vp_range()
     return mcfg
@@ -222,6 +230,9 @@ def init_weights(net, source: dict, class_names: list):
         state[key] = rows
     else:
         state.pop(key, None)
+    for k in own:  # an augmentation map the source lacks starts at zero (its un-augmented behaviour)
+        if k.startswith("embed.augment_emb") and k not in state:
+            state[k] = own[k]
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
@@ -367,6 +378,7 @@ class Trainer:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         idx = self.batch_indices(self.step)
         sigma, eps = self.loss.draw((B, *self.mcfg.in_shape), g)
+        theta, aug = draw_augment(B, cfg.augment, cfg.augment_p, g)
         labels = None
         if self.mcfg.num_classes:
             labels = self.data.labels[idx].clone()
@@ -379,9 +391,12 @@ class Trainer:
         for j, sl in enumerate(mine):
             seed_device(self.device, cfg.seed * 1_000_003 + self.step * 65_537 + self.rank * 257 + j)  # dropout
             x0 = self.data.x[idx[sl]].to(self.device)
+            if theta is not None:
+                x0 = apply_augment(x0, theta[sl])
             lab = None if labels is None else labels[sl].to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                per_sample = self.loss(self.denoiser, x0, lab, sigma[sl], eps[sl])
+                per_sample = self.loss(self.denoiser, x0, lab, sigma[sl], eps[sl],
+                                       augment_labels=None if aug is None else aug[sl].to(self.device))
             part = per_sample.float().sum() / B
             part.backward()
             total += part.detach()

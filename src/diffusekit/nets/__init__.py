@@ -20,13 +20,15 @@ MLP_PRESETS = {
 }
 
 
-def build_net(kind: str, preset: str, *, in_shape, num_classes=0, emb_scale=250.0, dropout=0.0, overrides=None):
-    """Build a U-Net ('image') or residual MLP ('vector') from a preset plus explicit overrides."""
+def build_net(kind: str, preset: str, *, in_shape, num_classes=0, emb_scale=250.0, dropout=0.0, overrides=None,
+              augment_dim=0):
+    """Build a U-Net ('image') or residual MLP ('vector') from a preset plus explicit overrides. augment_dim: the
+    length of the augmentation vector the U-Net is conditioned on (augment.py; 0: none)."""
     presets = UNET_PRESETS if kind == "image" else MLP_PRESETS
     if preset not in presets:
         raise DiffusekitError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
     kw = dict(presets[preset], **(overrides or {}))
     if kind == "image":
         return UNet(in_channels=in_shape[0], image_size=tuple(in_shape[1:]), num_classes=num_classes, emb_scale=emb_scale,
-                    dropout=dropout, **kw)
+                    dropout=dropout, augment_dim=augment_dim, **kw)
     return ResidualMLP(dim=in_shape[0], num_classes=num_classes, emb_scale=emb_scale, dropout=dropout, **kw)

@@ -51,7 +51,7 @@ class Attention(nn.Module):
 
 class UNet(nn.Module):
     def __init__(self, in_channels, image_size, channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
-                 attn_resolutions=(), num_classes=0, emb_scale=250.0, dropout=0.0):
+                 attn_resolutions=(), num_classes=0, emb_scale=250.0, dropout=0.0, augment_dim=0):
         super().__init__()
         H, W = (image_size, image_size) if isinstance(image_size, int) else image_size
         if H % (2 ** (len(channel_mults) - 1)) or W % (2 ** (len(channel_mults) - 1)):
@@ -61,7 +61,7 @@ class UNet(nn.Module):
         if not channel_mults or min(channel_mults) < 1 or channels < 8:
             raise DiffusekitError(f"need channels >= 8 and positive channel multipliers, got {channels}, {list(channel_mults)}")
         emb_dim = 4 * channels
-        self.embed = NoiseEmbedding(channels, emb_dim, emb_scale, num_classes)
+        self.embed = NoiseEmbedding(channels, emb_dim, emb_scale, num_classes, augment_dim)
         self.inp = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down, skips, c, res = nn.ModuleList(), [channels], channels, H  # attention placed by height
         for level, mult in enumerate(channel_mults):
@@ -88,9 +88,9 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def _encode(self, x, c_noise, class_labels):
+    def _encode(self, x, c_noise, class_labels, augment_labels=None):
         """(the bottleneck's activations, the skip activations, the embedding)."""
-        emb = F.silu(self.embed(c_noise, class_labels))
+        emb = F.silu(self.embed(c_noise, class_labels, augment_labels))
         h = self.inp(x)
         hs = [h]
         for block in self.down:
@@ -109,8 +109,8 @@ class UNet(nn.Module):
         h = self._encode(x, c_noise, class_labels)[0]
         return F.adaptive_avg_pool2d(h, min(h.shape[-1], positions)).flatten(1)
 
-    def forward(self, x, c_noise, class_labels=None):
-        h, hs, emb = self._encode(x, c_noise, class_labels)
+    def forward(self, x, c_noise, class_labels=None, augment_labels=None):
+        h, hs, emb = self._encode(x, c_noise, class_labels, augment_labels)
         for block in self.up:
             if isinstance(block[0], ResBlock):
                 h = block[1](block[0](torch.cat([h, hs.pop()], 1), emb))
