@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import diffusekit as dk
 from diffusekit.data import FASHION_MNIST_DIR, load_data
 from diffusekit.evaluate import Evaluator
 from diffusekit.metrics import frechet_distance, kernel_inception_distance, marginal_distances, precision_recall
@@ -141,3 +142,28 @@ def test_train_eval_every_keeps_best(tmp_path):
     assert state["score"] == pytest.approx(best, rel=1e-4)
     assert cli("sample", out, "--checkpoint", "best", "--n", 2, "--steps", 2, "--out", tmp_path / "b.npz",
                "--no-progress") == 0
+
+
+def test_memorisation_report_flags_a_memorising_model_and_passes_a_full_data_one(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    from diffusekit.cli import main
+    from diffusekit.evaluate import NEAR_COPY_RATIO, memorisation
+
+    d = load_digits()
+    images = (d.images * (255 / 16)).round().astype(np.uint8)
+    shares = {}
+    for name, n in (("memorising", 16), ("full", len(images))):  # the same steps and batch: the same compute
+        run = dk.train(images[:n], out=tmp_path / name, steps=400, preset="tiny", batch_size=16, progress=False)
+        samples = run.sample(32, seed=1)
+        report = memorisation(samples, images[:n])
+        shares[name] = report.summary()["share_near_copies"]
+        assert report.nearest.shape == (32,) and (report.ratio >= 0).all() and (report.ratio <= 1).all()
+        np.testing.assert_array_equal(report.near_copies, report.d1 < NEAR_COPY_RATIO * report.d2)
+    assert shares["memorising"] >= 0.25 and shares["full"] <= 0.05, shares
+    np.savez(tmp_path / "s.npz", samples)
+    np.savez(tmp_path / "train.npz", images)
+    main(["evaluate", str(tmp_path / "s.npz"), "--reference", "digits", "--training", str(tmp_path / "train.npz"),
+          "--neighbours", str(tmp_path / "n.png"), "--bootstrap", "2"])
+    out = capsys.readouterr().out
+    assert '"share_near_copies"' in out and (tmp_path / "n.png").stat().st_size > 100

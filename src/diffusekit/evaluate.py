@@ -4,7 +4,8 @@ Images: Frechet classifier distance (FCD) and KID in the 128-d feature space of 
 this project on the reference data (weights for Fashion-MNIST and digits ship in ``diffusekit/weights``; for
 other data one is trained and cached), k-NN precision/recall, and the classifier's label distribution.
 Vectors: energy distance and per-column Wasserstein-1 distances. Every figure comes with its sample count and,
-for the distances, a bootstrap standard error over the evaluated samples.
+for the distances, a bootstrap standard error over the evaluated samples. Given the training data: a memorisation
+report (`memorisation`), each sample's nearest training item and the share of samples that are near-copies.
 
 FCD is not FID: there are no Inception weights offline, and a different feature network gives numbers on a
 different scale. Compare FCDs only when they come from the same classifier weights (the JSON records which).
@@ -16,6 +17,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +26,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import atomic_path
-from .data import Data, load_data, read_samples
+from .config import check
+from .data import Data, as_data, load_data, read_samples, to_model_space
 from .data.codecs import ImageCodec
 from .errors import DiffusekitError
 from .metrics import (bootstrap_se, energy_distance, frechet_distance, kernel_inception_distance, marginal_distances,
                       precision_recall)
 from .nets.classifier import FeatureClassifier
+from .viz import image_grid
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = ("fashion-mnist", "digits")  # data names whose classifier ships with the package
@@ -213,6 +217,77 @@ def marginals(codec, a, b) -> dict:
     return out
 
 
-def evaluate(samples, reference_spec: str, **kw) -> dict:
-    """Quality figures of `samples` (path or array) against a data spec (see Evaluator)."""
-    return Evaluator(reference_spec, **kw)(samples)
+def evaluate(samples, reference_spec: str, training=None, **kw) -> dict:
+    """Quality figures of `samples` (path or array) against a data spec (see Evaluator); with `training` (the data
+    the model was trained on, as `data.as_data` takes it) also the memorisation report's summary."""
+    out = Evaluator(reference_spec, **kw)(samples)
+    if training is not None:
+        out["memorisation"] = memorisation(samples, training).summary()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memorisation
+
+# a sample is a near-copy of a training item when its distance to its nearest training item is below a third of its
+# distance to the second nearest (Yoon et al. 2023, "Diffusion probabilistic models generalize when they fail to
+# memorize", after Carlini et al. 2023's sense of a copy): near one item and not merely in a dense region
+NEAR_COPY_RATIO = 1 / 3
+
+
+@dataclass
+class Memorisation:
+    """Each sample's nearest training item (index into the de-duplicated training data), the Euclidean distances d1
+    and d2 to its two nearest (in model space: pixels in [-1, 1], standardized columns), and ratio = d1 / d2."""
+    nearest: np.ndarray
+    d1: np.ndarray
+    d2: np.ndarray
+    samples: np.ndarray  # user units
+    training: np.ndarray
+    kind: str
+
+    @property
+    def ratio(self) -> np.ndarray:
+        return self.d1 / np.maximum(self.d2, 1e-12)
+
+    @property
+    def near_copies(self) -> np.ndarray:
+        return self.ratio < NEAR_COPY_RATIO
+
+    def summary(self) -> dict:
+        r = self.ratio
+        return {"share_near_copies": float(self.near_copies.mean()), "near_copies": int(self.near_copies.sum()),
+                "n_samples": len(r), "n_training": len(self.training),
+                "test": f"d(nearest) < {NEAR_COPY_RATIO:.3g} d(second nearest), Euclidean in model space "
+                        "(Yoon et al. 2023)",
+                "ratio_quantiles": {q: float(np.quantile(r, float(q))) for q in ("0.01", "0.1", "0.5")},
+                "median_nearest_distance": float(np.median(self.d1))}
+
+    def figure(self, n: int = 16):
+        """The n samples closest to a copy (smallest ratio), each above its nearest training image (images)."""
+        check(self.kind == "image", "the picture of samples beside their nearest training items is for images",
+              "neighbours")
+        order = np.argsort(self.ratio)[:n]
+        pairs = np.concatenate([self.samples[order], self.training[self.nearest[order]]])
+        return image_grid(pairs, nrow=len(order), scale=max(1, 48 // self.samples.shape[1]))
+
+
+def memorisation(samples, training, batch_size: int = 512) -> Memorisation:
+    """The memorisation report of samples (a path or array in user units) against the training data (a data spec or
+    path, an array or a DataFrame; duplicates are dropped, so that a repeated item is not its own second neighbour)."""
+    train = as_data(training)
+    x = to_model_space(as_data(samples), train.codec, train.codec.shape, "the model was trained on").flatten(1)
+    t = torch.unique(train.x.flatten(1), dim=0)
+    check(len(t) >= 2, f"the training data hold {len(t)} distinct item(s); nearest and second nearest need 2",
+          "training")
+    nearest, d1, d2 = [], [], []
+    for chunk in x.double().split(batch_size):
+        d = torch.cdist(chunk, t.double())
+        top = d.topk(2, largest=False)
+        nearest.append(top.indices[:, 0])
+        d1.append(top.values[:, 0])
+        d2.append(top.values[:, 1])
+    unflat = t.reshape(len(t), *train.codec.shape)
+    return Memorisation(torch.cat(nearest).numpy(), torch.cat(d1).numpy(), torch.cat(d2).numpy(),
+                        train.codec.decode(x.reshape(len(x), *train.codec.shape)), train.codec.decode(unflat),
+                        train.codec.kind)

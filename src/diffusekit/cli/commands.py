@@ -16,7 +16,7 @@ from ..anomaly import UNSEEN_PENALTY
 from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic, write_text_atomic
 from ..detector import AnomalyDetector
 from ..errors import DiffusekitError, check
-from ..evaluate import Evaluator
+from ..evaluate import Evaluator, memorisation
 from ..run import Latents, Run, load, train
 from ..runtime import init_distributed, is_main_process, pick_device
 from ..samplers import ALL_KNOBS
@@ -272,8 +272,16 @@ def cmd_export(a):
 
 
 def cmd_evaluate(a):
-    check_outputs([("--json", a.json, "file")], inputs=[a.samples, a.reference])
+    check_outputs([("--json", a.json, "file"), ("--neighbours", a.neighbours, "file")],
+                  inputs=[a.samples, a.reference] + ([a.training] if a.training else []))
+    check(a.training or not a.neighbours, "--neighbours draws samples beside their nearest training items: give "
+          "--training")
     result = Evaluator(a.reference, cache_dir=a.cache_dir, n_boot=a.bootstrap, progress=True)(a.samples)
+    if a.training:
+        report = memorisation(a.samples, a.training)
+        result["memorisation"] = report.summary()
+        if a.neighbours:
+            save_image_atomic(report.figure(), a.neighbours)
     text = json.dumps(result, indent=2)
     print(text)
     if a.json:

@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "energy distance)")
     e.add_argument("samples", help=".npz (arr_0), a folder of images, or a .csv table")
     e.add_argument("--reference", required=True, help="data spec, e.g. fashion-mnist:test")
+    e.add_argument("--training", help="the data the model was trained on: adds the memorisation report (each "
+                   "sample's nearest training item, the share of near-copies)")
+    e.add_argument("--neighbours", help="FILE.png (with --training): the samples closest to a copy above their "
+                   "nearest training images")
     e.add_argument("--json", help="also write the figures to this JSON file")
     e.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamples for standard errors")
     e.add_argument("--cache-dir", default=".diffusekit-cache", help="where a trained feature classifier is cached")
