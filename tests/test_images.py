@@ -1,6 +1,7 @@
 """The image reader (data/images.py): EXIF orientation, every odd PIL mode, crop and pad to a size; and a colour,
 non-square run trained, sampled and restored through the command line."""
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -147,3 +148,35 @@ def test_colour_non_square_run_through_the_cli(tmp_path, colour_folder, capsys):
     assert cli("train", "--data", colour_folder, "--out", tmp_path / "bad", "--image-size", "16x8", "--image-fit",
                "stretch", "--steps", "1") != 0
     one_line_error(capsys, 1, "--image-fit")
+
+
+def test_checkpointing_gives_the_same_gradients():
+    from diffusekit.model import ModelConfig, build_denoiser
+
+    D = build_denoiser(ModelConfig(kind="image", in_shape=[3, 16, 16], preset="small", num_classes=2))
+    torch.manual_seed(0)
+    for w in D.net.parameters():  # zero-initialised layers would hide differences
+        torch.nn.init.normal_(w, std=0.1)
+    x, sigma, labels = torch.randn(4, 3, 16, 16), torch.rand(4) + 0.1, torch.tensor([0, 1, 2, 1])
+    grads = []
+    for on in (False, True):
+        D.net.checkpointing = on
+        D.net.zero_grad()
+        D(x, sigma, labels).square().mean().backward()
+        grads.append([p.grad.clone() for p in D.net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_presets_scale_with_the_resolution(colour_folder, tmp_path, capsys):
+    from diffusekit.nets import scaled_preset
+
+    assert scaled_preset("small", (28, 28)) == {} and scaled_preset("small", (8, 8)) == {}
+    assert scaled_preset("small", (64, 64)) == {"channel_mults": [1, 2, 2, 2], "attn_resolutions": [16, 8]}
+    assert scaled_preset("small", (128, 128))["channel_mults"] == [1, 2, 2, 2, 2]
+    assert scaled_preset("tiny", (32, 32)) == {"channel_mults": [1, 2, 2], "attn_resolutions": []}
+    assert cli("train", "--data", colour_folder, "--out", tmp_path / "run", "--image-size", "32", "--preset", "tiny",
+               "--steps", 2, "--batch-size", 4, "--checkpointing", "--no-progress") == 0
+    assert dk.load(tmp_path / "run").model_config.overrides["channel_mults"] == [1, 2, 2]
+    assert cli("train", "--data", "toy:moons:100", "--out", tmp_path / "t", "--checkpointing", "--steps", 1) != 0
+    one_line_error(capsys, 1, "--checkpointing")

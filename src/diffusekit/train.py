@@ -31,7 +31,7 @@ from .data.images import FITS, parse_size
 from .errors import DiffusekitError
 from .losses import NOISES, WEIGHTINGS, DiffusionLoss, noise_distribution
 from .model import ModelConfig, build_denoiser
-from .nets import UNET_PRESETS
+from .nets import UNET_PRESETS, scaled_preset
 from .runtime import init_distributed, pick_device, seed_device
 from .samplers import SampleConfig, sample
 from .viz import picture
@@ -88,6 +88,7 @@ class TrainConfig(Config):
     init_from: str | None = None
     augment: str = "off"  # off | flip | edm (augment.py: mirrored half of the time; edm also rotated, scaled, shifted)
     augment_p: float = 0.12  # edm: the probability of each of rotation, scaling and shifting
+    checkpointing: bool = False  # gradient checkpointing of the U-Net's blocks: less memory, about 1/3 more compute
     tensorboard: bool = False  # also write log.csv's and eval.csv's columns and the sample grids to out/tensorboard
 
     def validate(self):
@@ -188,7 +189,11 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
                        sigma_data=cfg.sigma_data or (0.5 if data.codec.kind == "image" else 1.0),
                        num_classes=data.num_classes if cond else 0,
                        time_conditioning="vp" if cfg.noise == "vp" else "log", vp_schedule=cfg.vp_schedule,
-                       dropout=cfg.dropout, overrides=net_overrides(cfg, data.codec.kind),
+                       dropout=cfg.dropout,
+                       # written out in the run, so that a later change of the presets cannot change its network
+                       overrides={**(scaled_preset(cfg.preset, data.codec.shape[1:]) if data.codec.kind == "image"
+                                     and cfg.channel_mults is None and cfg.attn_resolutions is None else {}),
+                                  **net_overrides(cfg, data.codec.kind)},
                        augment_dim=AUGMENT_DIM if cfg.augment == "edm" else 0)
     if cfg.noise == "vp":
         mcfg.use_vp_range()
@@ -283,6 +288,9 @@ class Trainer:
         self.net = self.denoiser.net
         if source is not None:
             init_weights(self.net, source, self.data.class_names)
+        check(not cfg.checkpointing or hasattr(self.net, "checkpointing"), "checkpointing is for the U-Net of images; "
+              "a table's network is small", "checkpointing")
+        self.net.checkpointing = cfg.checkpointing
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         # the tensors themselves stay put (loading copies into them): listed once, not walked every step
         self.params, self.ema_params = list(self.net.parameters()), list(self.ema.parameters())

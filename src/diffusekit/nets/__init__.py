@@ -20,6 +20,20 @@ MLP_PRESETS = {
 }
 
 
+def scaled_preset(preset: str, size) -> dict:
+    """A U-Net preset's levels and attention for images over 28 px (height x width): more down-sampling levels
+    (multiplier as the last) while the smallest feature map is over 8 px high and both sides still divide, and
+    attention at every level of 16 px high or less (none for tiny). Up to 28 px the preset is kept as it is."""
+    if preset not in UNET_PRESETS or min(size) <= 28:
+        return {}
+    (H, W), p = size, UNET_PRESETS[preset]
+    mults = list(p["channel_mults"])
+    while H // 2 ** (len(mults) - 1) > 8 and H % 2 ** len(mults) == 0 and W % 2 ** len(mults) == 0:
+        mults.append(mults[-1])
+    heights = [H // 2 ** i for i in range(len(mults))]
+    return {"channel_mults": mults, "attn_resolutions": [h for h in heights if h <= 16] if p["attn_resolutions"] else []}
+
+
 def build_net(kind: str, preset: str, *, in_shape, num_classes=0, emb_scale=250.0, dropout=0.0, overrides=None,
               augment_dim=0):
     """Build a U-Net ('image') or residual MLP ('vector') from a preset plus explicit overrides. augment_dim: the

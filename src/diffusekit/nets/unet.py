@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import DiffusekitError
 from .embeddings import NoiseEmbedding
@@ -87,6 +88,16 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        self.checkpointing = False  # gradient checkpointing (train --checkpointing): less memory, one more forward
+
+    def _run(self, block, h, emb):
+        """A residual block and its attention (or identity); with checkpointing, its activations are recomputed in
+        the backward pass instead of kept."""
+        def fn(h, emb):
+            return block[1](block[0](h, emb))
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(fn, h, emb, use_reentrant=False)
+        return fn(h, emb)
 
     def _encode(self, x, c_noise, class_labels, augment_labels=None):
         """(the bottleneck's activations, the skip activations, the embedding)."""
@@ -94,12 +105,10 @@ class UNet(nn.Module):
         h = self.inp(x)
         hs = [h]
         for block in self.down:
-            if isinstance(block[0], ResBlock):
-                h = block[1](block[0](h, emb))
-            else:
-                h = block[0](h)
+            h = self._run(block, h, emb) if isinstance(block[0], ResBlock) else block[0](h)
             hs.append(h)
-        return self.mid[2](self.mid[1](self.mid[0](h, emb)), emb), hs, emb
+        h = self._run(self.mid[:2], h, emb)
+        return self._run([self.mid[2], nn.Identity()], h, emb), hs, emb
 
     def representation(self, x, c_noise, class_labels=None, positions: int = 3):
         """The bottleneck's activations [N, C * r * r], averaged down to at most `positions` x `positions` (r): what the
@@ -113,7 +122,7 @@ class UNet(nn.Module):
         h, hs, emb = self._encode(x, c_noise, class_labels, augment_labels)
         for block in self.up:
             if isinstance(block[0], ResBlock):
-                h = block[1](block[0](torch.cat([h, hs.pop()], 1), emb))
+                h = self._run(block, torch.cat([h, hs.pop()], 1), emb)
             else:
                 h = block[1](block[0](h))
         return self.out(h)
