@@ -79,8 +79,8 @@ def test_random_mask_differs_per_image_and_is_seeded():
 # Analytic ground truth: a 2-D Gaussian-mixture prior with its exact denoiser
 
 PRIOR = GaussianMixture([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]], 0.3, [0.1, 0.2, 0.3, 0.4])
-CFG = SimpleNamespace(sigma_min=0.002, sigma_max=20.0, sigma_data=1.0, in_shape=(2,), time_conditioning="ve",
-                      vp_schedule="linear")
+CFG = SimpleNamespace(sigma_min=0.002, sigma_max=20.0, sigma_data=1.0, in_shape=(2,), scheduler=None,
+                      alpha_bars=lambda: None)  # a sigma-conditioned model of the prior
 N = 3000
 
 
