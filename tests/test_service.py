@@ -3,7 +3,11 @@ request a 4xx with a message, the server answering afterwards). The page in a re
 import base64
 import contextlib
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,7 +19,7 @@ from PIL import Image
 from sklearn.datasets import load_digits, load_wine
 
 import diffusekit as dk
-from diffusekit.service import Limits, Service, create_app, decode_images, encode_png
+from diffusekit.service import Limits, MainThreadWorker, Service, create_app, decode_images, encode_png
 
 TOKEN = "s3cret"
 
@@ -161,3 +165,43 @@ def test_server_images_and_the_page_route(models):
         assert c.post("/score", json={"images": [png(images[0])]}).status_code == 400
         assert c.get("/", follow_redirects=True).status_code == 200  # the page
         assert "gradio" in c.get("/ui/").text.lower()
+
+
+def test_main_thread_worker_runs_calls_here_in_order():
+    worker = MainThreadWorker()
+    here, seen = threading.get_ident(), []
+    futures = [worker.submit(lambda i=i: seen.append((i, threading.get_ident())) or i) for i in range(3)]
+    bad = worker.submit(lambda: 1 / 0)
+    worker.work_until(lambda: all(f.done() for f in futures + [bad]))
+    assert [f.result() for f in futures] == [0, 1, 2] and seen == [(i, here) for i in range(3)]
+    with pytest.raises(ZeroDivisionError):
+        bad.result()
+
+
+def test_diffusekit_serve_process(models, tmp_path):
+    """The command itself: model calls on its main thread, HTTP beside them; Ctrl-C stops it; a port in use is said."""
+    _, det, df, _, _ = models
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    cmd = [sys.executable, "-m", "diffusekit", "serve", str(det.path), "--no-ui", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "no start"
+            time.sleep(0.2)
+        rows = df.iloc[:3].to_dict(orient="records")
+        r = httpx.post(f"http://127.0.0.1:{port}/score", json={"rows": rows, "fpr": 0.5}, timeout=60)
+        assert r.status_code == 200
+        np.testing.assert_allclose([i["score"] for i in r.json()["items"]], det.score(df.iloc[:3], fpr=0.5)["score"],
+                                   rtol=1e-6)
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)  # the port is taken
+        assert second.returncode != 0 and "could not listen on 127.0.0.1" in second.stderr.strip().splitlines()[-1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0

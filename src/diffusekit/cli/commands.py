@@ -311,15 +311,16 @@ def cmd_demo(a):
 def cmd_serve(a):
     check(1 <= a.port <= 65535, f"--port must be in 1-65535, got {a.port}")
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
-        from ..service import TOKEN_ENV, create_app, open_target
+        from ..service import TOKEN_ENV, MainThreadWorker, create_app, open_target, serve
     except ImportError:
         raise DiffusekitError("serve needs the serve extra: pip install 'diffusekit[serve]' (and [ui] for the "
                               "page)") from None
     token = a.token or os.environ.get(TOKEN_ENV) or None
     target = open_target(a.path)
-    app = create_app(target, token=token, ui=not a.no_ui)
+    worker = MainThreadWorker()
+    app = create_app(target, token=token, ui=not a.no_ui, worker=worker)
     print(f"serving {a.path} on http://{a.host}:{a.port}/ (page: /ui/, API: /docs"
-          f"{', token required' if token else ''}); Ctrl-C stops")
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
+          f"{', token required' if token else ''}); Ctrl-C stops", flush=True)
+    serve(app, worker, a.host, a.port)
