@@ -81,6 +81,9 @@ def test_every_command_takes_a_diffusers_folder(tmp_path, capsys):
     det = dk.AnomalyDetector.fit(run.sample(40, steps=2, seed=1), runs=[tmp_path / "bare"], out=tmp_path / "det")
     assert len(det.score(images, fpr=0.5)) == 6
     assert cli("info", tmp_path / "bare") == 0 and "diffusers" in capsys.readouterr().out
+    from diffusekit.service import Service, open_target
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path / "pipe")
+    assert Service(open_target(tmp_path / "pipe")).health()["shape"] == [1, 8, 8]  # serve takes it too
     (tmp_path / "nosched").mkdir()
     unet.save_pretrained(tmp_path / "nosched")
     assert cli("sample", tmp_path / "nosched", "--n", 2, "--out", tmp_path / "x.npz") != 0

@@ -29,6 +29,7 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from PIL import Image
 
+from .checkpoint import is_diffusers_folder
 from .data.images import open_image, to_8bit
 from .detector import AnomalyDetector
 from .errors import DiffusekitError, check
@@ -46,13 +47,13 @@ class Limits:
 
 
 def open_target(path) -> Run | AnomalyDetector:
-    """A detector folder (it holds detector.json) or a run folder."""
+    """A detector folder (it holds detector.json), a run folder or a diffusers folder."""
     path = Path(path)
     if (path / "detector.json").is_file():
         return AnomalyDetector.load(path)
-    if not (path / "config.json").is_file():
-        raise DiffusekitError(f"{path} is neither a run folder (config.json) nor a detector folder (detector.json)",
-                              "path")
+    if not ((path / "config.json").is_file() or is_diffusers_folder(path)):
+        raise DiffusekitError(f"{path} is neither a run folder (config.json), a diffusers folder (model_index.json) "
+                              f"nor a detector folder (detector.json)", "path")
     return Run.load(path)
 
 
