@@ -11,6 +11,7 @@ was trained on; batching, per-sample seeds, progress bars and the checks on resu
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import is_diffusers_folder, load_checkpoint, read_run_config, save_samples
+from .checkpoint import is_diffusers_folder, load_checkpoint, read_run_config, save_samples, write_json_atomic
 from .config import check
 from .data import as_data, read_images, to_model_space
 from .data.codecs import ImageCodec, codec_from_dict
@@ -32,7 +33,9 @@ from .model import ModelConfig, build_denoiser
 from .precond import MeanDenoiser, unconditional
 from .runtime import map_batches, pick_device
 from .samplers import SampleConfig, sample
+from .schedules import grid_name
 from .train import TrainConfig, Trainer
+from .tune import fit_grids
 from .viz import image_grid
 
 
@@ -103,6 +106,8 @@ class Restoration:
         rows = [r[:n] for r in self.figure_rows]
         return image_grid(codec.decode(torch.cat(rows)), nrow=len(rows[0]), scale=max(1, 64 // max(codec.height, codec.width)))
 
+GRIDS_FILE = "grids.json"
+
 
 class Run:
     """A trained model: its denoiser (EMA weights unless asked otherwise), codec, configs and class names."""
@@ -111,6 +116,8 @@ class Run:
                  device="cpu"):
         self.path, self.config, self.model_config, self.codec = Path(path), config, model_config, codec
         self.denoiser, self.step, self.class_names, self.device = denoiser, step, list(class_names), device
+        self.weights = ("last", True)  # the checkpoint and whether its EMA weights were loaded
+        self.grids: dict = {}  # fitted sampling grids of these weights {steps: sigmas} (`tune_steps`)
 
     @classmethod
     def load(cls, path, checkpoint: str = "last", ema: bool = True, device="auto") -> "Run":
@@ -125,7 +132,15 @@ class Run:
             except ImportError:
                 raise DiffusekitError("reading a diffusers folder needs diffusers: pip install 'diffusekit[diffusers]'"
                                       ) from None
-            return load_diffusers(path, device)
+            run = load_diffusers(path, device)
+        else:
+            run = cls._load_run(path, checkpoint, ema, device)
+        run.weights = (checkpoint, ema)
+        run.grids = (run._stored_grids() or {}).get("grids", {})
+        return run
+
+    @classmethod
+    def _load_run(cls, path: Path, checkpoint: str, ema: bool, device) -> "Run":
         cfg = read_run_config(path)
         try:
             mcfg, codec = ModelConfig.from_dict(cfg["model"]), codec_from_dict(cfg["codec"])
@@ -211,10 +226,52 @@ class Run:
                   int(labels.max()) < self.num_classes, f"labels must be {n} classes of 0..{self.num_classes - 1}",
                   "labels")
         x = sample(self.denoiser, self.model_config, n, c, labels=labels, device=self.device, callback=callback,
-                   progress=progress)
+                   progress=progress, tuned=self.grids)
         check_finite(x, "samples")
         out = self.to_user(x)
         return (out, None if labels is None else labels.numpy()) if return_labels else out
+
+    def sampling(self, **options) -> str:
+        """What `sample` with these options runs, in words: sampler, steps and the grid it resolves to."""
+        c = SampleConfig.from_options(**options)
+        grid = grid_name(c.grid, c.steps, self.grids, c.rho, c.sigma_min, c.sigma_max)
+        knobs = "".join(f", {k} {v:g}" for k, v in c.knobs.items())
+        return (f"sampler {c.sampler}{knobs}, {c.steps} steps, "
+                f"{'the run' + chr(39) + 's tuned grid' if grid == 'tuned' else grid + ' grid'}")
+
+    def tune_steps(self, steps, *, n: int = 256, order: int = 2, seed: int = 0, candidates: int = 0,
+                   batch_size: int = 128) -> dict:
+        """Fit a sampling grid to this model for each step count (`tune.fit_grids`: GITS-style dynamic programming on a
+        fine teacher solution) and store them with the run (grids.json, for these weights), so that `sample` with
+        these steps uses them by default. Returns {steps: (sigmas, summed local error)}."""
+        fitted = fit_grids(self.denoiser, self.model_config, steps, n=n, order=order, seed=seed, candidates=candidates,
+                           batch_size=batch_size, device=self.device)
+        stored = self._stored_grids() or {}
+        same = {k: stored.get(k) for k in ("order", "n", "seed")} == {"order": order, "n": n, "seed": seed}
+        grids = {**(stored.get("grids", {}) if same else {}),
+                 **{k: [float(f"{v:.8g}") for v in sig] for k, (sig, _) in fitted.items()}}
+        write_json_atomic(self.path / GRIDS_FILE, {
+            "checkpoint": self.weights[0], "ema": self.weights[1], "step": self.step, "order": order, "n": n,
+            "seed": seed, "grids": {str(k): grids[k] for k in sorted(grids)}})
+        self.grids = grids
+        return fitted
+
+    def _stored_grids(self) -> dict | None:
+        """grids.json when it was fitted to the weights loaded (checkpoint, EMA, step), else None."""
+        f = self.path / GRIDS_FILE
+        if not f.exists():
+            return None
+        try:
+            g = json.loads(f.read_text())
+            fits = (g["checkpoint"], g["ema"], g["step"]) == (*self.weights, self.step)
+            grids = {int(k): [float(v) for v in sig] for k, sig in g["grids"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DiffusekitError(f"{f} is damaged ({e}); delete it or run tune-steps again") from None
+        if any(len(sig) != k + 1 or sig[-1] != 0 or any(a <= b for a, b in zip(sig, sig[1:]))
+               for k, sig in grids.items()):
+            raise DiffusekitError(f"{f} is damaged (a grid that is not descending to 0 with its steps' length); "
+                                  f"delete it or run tune-steps again")
+        return {**g, "grids": grids} if fits else None
 
     def temperature_strip(self, labels=None, temperatures=(0.0, 0.5, 1.0, 1.5), n: int = 10, **options):
         """The same n seeds (labels: one class each, for a conditional run) at each temperature, one row per

@@ -21,7 +21,7 @@ from .config import Config, check, check_choice
 from .errors import DiffusekitError
 from .precond import guided
 from .runtime import map_batches
-from .schedules import GRIDS, sigma_grid
+from .schedules import GRIDS, MODEL_GRIDS, sigma_grid
 
 # ---------------------------------------------------------------------------------------------------------
 # The probability-flow ODE, written once
@@ -345,11 +345,12 @@ class KnobOptions(Config):
 
 @dataclass
 class SampleConfig(KnobOptions):
-    """How to sample: the sampler and its knobs, the sigma grid (steps noise levels of `grid`; karras spacing rho;
-    sigma_min / sigma_max narrow the model's range), temperature, seed, classifier-free guidance weight (1: none)."""
+    """How to sample: the sampler and its knobs, the sigma grid (steps noise levels of `grid`: auto, the model's tuned
+    grid for these steps where it has one, else karras; karras spacing rho; sigma_min / sigma_max narrow the model's
+    range), temperature, seed, classifier-free guidance weight (1: none)."""
     sampler: str = DEFAULT_SAMPLER
     steps: int = 20
-    grid: str = "karras"
+    grid: str = "auto"
     rho: float | None = None
     sigma_min: float | None = None
     sigma_max: float | None = None
@@ -361,7 +362,7 @@ class SampleConfig(KnobOptions):
 
     def validate(self):
         check_choice("sampler", self.sampler, tuple(SAMPLERS))
-        check_choice("grid", self.grid, GRIDS)
+        check_choice("grid", self.grid, MODEL_GRIDS + GRIDS)
         check(isinstance(self.steps, int) and self.steps >= 1, f"steps must be at least 1, got {self.steps}", "steps")
         check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be >= 0, got {self.seed}", "seed")
         check(self.temperature >= 0 and math.isfinite(self.temperature),
@@ -374,14 +375,14 @@ class SampleConfig(KnobOptions):
 
 
 def sample(denoiser, model_config, n: int, config: SampleConfig, *, labels=None, device="cpu", callback=None,
-           progress=False):
+           progress=False, tuned: dict | None = None):
     """n samples in model space ([n, *in_shape], on the CPU). labels: LongTensor [n] for a conditional model. Sample i
-    is drawn from its own generator (seed, i): the same whatever the batch size."""
+    is drawn from its own generator (seed, i): the same whatever the batch size. tuned: the model's fitted grids."""
     c = config
     check(isinstance(n, int) and n >= 1, f"n must be at least 1, got {n}", "n")
     check(c.guidance == 1.0 or model_config.num_classes > 0, "guidance needs a class-conditional model", "guidance")
     fn = get_sampler(c.sampler)
-    sigmas = sigma_grid(model_config, c.steps, c.grid, c.rho, c.sigma_min, c.sigma_max)
+    sigmas = sigma_grid(model_config, c.steps, c.grid, c.rho, c.sigma_min, c.sigma_max, tuned)
 
     def batch(idx, seeds):
         D = denoiser

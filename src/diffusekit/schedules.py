@@ -124,6 +124,9 @@ def vp_uniform_sigmas(alpha_bars: torch.Tensor, n: int) -> torch.Tensor:
 
 
 GRIDS = ("karras", "loguniform", "vp", "timesteps")
+# a model's own grids (fitted by `tune.fit_grids`, one per step count): "tuned" uses the one for the steps asked,
+# "auto" (the default) uses it where there is one and nothing narrows the range, else karras
+MODEL_GRIDS = ("auto", "tuned")
 
 
 def sampling_sigmas(grid: str, n: int, sigma_min: float, sigma_max: float, alpha_bars=None, rho: float = 7.0,
@@ -146,9 +149,14 @@ def sampling_sigmas(grid: str, n: int, sigma_min: float, sigma_max: float, alpha
     raise DiffusekitError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}", "grid")
 
 
-def sigma_grid(model_config, steps: int, grid: str = "karras", rho=None, sigma_min=None, sigma_max=None):
+def sigma_grid(model_config, steps: int, grid: str = "karras", rho=None, sigma_min=None, sigma_max=None,
+               tuned: dict | None = None):
     """The sampling grid for a model (its ModelConfig): `steps` sigmas within its training range (or [sigma_min,
-    sigma_max] where given, which must lie inside it), plus 0. rho: the Karras spacing (7 when not given)."""
+    sigma_max] where given, which must lie inside it), plus 0. rho: the Karras spacing (7 when not given). tuned: the
+    model's fitted grids {steps: sigmas}, read by the grids "tuned" and "auto" (see `grid_name`)."""
+    grid = grid_name(grid, steps, tuned, rho, sigma_min, sigma_max)
+    if grid == "tuned":
+        return torch.tensor(tuned[steps], dtype=torch.float32)
     if rho is not None and grid != "karras":
         raise DiffusekitError(f"rho is the spacing of the karras grid; the {grid} grid takes none", "rho")
     if (sigma_min is not None or sigma_max is not None) and grid in ("vp", "timesteps"):
@@ -168,6 +176,22 @@ def sigma_grid(model_config, steps: int, grid: str = "karras", rho=None, sigma_m
     return sampling_sigmas(grid, steps, max(lo, model_config.sigma_min), min(hi, model_config.sigma_max),
                            alpha_bars=model_config.alpha_bars(), rho=rho,
                            spacing=sched.get("timestep_spacing", "leading"), offset=sched.get("steps_offset", 0))
+
+
+def grid_name(grid: str, steps: int, tuned: dict | None, rho=None, sigma_min=None, sigma_max=None) -> str:
+    """The grid a request resolves to: "auto" is "tuned" where the model has a fitted grid for these steps and no
+    rho, sigma_min or sigma_max reshapes it, else "karras"; "tuned" without one is an error."""
+    have = bool(tuned) and steps in tuned
+    if grid == "auto":
+        return "tuned" if have and rho is None and sigma_min is None and sigma_max is None else "karras"
+    if grid == "tuned":
+        if not have:
+            fitted = ", ".join(map(str, sorted(tuned or {}))) or "none"
+            raise DiffusekitError(f"the model has no tuned grid for {steps} steps (tuned: {fitted}); run diffusekit "
+                                  f"tune-steps RUN --steps {steps}", "grid")
+        if rho is not None or sigma_min is not None or sigma_max is not None:
+            raise DiffusekitError("a tuned grid is fixed: it takes no rho, sigma_min or sigma_max", "grid")
+    return grid
 
 
 # ---------------------------------------------------------------------------------------------------------

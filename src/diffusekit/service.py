@@ -91,9 +91,11 @@ class Service:
         # one lasting thread, not the request's: torch's OpenMP team is made per calling thread, so calls on many
         # request threads would each build (and keep) their own. Off the main thread torch's parallel regions are
         # slow (a table's small network: 3x slower on two threads than on one), so a table gets one intra-op thread
-        threads = 1 if self.run.kind == "vector" else torch.get_num_threads()
-        self.worker = worker or ThreadPoolExecutor(1, thread_name_prefix="diffusekit-model",
-                                                   initializer=torch.set_num_threads, initargs=(threads,))
+        if worker is None:
+            threads = 1 if self.run.kind == "vector" else torch.get_num_threads()
+            worker = ThreadPoolExecutor(1, thread_name_prefix="diffusekit-model",
+                                        initializer=torch.set_num_threads, initargs=(threads,))
+        self.worker = worker
 
     def health(self) -> dict:
         from . import __version__

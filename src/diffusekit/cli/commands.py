@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def cmd_sample(a):
                     "batch_size", *ALL_KNOBS)
     if a.schedule:
         options["grid"] = a.schedule
+    print(run.sampling(**options))
     x, labels = run.sample(a.n, label=a.label, return_labels=True, progress=not a.no_progress, **options)
     if a.out:
         save_samples(a.out, x, labels)
@@ -73,6 +75,17 @@ def cmd_sample(a):
         print(f"NLL of the {a.n} samples at temperature {a.temperature:g}{' given their labels' if labels is not None else ''}"
               f": {r['bits_per_dim']:.4f} +- {r['bits_per_dim_se'] or float('nan'):.4f} {unit}; {r['nll_nats']:.2f} +- "
               f"{r['nll_nats_se'] or float('nan'):.2f} nats/sample (exact, probability-flow ODE)")
+
+
+def cmd_tune_steps(a):
+    run = open_run(a)
+    t0 = time.time()
+    fitted = run.tune_steps(a.steps, n=a.n, order=a.order, seed=a.seed, candidates=a.candidates,
+                            batch_size=a.batch_size)
+    for k, (sigmas, err) in fitted.items():
+        print(f"{k} steps: {' '.join(f'{s:.4g}' for s in sigmas)}  (summed local error {err:.4g})")
+    print(f"wrote {Path(a.run) / 'grids.json'} in {time.time() - t0:.0f} s: sample --steps N now uses these grids "
+          f"(--schedule karras for the default one)")
 
 
 def cmd_nll(a):

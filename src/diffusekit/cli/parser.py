@@ -7,7 +7,7 @@ import dataclasses
 
 from ..errors import DiffusekitError
 from ..samplers import ALL_KNOBS, DEFAULT_SAMPLER, KNOBS, SAMPLERS
-from ..schedules import GRIDS
+from ..schedules import GRIDS, MODEL_GRIDS
 from ..train import TrainConfig, int_list
 from . import commands as c
 
@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", "--n-samples", dest="n", type=int, default=64, help=N_HELP)
     s.add_argument("--sampler", choices=list(SAMPLERS), default=None, help=f"default {DEFAULT_SAMPLER}")
     s.add_argument("--steps", type=int, default=None, help="noise levels of the grid (default 20)")
-    s.add_argument("--schedule", choices=list(GRIDS), default=None, help="sigma grid (default karras)")
+    s.add_argument("--schedule", choices=list(MODEL_GRIDS + GRIDS), default=None,
+                   help="sigma grid (default auto: the run's tuned grid for --steps where tune-steps made one, else "
+                        "karras)")
     s.add_argument("--rho", type=float, default=None, help="karras grid: spacing exponent (default 7; larger: more "
                    "steps at low noise)")
     s.add_argument("--sigma-min", type=float, default=None, help="lowest grid noise level (default: the model's)")
@@ -102,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     knob_options(s)
     s.add_argument("--report", action="store_true", help="also print the mean exact NLL of the samples")
     s.set_defaults(func=c.cmd_sample)
+
+    g = sub.add_parser("tune-steps", help="fit the sampling grid to a run for each step count (sample uses them)")
+    run_options(g, 128)
+    g.add_argument("--steps", type=int, nargs="+", required=True, help="step counts (network calls) to fit, e.g. 5 10")
+    g.add_argument("--n", "--n-samples", dest="n", type=int, default=256, help="teacher trajectories (default 256)")
+    g.add_argument("--order", type=int, choices=[1, 2], default=2, help="the solver scored: 1 Euler/DDIM, 2 "
+                   "DPM-Solver++(2M) (default)")
+    g.add_argument("--candidates", type=int, default=0, help="noise levels of the fine grid (default: 64 or 4x the "
+                   "most steps)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the teacher's noise (its own stream: never a "
+                   "sampling seed's noise)")
+    g.set_defaults(func=c.cmd_tune_steps)
 
     n = sub.add_parser("nll", help="negative log-likelihood of data under a run (bits/dim): exact (ODE) and ELBO")
     run_options(n, 64)

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import DiffusekitError
 from .codecs import ImageCodec, VectorCodec, codec_from_dict  # noqa: F401
-from .images import IMAGE_EXTS, image_files, open_image, parse_size, read_image_files
+from .images import IMAGE_EXTS, image_files, parse_size, read_image_files
 from .toys import TOYS, toy_data
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -392,8 +392,6 @@ def _image_folder(root: str, size, fit_how: str) -> Data:
         labels += [label] * len(found)
     if not files:
         raise DiffusekitError(f"no images ({', '.join(IMAGE_EXTS)}) in {root}")
-    if size is None:  # their own smallest side, square
-        size = min(min(open_image(p).size) for p in files)
-    a = read_image_files(files, size, fit_how, root)
+    a = read_image_files(files, "smallest" if size is None else size, fit_how, root)
     has_labels = subdirs and all(lab is not None for lab in labels)
     return _images(a, labels if has_labels else None, subdirs if has_labels else [])

@@ -86,11 +86,12 @@ def image_files(folder: str) -> list[str]:
 
 def read_image_files(paths, size=None, how: str = "crop", where: str = "") -> np.ndarray:
     """Image files as uint8 N x H x W x C: one channel when every file is grey, else RGB. size (see `parse_size`):
-    each image fitted to it (`fit`); None: they must all have one size already."""
+    each image fitted to it (`fit`); "smallest": a square of their smallest side; None: they must all have one size
+    already."""
     images = [open_image(p) for p in paths]
     grey = all(im.mode in GREY_MODES for im in images)
     images = [to_8bit(im, grey) for im in images]
-    size = parse_size(size)
+    size = min(min(im.size) for im in images) if size == "smallest" else parse_size(size)
     if size is not None:
         images = [fit(im, size, how) for im in images]
     elif len({im.size for im in images}) > 1:
