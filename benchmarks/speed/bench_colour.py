@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import diffusekit as dk
+
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
@@ -97,8 +99,7 @@ def main():
         grid = RESULTS / f"colour_{size}.png"
         subprocess.run(["diffusekit", "sample", str(run), "--n", "64", "--grid", str(grid), "--out",
                         str(out / f"samples_{size}.npz"), "--no-progress"], check=True)
-        log = (run / "log.csv").read_text().strip().splitlines()
-        results["train"][size] = {"minutes": a.minutes, "steps": int(log[-1].split(",")[0]) if len(log) > 1 else None,
+        results["train"][size] = {"minutes": a.minutes, "steps": dk.load(run).step,
                                   "grid": str(grid.relative_to(RESULTS.parent.parent)), "wall_s": round(time.time() - t0)}
         print(f"{size} px: {results['train'][size]}", flush=True)
         Path(a.json).write_text(json.dumps(results, indent=2))
