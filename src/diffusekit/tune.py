@@ -148,6 +148,8 @@ def fit_grids(denoiser, model_config, steps, *, n: int = 256, candidates: int = 
     grid = karras_sigmas(K, model_config.sigma_min, model_config.sigma_max)[:-1]
     labels = model_config.pick_labels(n, seed)
     seeds = sample_seeds(seed, n, stream=TUNE_STREAM)
+    dim = math.prod(model_config.in_shape)
+    batch_size = max(1, min(batch_size, int(2**28 // ((2 * K + 1) * dim * 8))))  # the teacher's states: <= 256 MB
     gram = []
     with torch.no_grad():
         for start in range(0, n, batch_size):

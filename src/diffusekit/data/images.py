@@ -91,7 +91,7 @@ def read_image_files(paths, size=None, how: str = "crop", where: str = "") -> np
     images = [open_image(p) for p in paths]
     grey = all(im.mode in GREY_MODES for im in images)
     images = [to_8bit(im, grey) for im in images]
-    size = min(min(im.size) for im in images) if size == "smallest" else parse_size(size)
+    size = parse_size(min(min(im.size) for im in images) if size == "smallest" else size)
     if size is not None:
         images = [fit(im, size, how) for im in images]
     elif len({im.size for im in images}) > 1:
