@@ -236,8 +236,8 @@ class Run:
         c = SampleConfig.from_options(**options)
         grid = grid_name(c.grid, c.steps, self.grids, c.rho, c.sigma_min, c.sigma_max)
         knobs = "".join(f", {k} {v:g}" for k, v in c.knobs.items())
-        return (f"sampler {c.sampler}{knobs}, {c.steps} steps, "
-                f"{'the run' + chr(39) + 's tuned grid' if grid == 'tuned' else grid + ' grid'}")
+        return f"sampler {c.sampler}{knobs}, {c.steps} steps, " + ("the run's tuned grid" if grid == "tuned"
+                                                                   else f"{grid} grid")
 
     def tune_steps(self, steps, *, n: int = 256, order: int = 2, seed: int = 0, candidates: int = 0,
                    batch_size: int = 128) -> dict:

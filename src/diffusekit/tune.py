@@ -57,9 +57,8 @@ def step_errors(gram: torch.Tensor, candidates, order: int):
     K = len(candidates)
     s = torch.as_tensor([float(v) for v in candidates], dtype=torch.float64)
     X, D, F = (lambda i: i), (lambda i: K + i), 2 * K
-    g = gram
-    last = torch.sqrt((g[:, D(torch.arange(K)), D(torch.arange(K))] - 2 * g[:, D(torch.arange(K)), F]
-                       + g[:, F, F][:, None]).clamp_min(0)).mean(0)
+    g, every_D = gram, D(torch.arange(K))
+    last = torch.sqrt((g[:, every_D, every_D] - 2 * g[:, every_D, F] + g[:, F, F][:, None]).clamp_min(0)).mean(0)
     first = torch.full((K, K), math.inf, dtype=torch.float64)
     second = torch.full((K, K, K), math.inf, dtype=torch.float64) if order == 2 else None
     for i in range(K - 1):

@@ -18,7 +18,7 @@ from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write
 from ..detector import AnomalyDetector
 from ..errors import DiffusekitError, check
 from ..evaluate import Evaluator, memorisation
-from ..run import Latents, Run, load, train
+from ..run import GRIDS_FILE, Latents, Run, load, train
 from ..runtime import init_distributed, is_main_process, pick_device
 from ..samplers import ALL_KNOBS
 from ..train import TrainConfig
@@ -84,7 +84,7 @@ def cmd_tune_steps(a):
                             batch_size=a.batch_size)
     for k, (sigmas, err) in fitted.items():
         print(f"{k} steps: {' '.join(f'{s:.4g}' for s in sigmas)}  (summed local error {err:.4g})")
-    print(f"wrote {Path(a.run) / 'grids.json'} in {time.time() - t0:.0f} s: sample --steps N now uses these grids "
+    print(f"wrote {run.path / GRIDS_FILE} in {time.time() - t0:.0f} s: sample --steps N now uses these grids "
           f"(--schedule karras for the default one)")
 
 
