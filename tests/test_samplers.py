@@ -113,7 +113,8 @@ def check_mixture(x, reference, label):
     return ed
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+# the consistency sampler solves nothing with a posterior mean: test_distill.py gives it the exact consistency function
+@pytest.mark.parametrize("name", [n for n in SAMPLERS if n != "consistency"])
 def test_reproduces_mixture_at_50_steps(name, reference):
     check_mixture(gmm_samples(name, 50, **knobs_for(name)), reference, name)
 

@@ -32,9 +32,9 @@ from .metrics import psnr, ssim
 from .model import ModelConfig, build_denoiser
 from .precond import MeanDenoiser, unconditional
 from .runtime import map_batches, pick_device
-from .samplers import SampleConfig, sample
+from .samplers import SampleConfig, sample, sampling_defaults
 from .schedules import grid_name
-from .train import TrainConfig, Trainer
+from .train import DISTILL_SETTINGS, TrainConfig, Trainer
 from .tune import fit_grids
 from .viz import image_grid
 
@@ -179,6 +179,19 @@ class Run:
         return self.codec.kind
 
     @property
+    def objective(self) -> str:
+        """diffusion, or consistency for a run distilled by consistency tuning (`distill`)."""
+        return self.config.get("train", {}).get("objective", "diffusion")
+
+    def _needs_denoiser(self, task: str):
+        """Likelihoods and encodings integrate the probability-flow ODE of a denoiser (a posterior mean); a consistency
+        model's D is the path's end instead."""
+        if self.objective == "consistency":
+            source = self.config.get("init_from", {}).get("path")
+            raise DiffusekitError(f"{self.path} is a consistency model (distilled): {task} needs a diffusion model's "
+                                  f"denoiser{f'; use the run it was distilled from, {source}' if source else ''}")
+
+    @property
     def num_classes(self) -> int:
         return self.model_config.num_classes
 
@@ -215,8 +228,9 @@ class Run:
         """n samples in the data's units. options: those of `samplers.SampleConfig` (sampler, steps, grid, rho,
         sigma_min, sigma_max, temperature, seed, guidance, batch_size) and the sampler's knobs (eta, churn, ...).
         label: one class for all (a conditional run; else random classes drawn from the seed), or labels: one per
-        sample. callback: sees every step's state (model space). return_labels: also return the labels used."""
-        c = SampleConfig.from_options(**options)
+        sample. callback: sees every step's state (model space). return_labels: also return the labels used. A
+        distilled run samples with its own defaults (samplers.CONSISTENCY_SAMPLING) where options do not say."""
+        c = self._sample_config(options)
         if labels is None:
             labels = self.model_config.pick_labels(n, c.seed, label)
         else:
@@ -233,11 +247,15 @@ class Run:
 
     def sampling(self, **options) -> str:
         """What `sample` with these options runs, in words: sampler, steps and the grid it resolves to."""
-        c = SampleConfig.from_options(**options)
+        c = self._sample_config(options)
         grid = grid_name(c.grid, c.steps, self.grids, c.rho, c.sigma_min, c.sigma_max)
         knobs = "".join(f", {k} {v:g}" for k, v in c.knobs.items())
         return f"sampler {c.sampler}{knobs}, {c.steps} steps, " + ("the run's tuned grid" if grid == "tuned"
                                                                    else f"{grid} grid")
+
+    def _sample_config(self, options: dict) -> SampleConfig:
+        given = {k: v for k, v in options.items() if v is not None}
+        return SampleConfig.from_options(**{**sampling_defaults(self.objective), **given})
 
     def tune_steps(self, steps, *, n: int = 256, order: int = 2, seed: int = 0, candidates: int = 0,
                    batch_size: int = 128) -> dict:
@@ -299,6 +317,7 @@ class Run:
         dequantized (the discrete-data bound), tables in their columns' units. options: `likelihood.NLLConfig`
         (method ode | elbo, ...). class_labels: -ln p(x | the data's labels) for a conditional run (labels: those
         labels, where the data do not carry them)."""
+        self._needs_denoiser("the likelihood")
         c = NLLConfig.from_dict(options)
         x, labels = self.to_model_space(data, n, labels=labels)
         if class_labels:
@@ -317,6 +336,7 @@ class Run:
     def encode(self, data, *, n: int = 0, progress=False, **options) -> Latents:
         """Data (its first n samples; 0: all) -> latent noise of unit variance by the probability-flow ODE, so that
         `decode` gives it back. options: `likelihood.FlowConfig` (method ode | ddim, steps, rtol, atol, batch_size)."""
+        self._needs_denoiser("encoding")
         c = FlowConfig.from_dict(options)
         x, _ = self.to_model_space(data, n)
         D, t0 = unconditional(self.denoiser, self.model_config), time.time()
@@ -328,6 +348,7 @@ class Run:
     def decode(self, latents, *, model_space=False, progress=False, **options):
         """Latent noise (a `Latents` or an array of the model's shape) -> data in its units (model_space: the
         float tensor before decoding). options: as for `encode`."""
+        self._needs_denoiser("decoding")
         c = FlowConfig.from_dict(options)
         z = latents.latents if isinstance(latents, Latents) else latents
         z = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z, dtype=torch.float32)
@@ -471,7 +492,8 @@ class Run:
         ]
         if "init_from" in self.config:
             src = self.config["init_from"]
-            lines.insert(4, f"fine-tuned   from {src['path']} (its step {src['step']})")
+            how = "distilled " if self.objective == "consistency" else "fine-tuned "
+            lines.insert(4, f"{how:13}from {src['path']} (its step {src['step']})")
         log = self.path / "log.csv"
         rows = log.read_text().strip().splitlines() if log.exists() else []
         if len(rows) > 1:
@@ -516,6 +538,21 @@ def train(data, out, *, labels=None, resume=False, progress=True, **settings) ->
             save_samples(spec, decoded, None if d.labels is None else d.labels.numpy())
     Trainer(cfg, resume=resume, progress=progress).run()
     return Run.load(out, device=cfg.device)
+
+
+def distill(run, out, *, progress=True, **settings) -> Run:
+    """Consistency tuning (ECT, Geng et al. 2024): a new run in `out` that starts from `run`'s EMA weights and trains on
+    its data with the consistency objective (losses.ConsistencyLoss), so that it samples in 1-4 network calls (2 by
+    default). settings: `train.TrainConfig` fields over the source's own and DISTILL_SETTINGS (minutes or steps
+    required)."""
+    src = Path(run)
+    check(not is_diffusers_folder(src), f"{src} is a diffusers folder: distill needs a run trained by diffusekit "
+          f"(its data and settings)", "run")
+    saved = dict(read_run_config(src).get("train", {}))
+    check(saved.get("objective", "diffusion") == "diffusion", f"{src} is already a consistency model", "run")
+    kept = {k: v for k, v in saved.items() if k not in ("data", "out", "steps", "minutes", "init_from", "eval_every",
+                                                          "sample_every", "tensorboard", *DISTILL_SETTINGS)}
+    return train(saved["data"], out, progress=progress, **{**kept, **DISTILL_SETTINGS, "init_from": str(src), **settings})
 
 
 def resume_config(out, **budget) -> TrainConfig:

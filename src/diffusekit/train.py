@@ -13,7 +13,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,11 @@ from .evaluate import Evaluator
 from .data import load_data
 from .data.images import FITS, parse_size
 from .errors import DiffusekitError
-from .losses import NOISES, WEIGHTINGS, DiffusionLoss, noise_distribution
+from .losses import NOISES, OBJECTIVES, WEIGHTINGS, ConsistencyLoss, DiffusionLoss, check_q, noise_distribution
 from .model import ModelConfig, build_denoiser
 from .nets import UNET_PRESETS, scaled_preset
 from .runtime import init_distributed, pick_device, seed_device
-from .samplers import SampleConfig, sample
+from .samplers import SampleConfig, sample, sampling_defaults
 from .viz import picture
 
 
@@ -53,6 +53,10 @@ class TrainConfig(Config):
     # lognormal (EDM) | loguniform (sigma_min..sigma_max; with weighting likelihood: maximum likelihood)
     # | vp (uniform timesteps of vp_schedule; timestep-conditioned net)
     noise: str = "lognormal"
+    # diffusion (denoising score matching) | consistency (consistency tuning, losses.ConsistencyLoss: with init_from a
+    # diffusion run, a model that samples in 1-4 calls; `distill` sets it up)
+    objective: str = "diffusion"
+    ct_q: float = 256.0  # consistency: how close the compared noise levels are (r = t (1 - (1 + 8 sigmoid(-t)) / q))
     vp_schedule: str = "linear"
     p_mean: float = -1.2
     p_std: float = 1.2
@@ -96,6 +100,8 @@ class TrainConfig(Config):
         check_choice("parameterization", self.parameterization, ("eps", "x0", "v", "edm"))
         check_choice("weighting", self.weighting, ("auto", *WEIGHTINGS))
         check_choice("noise", self.noise, NOISES)
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_q(self.ct_q)
         check(self.weighting != "likelihood" or self.noise == "loguniform",
               "weighting likelihood (maximum-likelihood training) needs noise loguniform", "weighting", "noise")
         check_choice("class_cond", self.class_cond, ("auto", "on", "off"))
@@ -198,6 +204,10 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
     return mcfg
 
 
+# consistency tuning's settings over a source run's (`run.distill`): ECT's recipe (Geng et al. 2024), which fine-tunes
+# the EDM-preconditioned network it starts from at lr 1e-4 without warm-up, noise levels ln t ~ N(-1.1, 2^2)
+DISTILL_SETTINGS = {"objective": "consistency", "lr": 1e-4, "warmup_steps": 0, "p_mean": -1.1, "p_std": 2.0}
+
 # the source run's settings a fine-tuned run takes over: its network and its preconditioning
 INHERITED = ("preset", "channels", "channel_mults", "num_res_blocks", "attn_resolutions", "parameterization",
              "sigma_data", "noise", "vp_schedule")
@@ -296,9 +306,11 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
                                      foreach=True)
         weighting = cfg.weighting if cfg.weighting != "auto" else {"x0": "edm"}.get(cfg.parameterization, cfg.parameterization)
-        self.loss = DiffusionLoss(noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule,
-                                                     self.mcfg.sigma_min, self.mcfg.sigma_max), weighting,
-                                  self.mcfg.sigma_data, cfg.min_snr_gamma)
+        noise = noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule, self.mcfg.sigma_min,
+                                   self.mcfg.sigma_max)
+        self.loss = ConsistencyLoss(noise, cfg.ct_q) if cfg.objective == "consistency" else \
+            DiffusionLoss(noise, weighting, self.mcfg.sigma_data, cfg.min_snr_gamma)
+        self.sampling = SampleConfig.from_options(**sampling_defaults(cfg.objective))
         self.step, self.elapsed, self._perm = 0, 0.0, (None, None)
         self.evaluator, self.best = None, float("inf")
         self.board = open_board(self.out / "tensorboard") if cfg.tensorboard and self.rank == 0 else None
@@ -352,7 +364,7 @@ class Trainer:
             return
         n = self.cfg.eval_samples
         labels = self.mcfg.pick_labels(n, seed=1)
-        x = sample(self.ema_denoiser(), self.mcfg, n, SampleConfig(seed=1), labels=labels, device=self.device)
+        x = sample(self.ema_denoiser(), self.mcfg, n, replace(self.sampling, seed=1), labels=labels, device=self.device)
         result = self.evaluator(self.data.codec.decode(x))
         score = self.evaluator.headline(result)
         keys = [k for k in ("fcd", "fcd_se", "kid", "precision", "recall", "energy_distance", "energy_distance_se")
@@ -463,7 +475,7 @@ class Trainer:
         n = 64 if self.mcfg.kind == "image" else 1000
         ema_denoiser = self.ema_denoiser()
         labels = torch.arange(n) % self.mcfg.num_classes if self.mcfg.num_classes else None
-        x = sample(ema_denoiser, self.mcfg, n, SampleConfig(), labels=labels, device=self.device)
+        x = sample(ema_denoiser, self.mcfg, n, self.sampling, labels=labels, device=self.device)
         path.parent.mkdir(parents=True, exist_ok=True)
         nrow = self.mcfg.num_classes if self.mcfg.num_classes and n % self.mcfg.num_classes == 0 else None
         image = picture(self.data.codec.decode(x), self.mcfg.kind, nrow=nrow)

@@ -18,7 +18,7 @@ from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write
 from ..detector import AnomalyDetector
 from ..errors import DiffusekitError, check
 from ..evaluate import Evaluator, memorisation
-from ..run import GRIDS_FILE, Latents, Run, load, train
+from ..run import GRIDS_FILE, Latents, Run, distill, load, train
 from ..runtime import init_distributed, is_main_process, pick_device
 from ..samplers import ALL_KNOBS
 from ..train import TrainConfig
@@ -49,6 +49,15 @@ def cmd_train(a):
     if is_main_process():
         out = Path(out)
         print(f"run saved in {out} (checkpoint {out / 'last'}, log {out / 'log.csv'}, samples {out / 'samples'})")
+
+
+def cmd_distill(a):
+    check(a.minutes is not None or a.steps is not None, "distill needs a budget: --minutes M or --steps N",
+          "minutes", "steps")
+    distill(a.run, a.out, progress=not a.no_progress, **given(a, "minutes", "steps", "lr", "ct_q", "batch_size",
+                                                             "seed", "device"))
+    if is_main_process():
+        print(f"distilled run saved in {a.out}: sample it in 1-4 calls (default: consistency sampler, 2 steps)")
 
 
 def cmd_sample(a):

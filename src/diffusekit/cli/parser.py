@@ -83,11 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=c.cmd_train)
 
+    d = sub.add_parser("distill", help="consistency-tune a run into one that samples in 1-4 network calls "
+                       "(resume with train --resume --out)")
+    d.add_argument("run")
+    d.add_argument("--out", required=True, help="the new run's folder")
+    d.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    d.add_argument("--steps", type=int, default=None, help="optimizer steps (instead of --minutes)")
+    d.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
+    d.add_argument("--ct-q", type=float, default=None, help="closeness of the compared noise levels (default 256)")
+    d.add_argument("--batch-size", type=int, default=None, help="default: the source run's")
+    d.add_argument("--seed", type=int, default=None)
+    d.add_argument("--device", choices=DEVICES, default=None)
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=c.cmd_distill)
+
     s = sub.add_parser("sample", help="generate samples from a trained run")
     run_options(s, 256)
     s.add_argument("--n", "--n-samples", dest="n", type=int, default=64, help=N_HELP)
-    s.add_argument("--sampler", choices=list(SAMPLERS), default=None, help=f"default {DEFAULT_SAMPLER}")
-    s.add_argument("--steps", type=int, default=None, help="noise levels of the grid (default 20)")
+    s.add_argument("--sampler", choices=list(SAMPLERS), default=None, help=f"default {DEFAULT_SAMPLER} (a distilled "
+                   f"run: consistency)")
+    s.add_argument("--steps", type=int, default=None, help="noise levels of the grid (default 20; a distilled run: 2)")
     s.add_argument("--schedule", choices=list(MODEL_GRIDS + GRIDS), default=None,
                    help="sigma grid (default auto: the run's tuned grid for --steps where tune-steps made one, else "
                         "karras)")
