@@ -111,6 +111,8 @@ def test_grid_errors_are_one_line(trained, tmp_path, capsys):
     (copy / "grids.json").write_text('{"checkpoint": "last", "ema": true, "step": 30, "grids": {"3": [1, 2, 0, 0]}}')
     assert cli("sample", copy, "--out", tmp_path / "s.csv", "--no-progress") != 0
     one_line_error(capsys, 1, "grids.json is damaged")
+    with pytest.raises(dk.DiffusekitError, match="ensemble"):  # it has no folder of its own to store them in
+        dk.Run.ensemble([trained, trained]).tune_steps([3], n=8, candidates=8)
     (copy / "grids.json").write_text("[1, 2")
     assert cli("sample", copy, "--out", tmp_path / "s.csv", "--no-progress") != 0
     one_line_error(capsys, 1, "grids.json is damaged")

@@ -255,13 +255,18 @@ class Run:
 
     def _sample_config(self, options: dict) -> SampleConfig:
         given = {k: v for k, v in options.items() if v is not None}
-        return SampleConfig.from_options(**{**sampling_defaults(self.objective), **given})
+        defaults = sampling_defaults(self.objective)  # its grid belongs to its sampler: another sampler takes neither
+        if given.get("sampler", defaults.get("sampler")) != defaults.get("sampler"):
+            defaults = {}
+        return SampleConfig.from_options(**{**defaults, **given})
 
     def tune_steps(self, steps, *, n: int = 256, order: int = 2, seed: int = 0, candidates: int = 0,
                    batch_size: int = 128) -> dict:
         """Fit a sampling grid to this model for each step count (`tune.fit_grids`: GITS-style dynamic programming on a
         fine teacher solution) and store them with the run (grids.json, for these weights), so that `sample` with
         these steps uses them by default. Returns {steps: (sigmas, summed local error)}."""
+        check(not isinstance(self.denoiser, MeanDenoiser), "tune_steps fits the grids of one run, stored in its folder; "
+              "this is an ensemble of runs", "run")
         fitted = fit_grids(self.denoiser, self.model_config, steps, n=n, order=order, seed=seed, candidates=candidates,
                            batch_size=batch_size, device=self.device)
         stored = self._stored_grids() or {}
@@ -485,7 +490,8 @@ class Run:
             f"model        {m.preset} {'U-Net' if m.kind == 'image' else 'residual MLP'}, {n_params / 1e6:.2f}M "
             f"parameters, {m.parameterization} parameterization, sigma_data {m.sigma_data}, sigma in "
             f"[{m.sigma_min:.3g}, {m.sigma_max:.3g}]",
-            f"objective    noise {t.get('noise')}, weighting {t.get('weighting')}, lr {t.get('lr')}, batch "
+            "objective    " + (f"consistency tuning (ct_q {t.get('ct_q')}), " if self.objective == "consistency" else
+                                  f"noise {t.get('noise')}, weighting {t.get('weighting')}, ") + f"lr {t.get('lr')}, batch "
             f"{t.get('batch_size')}",
             f"trained      {state['step']} steps, {state['nimg']} images, {state['elapsed'] / 60:.1f} min",
             f"checkpoints  {', '.join(c for c in ('last', 'best') if (self.path / c).is_dir())}",
