@@ -57,6 +57,9 @@ class TrainConfig(Config):
     # diffusion run, a model that samples in 1-4 calls; `distill` sets it up)
     objective: str = "diffusion"
     ct_q: float = 256.0  # consistency: how close the compared noise levels are (r = t (1 - (1 + 8 sigmoid(-t)) / q))
+    # consistency: the lower level's point is the init_from model's Euler step along its probability-flow path
+    # (consistency distillation) instead of the same noise draw (consistency training)
+    ct_teacher: bool = False
     vp_schedule: str = "linear"
     p_mean: float = -1.2
     p_std: float = 1.2
@@ -280,8 +283,11 @@ class Trainer:
         if len(self.data) == 0:
             raise DiffusekitError(f"{cfg.data} holds no samples")
         source = None
-        if not resume:
-            check_new_run(cfg, self.data)
+        check(not cfg.ct_teacher or (cfg.objective == "consistency" and cfg.init_from), "ct_teacher is consistency "
+              "distillation: it needs objective consistency and init_from, the teacher run", "ct_teacher")
+        if not resume or cfg.ct_teacher:
+            if not resume:
+                check_new_run(cfg, self.data)
             source = read_source(cfg) if cfg.init_from else None
             check(source is None or source["codec"]["kind"] == self.data.codec.kind, f"init_from {cfg.init_from} "
                   f"models {source and source['codec']['kind']}s; this data holds {self.data.codec.kind}s", "init_from")
@@ -296,6 +302,9 @@ class Trainer:
         self.net = self.denoiser.net
         if source is not None:
             init_weights(self.net, source, self.data.class_names)
+        teacher = None
+        if cfg.ct_teacher:  # the source's EMA weights, frozen (read again on a resume)
+            teacher = self.denoiser.with_net(copy.deepcopy(self.net)).eval().requires_grad_(False)
         check(not cfg.checkpointing or hasattr(self.net, "checkpointing"), "checkpointing is for the U-Net of images; "
               "a table's network is small", "checkpointing")
         self.net.checkpointing = cfg.checkpointing
@@ -308,7 +317,7 @@ class Trainer:
         weighting = cfg.weighting if cfg.weighting != "auto" else {"x0": "edm"}.get(cfg.parameterization, cfg.parameterization)
         noise = noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule, self.mcfg.sigma_min,
                                    self.mcfg.sigma_max)
-        self.loss = ConsistencyLoss(noise, cfg.ct_q) if cfg.objective == "consistency" else \
+        self.loss = ConsistencyLoss(noise, cfg.ct_q, teacher) if cfg.objective == "consistency" else \
             DiffusionLoss(noise, weighting, self.mcfg.sigma_data, cfg.min_snr_gamma)
         self.sampling = SampleConfig.from_options(**sampling_defaults(cfg.objective))
         self.step, self.elapsed, self._perm = 0, 0.0, (None, None)
