@@ -250,7 +250,7 @@ class Run:
         c = self._sample_config(options)
         grid = grid_name(c.grid, c.steps, self.grids, c.rho, c.sigma_min, c.sigma_max)
         knobs = "".join(f", {k} {v:g}" for k, v in c.knobs.items())
-        return f"sampler {c.sampler}{knobs}, {c.steps} steps, " + ("the run's tuned grid" if grid == "tuned"
+        return f"sampler {c.sampler}{knobs}, {c.steps} step{'s' * (c.steps != 1)}, " + ("the run's tuned grid" if grid == "tuned"
                                                                    else f"{grid} grid")
 
     def _sample_config(self, options: dict) -> SampleConfig:
