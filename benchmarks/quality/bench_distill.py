@@ -1,6 +1,6 @@
 """Consistency tuning (distill) of a trained Fashion-MNIST run: FCD at 1, 2 and 4 network calls on held-out sampling
 seeds against the teacher's best FCD, the distillation's time against the teacher's training time, and images per
-second at each point against the teacher at 10 calls (its default sampling).
+second at each point against the teacher at 10 calls (its default sampling) and at the same calls (DPM-Solver++(2M)).
 
     python benchmarks/quality/bench_distill.py TEACHER --minutes 3.75 [--lr 1e-4] [--ct-q 256] [--ct-teacher] [--calls 1 2 4]
                                               [--teacher-best benchmarks/results/tune_steps_15min.json] [--name NAME]
@@ -63,6 +63,8 @@ def main():
     point(teacher, "teacher", steps=10)
     for calls in a.calls:
         point(student, "distilled", steps=calls)
+        if calls > 1:  # the training-free baseline at the same calls: the teacher with a deterministic solver
+            point(teacher, "teacher", steps=calls, sampler="dpmpp-2m")
     best = min(q["fcd"] for q in points if q["model"] == "teacher")
     if a.teacher_best:
         ref = json.loads(Path(a.teacher_best).read_text())
