@@ -106,6 +106,9 @@ def test_distilled_run_samples_in_one_call(teacher, tmp_path):
     # a run like any other: its own sampling defaults, said; what needs a denoiser says so
     assert fast.objective == "consistency" and "consistency" in fast.sampling() and "2 steps" in fast.sampling()
     assert len(fast.sample(8)) == 8
+    assert fast.sampling(sampler="auto") == fast.sampling()  # auto is the run's own default
+    assert fast._sample_config({"sampler": "heun"}).sigma_min is None  # its grid goes with its sampler only
+    assert fast._sample_config({"steps": 1}).sigma_min == 0.821
     assert "distilled" in fast.describe()
     with pytest.raises(dk.DiffusekitError, match="consistency model"):
         fast.nll("toy:gmm8:10")

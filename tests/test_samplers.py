@@ -237,3 +237,11 @@ def test_sa_solver_first_order_is_ancestral_sampling():
     assert not torch.allclose(a, b) and not torch.allclose(a, c)  # higher orders and the corrector do act
     with pytest.raises(DiffusekitError):
         generate(D, "sa-solver", (2, 2), SIGMAS, seeds=[0, 1], predictor_order=5)
+
+
+def test_auto_sampler_follows_the_steps():
+    from diffusekit.samplers import DEFAULT_SAMPLER, SDE_MIN_STEPS, SampleConfig
+
+    assert SampleConfig.from_options(steps=SDE_MIN_STEPS).sampler == DEFAULT_SAMPLER
+    assert SampleConfig.from_options(steps=SDE_MIN_STEPS - 1).sampler == "dpmpp-2m"
+    assert SampleConfig.from_options(sampler="heun", steps=2).sampler == "heun"  # a named sampler is kept

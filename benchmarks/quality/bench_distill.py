@@ -32,6 +32,7 @@ def main():
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--ct-q", type=float, default=None)
     p.add_argument("--p-mean", type=float, default=None, help="centre of ln t (default -1.1)")
+    p.add_argument("--bf16", action="store_true", default=None)
     p.add_argument("--ct-teacher", action="store_true", default=None)
     p.add_argument("--calls", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--n", type=int, default=1000)
@@ -42,7 +43,7 @@ def main():
     a = p.parse_args()
     out = Path("runs/distill") / a.name
     settings = {k: v for k, v in (("lr", a.lr), ("ct_q", a.ct_q), ("ct_teacher", a.ct_teacher),
-                                                    ("p_mean", a.p_mean)) if v is not None}
+                                                    ("p_mean", a.p_mean), ("bf16", a.bf16)) if v is not None}
     t0 = time.time()
     student = dk.load(out, device="cpu") if (out / "last").exists() else \
         dk.distill(a.teacher, out, minutes=a.minutes, progress=False, **settings)

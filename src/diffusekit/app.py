@@ -17,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 from .checkpoint import save_samples  # noqa: E402
 from .errors import DiffusekitError  # noqa: E402
-from .samplers import DEFAULT_SAMPLER, SAMPLERS, sampling_defaults  # noqa: E402
+from .samplers import SAMPLERS, sampling_defaults  # noqa: E402
 from .viz import image_grid  # noqa: E402
 
 def said(fn):
@@ -62,10 +62,10 @@ def build_ui(service) -> gr.Blocks:
 
 def _generate_tab(service):
     run = service.run
-    default = {"sampler": DEFAULT_SAMPLER, "steps": 20, **sampling_defaults(run.objective)}
+    default = {"sampler": "auto", "steps": 20, **sampling_defaults(run.objective)}
     with gr.Tab("Generate"):
         with gr.Row():
-            sampler = gr.Dropdown(list(SAMPLERS), value=default["sampler"], label="sampler")
+            sampler = gr.Dropdown(["auto", *SAMPLERS], value=default["sampler"], label="sampler")
             steps = gr.Slider(1, 100, value=default["steps"], step=1, label="steps")
             temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="temperature", elem_id="temperature")
             seed = gr.Number(0, precision=0, minimum=0, label="seed")

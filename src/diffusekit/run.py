@@ -254,7 +254,7 @@ class Run:
                                                                    else f"{grid} grid")
 
     def _sample_config(self, options: dict) -> SampleConfig:
-        given = {k: v for k, v in options.items() if v is not None}
+        given = {k: v for k, v in options.items() if v is not None and not (k == "sampler" and v == "auto")}
         defaults = sampling_defaults(self.objective)  # its grid belongs to its sampler: another sampler takes neither
         if given.get("sampler", defaults.get("sampler")) != defaults.get("sampler"):
             defaults = {}

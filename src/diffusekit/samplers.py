@@ -285,6 +285,13 @@ SAMPLERS = {
 # The default: stochastic, second order. On Fashion-MNIST it gave the lowest FCD at 10 and 20 network calls of every
 # sampler (docs/sampling.md): its injected noise corrects part of the error an imperfect denoiser makes along the path (Karras et al. 2022, sec. 4).
 DEFAULT_SAMPLER = "dpmpp-2m-sde"
+# Below this many steps the SDE's injected noise is too coarse to be removed again, and its deterministic form (the
+# probability-flow ODE by the same solver) wins: sampler "auto" (the default) picks by the step count.
+SDE_MIN_STEPS = 8
+
+
+def auto_sampler(steps: int) -> str:
+    return DEFAULT_SAMPLER if steps >= SDE_MIN_STEPS else "dpmpp-2m"
 
 # How a consistency model (a run distilled by consistency tuning) samples when not told otherwise: ECT's two steps
 # (Geng et al. 2024), through the grid 80, 0.821, 0 (the karras grid with this sigma_min gives it: 1 step is 80, 0).
@@ -368,10 +375,10 @@ class KnobOptions(Config):
 
 @dataclass
 class SampleConfig(KnobOptions):
-    """How to sample: the sampler and its knobs, the sigma grid (steps noise levels of `grid`: auto, the model's tuned
+    """How to sample: the sampler (auto: `auto_sampler` of the steps) and its knobs, the sigma grid (steps noise levels of `grid`: auto, the model's tuned
     grid for these steps where it has one, else karras; karras spacing rho; sigma_min / sigma_max narrow the model's
     range), temperature, seed, classifier-free guidance weight (1: none)."""
-    sampler: str = DEFAULT_SAMPLER
+    sampler: str = "auto"
     steps: int = 20
     grid: str = "auto"
     rho: float | None = None
@@ -384,9 +391,11 @@ class SampleConfig(KnobOptions):
     knobs: dict = field(default_factory=dict)
 
     def validate(self):
-        check_choice("sampler", self.sampler, tuple(SAMPLERS))
+        check_choice("sampler", self.sampler, ("auto", *SAMPLERS))
         check_choice("grid", self.grid, MODEL_GRIDS + GRIDS)
         check(isinstance(self.steps, int) and self.steps >= 1, f"steps must be at least 1, got {self.steps}", "steps")
+        if self.sampler == "auto":
+            self.sampler = auto_sampler(self.steps)
         check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be >= 0, got {self.seed}", "seed")
         check(self.temperature >= 0 and math.isfinite(self.temperature),
               f"temperature must be a finite number >= 0, got {self.temperature}", "temperature")

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from ..errors import DiffusekitError
-from ..samplers import ALL_KNOBS, DEFAULT_SAMPLER, KNOBS, SAMPLERS
+from ..samplers import ALL_KNOBS, DEFAULT_SAMPLER, KNOBS, SAMPLERS, SDE_MIN_STEPS
 from ..schedules import GRIDS, MODEL_GRIDS
 from ..train import TrainConfig, int_list
 from . import commands as c
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ct-q", type=float, default=None, help="closeness of the compared noise levels (default 256)")
     d.add_argument("--ct-teacher", action="store_true", default=None, help="consistency distillation: the lower "
                    "level's point by the source model's ODE step, not the same noise draw")
+    d.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (default: the source run's)")
     d.add_argument("--batch-size", type=int, default=None, help="default: the source run's")
     d.add_argument("--seed", type=int, default=None)
     d.add_argument("--device", choices=DEVICES, default=None)
@@ -102,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate samples from a trained run")
     run_options(s, 256)
     s.add_argument("--n", "--n-samples", dest="n", type=int, default=64, help=N_HELP)
-    s.add_argument("--sampler", choices=list(SAMPLERS), default=None, help=f"default {DEFAULT_SAMPLER} (a distilled "
-                   f"run: consistency)")
+    s.add_argument("--sampler", choices=["auto", *SAMPLERS], default=None, help=f"default auto: {DEFAULT_SAMPLER} at "
+                   f"{SDE_MIN_STEPS} or more steps, else dpmpp-2m (a distilled run: consistency)")
     s.add_argument("--steps", type=int, default=None, help="noise levels of the grid (default 20; a distilled run: 2)")
     s.add_argument("--schedule", choices=list(MODEL_GRIDS + GRIDS), default=None,
                    help="sigma grid (default auto: the run's tuned grid for --steps where tune-steps made one, else "
