@@ -2,7 +2,8 @@
 seeds against the teacher's best FCD, the distillation's time against the teacher's training time, and images per
 second at each point against the teacher at 10 calls (its default sampling) and at the same calls (DPM-Solver++(2M)).
 
-    python benchmarks/quality/bench_distill.py TEACHER --minutes 3.75 [--lr 1e-4] [--ct-q 256] [--ct-teacher] [--calls 1 2 4]
+    python benchmarks/quality/bench_distill.py TEACHER --minutes 3.75 [--lr 1e-3] [--ct-q 4] [--p-mean -1.1] [--bf16]
+                                              [--calls 1 2 4]
                                               [--teacher-best benchmarks/results/tune_steps_15min.json] [--name NAME]
 
 The distilled run goes to runs/distill/NAME (reused when it is there). --teacher-best: a tune-steps benchmark file of
@@ -33,7 +34,6 @@ def main():
     p.add_argument("--ct-q", type=float, default=None)
     p.add_argument("--p-mean", type=float, default=None, help="centre of ln t (default -1.1)")
     p.add_argument("--bf16", action="store_true", default=None)
-    p.add_argument("--ct-teacher", action="store_true", default=None)
     p.add_argument("--calls", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
@@ -42,8 +42,8 @@ def main():
     p.add_argument("--name", default="distill")
     a = p.parse_args()
     out = Path("runs/distill") / a.name
-    settings = {k: v for k, v in (("lr", a.lr), ("ct_q", a.ct_q), ("ct_teacher", a.ct_teacher),
-                                                    ("p_mean", a.p_mean), ("bf16", a.bf16)) if v is not None}
+    settings = {k: v for k, v in (("lr", a.lr), ("ct_q", a.ct_q), ("p_mean", a.p_mean),
+                                                    ("bf16", a.bf16)) if v is not None}
     t0 = time.time()
     student = dk.load(out, device="cpu") if (out / "last").exists() else \
         dk.distill(a.teacher, out, minutes=a.minutes, progress=False, **settings)

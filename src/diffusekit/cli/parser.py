@@ -89,10 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="the new run's folder")
     d.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     d.add_argument("--steps", type=int, default=None, help="optimizer steps (instead of --minutes)")
-    d.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
-    d.add_argument("--ct-q", type=float, default=None, help="closeness of the compared noise levels (default 256)")
-    d.add_argument("--ct-teacher", action="store_true", default=None, help="consistency distillation: the lower "
-                   "level's point by the source model's ODE step, not the same noise draw")
+    d.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
+    d.add_argument("--ct-q", type=float, default=None, help="closeness of the compared noise levels (default 4)")
     d.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (default: the source run's)")
     d.add_argument("--batch-size", type=int, default=None, help="default: the source run's")
     d.add_argument("--seed", type=int, default=None)
