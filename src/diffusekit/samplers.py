@@ -287,7 +287,7 @@ SAMPLERS = {
 DEFAULT_SAMPLER = "dpmpp-2m-sde"
 # Below this many steps the SDE's injected noise is too coarse to be removed again, and its deterministic form (the
 # probability-flow ODE by the same solver) wins: sampler "auto" (the default) picks by the step count.
-SDE_MIN_STEPS = 8
+SDE_MIN_STEPS = 10
 
 
 def auto_sampler(steps: int) -> str:
