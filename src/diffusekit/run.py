@@ -260,7 +260,7 @@ class Run:
             defaults = {}
         return SampleConfig.from_options(**{**defaults, **given})
 
-    def tune_steps(self, steps, *, n: int = 256, order: int = 2, seed: int = 0, candidates: int = 0,
+    def tune_steps(self, steps, *, n: int = 256, order: int = 1, seed: int = 0, candidates: int = 0,
                    batch_size: int = 128) -> dict:
         """Fit a sampling grid to this model for each step count (`tune.fit_grids`: GITS-style dynamic programming on a
         fine teacher solution) and store them with the run (grids.json, for these weights), so that `sample` with

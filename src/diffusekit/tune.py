@@ -131,7 +131,7 @@ def best_paths(first, last, second, steps):
     return out
 
 
-def fit_grids(denoiser, model_config, steps, *, n: int = 256, candidates: int = 0, substeps: int = 2, order: int = 2,
+def fit_grids(denoiser, model_config, steps, *, n: int = 256, candidates: int = 0, substeps: int = 2, order: int = 1,
               seed: int = 0, batch_size: int = 128, device="cpu"):
     """Noise-level grids fitted to a model, one per step count: {steps: (sigmas (descending, ending in 0), summed
     local error of its path)}. n: teacher trajectories (random classes for a conditional model); candidates: the

@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(g, 128)
     g.add_argument("--steps", type=int, nargs="+", required=True, help="step counts (network calls) to fit, e.g. 5 10")
     g.add_argument("--n", "--n-samples", dest="n", type=int, default=256, help="teacher trajectories (default 256)")
-    g.add_argument("--order", type=int, choices=[1, 2], default=2, help="the solver scored: 1 Euler/DDIM, 2 "
-                   "DPM-Solver++(2M) (default)")
+    g.add_argument("--order", type=int, choices=[1, 2], default=1, help="the solver scored: 1 Euler/DDIM (default: "
+                   "its grids sampled best), 2 DPM-Solver++(2M)")
     g.add_argument("--candidates", type=int, default=0, help="noise levels of the fine grid (default: 64 or 4x the "
                    "most steps)")
     g.add_argument("--seed", type=int, default=0, help="seed of the teacher's noise (its own stream: never a "
