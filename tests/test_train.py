@@ -13,6 +13,7 @@ from diffusekit import load as load_run
 from diffusekit.samplers import SampleConfig, sample
 from diffusekit.analytic import gmm8
 from diffusekit.run import resume_config
+from diffusekit.errors import DiffusekitError
 from diffusekit.train import TrainConfig, Trainer
 
 
@@ -75,6 +76,21 @@ def test_lr_schedule_warmup_then_inverse_sqrt_decay(tmp_path):
     assert decay.learning_rate(79) == pytest.approx(1e-3 / 2)  # 8,000 images: 1/sqrt(4)
     decay.run()
     assert decay.opt.param_groups[0]["lr"] == pytest.approx(decay.learning_rate(0))  # the loop uses it
+
+
+def test_lr_decay_frac_falls_linearly_to_zero_over_the_end_of_the_budget(tmp_path):
+    cfg = TrainConfig(out=str(tmp_path / "w"), data="toy:moons", preset="tiny", batch_size=50, steps=40, lr=1e-3,
+                      warmup_steps=0, lr_decay_frac=0.25, log_every=1)
+    t = Trainer(cfg, progress=False)
+    assert t.learning_rate(5, 0.5) == pytest.approx(1e-3)  # stable until the last quarter
+    assert t.learning_rate(5, 0.875) == pytest.approx(5e-4) and t.learning_rate(5, 1.0) == 0.0
+    t.run()
+    with open(tmp_path / "w" / "log.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    # step i (0-based) ran with progress i / 40: 1e-3 up to step 30, then 1e-3 * (40 - i) / 10
+    assert lrs[:31] == pytest.approx([1e-3] * 31) and lrs[30:] == pytest.approx([1e-4 * (40 - i) for i in range(30, 40)])
+    with pytest.raises(DiffusekitError, match="lr_decay_frac must be in"):
+        TrainConfig(out=str(tmp_path / "x"), data="toy:moons", steps=1, lr_decay_frac=1.5).validate()
 
 
 @pytest.mark.slow

@@ -72,6 +72,9 @@ class TrainConfig(Config):
     lr: float = 2e-3  # fine-tuning too: a tenth of it fine-tuned half as well (docs/training.md)
     warmup_steps: int = 200
     lr_decay_kimg: float = 0.0  # > 0: inverse square-root decay, lr * sqrt(lr_decay_kimg / kimg seen) past it (EDM2)
+    # > 0: the learning rate falls linearly to 0 over this last fraction of the budget (steps, or this invocation's
+    # minutes): warmup-stable-decay, which lets a fixed budget end at a low-noise optimum instead of mid-flight
+    lr_decay_frac: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # 0: none
     ema_halflife_kimg: float = 20.0
@@ -118,6 +121,8 @@ class TrainConfig(Config):
         for name in ("lr_decay_kimg", "weight_decay", "grad_clip", "ema_halflife_kimg", "ema_rampup"):
             v = getattr(self, name)
             check(0 <= v < math.inf, f"{name} must be a finite number >= 0, got {v}", name)
+        check(0 <= self.lr_decay_frac <= 1, f"lr_decay_frac must be in [0, 1], got {self.lr_decay_frac}",
+              "lr_decay_frac")
         check(0 <= self.label_dropout < 1, f"label_dropout must be in [0, 1), got {self.label_dropout}", "label_dropout")
         check(self.sigma_data is None or 0 < self.sigma_data < math.inf,
               f"sigma_data must be a finite number > 0, got {self.sigma_data}", "sigma_data")
@@ -312,7 +317,7 @@ class Trainer:
         self.loss = ConsistencyLoss(noise, cfg.ct_q) if cfg.objective == "consistency" else \
             DiffusionLoss(noise, weighting, self.mcfg.sigma_data, cfg.min_snr_gamma)
         self.sampling = SampleConfig.from_options(**sampling_defaults(cfg.objective))
-        self.step, self.elapsed, self._perm = 0, 0.0, (None, None)
+        self.step, self.elapsed, self._perm, self.spent = 0, 0.0, (None, None), 0.0
         self.evaluator, self.best = None, float("inf")
         self.board = open_board(self.out / "tensorboard") if cfg.tensorboard and self.rank == 0 else None
         if cfg.eval_every and self.rank == 0:
@@ -432,18 +437,21 @@ class Trainer:
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             return loss, grad_norm
         for group in self.opt.param_groups:
-            group["lr"] = self.learning_rate(self.step)
+            group["lr"] = self.learning_rate(self.step, self.spent)
         self.opt.step()
         self._update_ema()
         return loss, grad_norm
 
-    def learning_rate(self, step: int) -> float:
-        """Linear warm-up, then constant or (lr_decay_kimg > 0) decaying as 1 / sqrt(images seen) (EDM2): a function
-        of the step alone, so a resumed run follows the same schedule."""
+    def learning_rate(self, step: int, progress: float = 0.0) -> float:
+        """Linear warm-up, then constant or (lr_decay_kimg > 0) decaying as 1 / sqrt(images seen) (EDM2), times a
+        linear fall to 0 over the last lr_decay_frac of the budget. progress is the fraction of the budget spent
+        (a function of the step under a step budget, so a resumed run follows the same schedule)."""
         cfg = self.cfg
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         if cfg.lr_decay_kimg > 0:
             lr /= math.sqrt(max((step + 1) * cfg.batch_size / (cfg.lr_decay_kimg * 1000), 1.0))
+        if cfg.lr_decay_frac > 0:
+            lr *= min(1.0, (1.0 - progress) / cfg.lr_decay_frac)
         return lr
 
     @torch.no_grad()
@@ -462,13 +470,17 @@ class Trainer:
     # ----- the loop ----------------------------------------------------------------------------------------
 
     def _should_stop(self, t_start):
-        stop = (self.cfg.steps and self.step >= self.cfg.steps) or \
-               (self.cfg.minutes and time.time() - t_start >= self.cfg.minutes * 60)
-        if self.world > 1:  # rank 0's clock decides, so every rank stops at the same step
-            flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+        """Whether the budget is spent; sets self.spent, the fraction of it spent (the larger of steps and
+        minutes where both are given)."""
+        cfg = self.cfg
+        progress = max(self.step / cfg.steps if cfg.steps else 0.0,
+                       (time.time() - t_start) / (cfg.minutes * 60) if cfg.minutes else 0.0)
+        if self.world > 1:  # rank 0's clock decides, so every rank stops at the same step with the same lr
+            flag = torch.tensor([progress], dtype=torch.float64, device=self.device)
             dist.broadcast(flag, 0)
-            stop = bool(flag.item())
-        return bool(stop)
+            progress = float(flag.item())
+        self.spent = min(progress, 1.0)
+        return progress >= 1.0
 
     def write_samples(self, path: Path):
         if self.rank != 0:
