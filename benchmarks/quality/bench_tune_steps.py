@@ -38,11 +38,15 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--reference-data", default="fashion-mnist:test")
     p.add_argument("--name", default="tune_steps")
+    p.add_argument("--grids-from", help="a result file of this script: reuse its fitted grids instead of fitting")
     a = p.parse_args()
     run = load(a.run, device="cpu")
     ev = Evaluator(a.reference_data, n_boot=10)
     fits, fit_seconds = {"karras": None}, {}
-    for order in a.orders:
+    if a.grids_from:
+        saved = json.loads(Path(a.grids_from).read_text())
+        fits.update({k: {int(n): sig for n, sig in v.items()} for k, v in saved["grids"].items() if v is not None})
+    for order in [] if a.grids_from else a.orders:
         t0 = time.time()
         fitted = fit_grids(run.denoiser, run.model_config, a.steps, n=a.fit_n, order=order)
         fit_seconds[order] = round(time.time() - t0, 1)
