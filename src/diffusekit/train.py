@@ -442,16 +442,16 @@ class Trainer:
         self._update_ema()
         return loss, grad_norm
 
-    def learning_rate(self, step: int, progress: float = 0.0) -> float:
+    def learning_rate(self, step: int, spent: float = 0.0) -> float:
         """Linear warm-up, then constant or (lr_decay_kimg > 0) decaying as 1 / sqrt(images seen) (EDM2), times a
-        linear fall to 0 over the last lr_decay_frac of the budget. progress is the fraction of the budget spent
+        linear fall to 0 over the last lr_decay_frac of the budget. spent is the fraction of the budget spent
         (a function of the step under a step budget, so a resumed run follows the same schedule)."""
         cfg = self.cfg
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         if cfg.lr_decay_kimg > 0:
             lr /= math.sqrt(max((step + 1) * cfg.batch_size / (cfg.lr_decay_kimg * 1000), 1.0))
         if cfg.lr_decay_frac > 0:
-            lr *= min(1.0, (1.0 - progress) / cfg.lr_decay_frac)
+            lr *= min(1.0, (1.0 - spent) / cfg.lr_decay_frac)
         return lr
 
     @torch.no_grad()
@@ -473,14 +473,14 @@ class Trainer:
         """Whether the budget is spent; sets self.spent, the fraction of it spent (the larger of steps and
         minutes where both are given)."""
         cfg = self.cfg
-        progress = max(self.step / cfg.steps if cfg.steps else 0.0,
-                       (time.time() - t_start) / (cfg.minutes * 60) if cfg.minutes else 0.0)
+        spent = max(self.step / cfg.steps if cfg.steps else 0.0,
+                    (time.time() - t_start) / (cfg.minutes * 60) if cfg.minutes else 0.0)
         if self.world > 1:  # rank 0's clock decides, so every rank stops at the same step with the same lr
-            flag = torch.tensor([progress], dtype=torch.float64, device=self.device)
+            flag = torch.tensor([spent], dtype=torch.float64, device=self.device)
             dist.broadcast(flag, 0)
-            progress = float(flag.item())
-        self.spent = min(progress, 1.0)
-        return progress >= 1.0
+            spent = float(flag.item())
+        self.spent = min(spent, 1.0)
+        return spent >= 1.0
 
     def write_samples(self, path: Path):
         if self.rank != 0:
