@@ -235,9 +235,10 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
                   "--fpr", 0.1), "needs labels")
     e(capsys, cli("anomaly", "fit", "--data", tmp_path / "normal.csv", "--out", tmp_path / "det"), "already holds")
     with open(tmp_path / "missing.csv", "w") as f:
-        f.write(",".join(cols) + "\n" + ",".join(["1"] * (len(cols) - 1) + [""]) + "\n")
+        f.write(",".join(cols) + "\n" + ",".join(["1"] * (len(cols) - 1) + [""]) + "\n" + ",".join(["1"] * len(cols))
+                + "\n")
     e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "missing.csv", "--out", tmp_path / "s.csv", "--fpr", 0.1),
-      "missing value")
+      "missing values (row 1)", "had none in the training data")
     e(capsys, cli("anomaly", "score", tmp_path / "nowhere", "--data", tmp_path / "test.csv", "--out", tmp_path / "s.csv", "--fpr", 0.1),
       "not a detector")
     write_csv(tmp_path / "tiny.csv", benign[:30], cols)

@@ -59,15 +59,24 @@ def save_image_atomic(image, path):
 
 def write_csv_atomic(path, header, rows, exact=False):
     """A CSV (header row unless empty; floats as %.6g, or with exact=True as the shortest text that reads back to the
-    same float64 (data, which a 6-digit copy would blur: 1234567.89, a unix time); text as is, quoted where needed),
-    written atomically."""
+    same float64 (data, which a 6-digit copy would blur: 1234567.89, a unix time), whole numbers as integers, NaN as
+    an empty cell; text as is, quoted where needed), written atomically."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if header:
         w.writerow(header)
-    num = (lambda v: repr(float(v))) if exact else (lambda v: f"{v:.6g}")
-    w.writerows([v if isinstance(v, str) else num(v) for v in row] for row in rows)
+    w.writerows([v if isinstance(v, str) else _number_text(v, exact) for v in row] for row in rows)
     write_text_atomic(path, buf.getvalue())
+
+
+def _number_text(v, exact: bool) -> str:
+    """A CSV cell: missing (NaN) empty, a whole number as an integer (an integer column reads back as one)."""
+    v = float(v)
+    if v != v:
+        return ""
+    if v.is_integer() and abs(v) < 2 ** 53:
+        return str(int(v))
+    return repr(v) if exact else f"{v:.6g}"
 
 
 def write_json_atomic(path: Path, obj):

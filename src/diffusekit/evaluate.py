@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from .checkpoint import atomic_path
 from .config import check
 from .data import Data, as_data, load_data, read_samples, to_model_space
+from .tabular import table_report
 from .data.codecs import ImageCodec
 from .errors import DiffusekitError
 from .metrics import (bootstrap_se, energy_distance, frechet_distance, kernel_inception_distance, marginal_distances,
@@ -217,10 +218,17 @@ def marginals(codec, a, b) -> dict:
     return out
 
 
-def evaluate(samples, reference_spec: str, training=None, **kw) -> dict:
+def evaluate(samples, reference_spec: str, training=None, holdout=None, target=None, **kw) -> dict:
     """Quality figures of `samples` (path or array) against a data spec (see Evaluator); with `training` (the data
-    the model was trained on, as `data.as_data` takes it) also the memorisation report's summary."""
-    out = Evaluator(reference_spec, **kw)(samples)
+    the model was trained on, as `data.as_data` takes it) also the memorisation report's summary. A table also gets
+    `tabular.table_report`'s measures (holdout: real rows not trained on, for privacy; target: a column, for
+    machine-learning efficiency)."""
+    ev = Evaluator(reference_spec, **kw)
+    out = ev(samples)
+    if not ev.is_image:
+        out.update(table_report(samples, reference_spec, holdout=holdout, target=target))
+    else:
+        check(holdout is None and target is None, "holdout and target are for tables", "holdout")
     if training is not None:
         out["memorisation"] = memorisation(samples, training).summary()
     return out

@@ -206,31 +206,61 @@ class Run:
         labels, where the data do not carry them (an array, a DataFrame)."""
         check(isinstance(n, int) and n >= 0, f"n must be >= 0 (0: all), got {n}", "n")
         size = tuple(self.model_config.in_shape[1:]) if self.kind == "image" else None
-        d = as_data(data, image_size=size, categorical=getattr(self.codec, "categories", {}),
+        target = getattr(self.codec, "target", None)
+        d = as_data(data, image_size=size, categorical=[*getattr(self.codec, "categories", {}),
+                                                        *([target["column"]] if target else [])],
                     image_fit=self.config.get("train", {}).get("image_fit", "crop"))
+        if target and target["column"] in d.codec.columns:  # its target column: the labels, in the run's classes
+            d = self._split_target(d, labels is None)
         if labels is not None:
             d = replace(d, labels=torch.as_tensor(np.asarray(labels), dtype=torch.long))
         if n:
             d = replace(d, x=d.x[:n], labels=None if d.labels is None else d.labels[:n])
         return to_model_space(d, self.codec, self.model_config.in_shape, "the run was trained on", unseen), d.labels
 
-    def to_user(self, x: torch.Tensor):
-        """Model space -> the data's units: uint8 images N x H x W x C, or a DataFrame with the table's columns."""
+    def _split_target(self, d, keep_labels: bool):
+        """A table holding the run's target column: the other columns, and (keep_labels) its values as labels."""
+        name = self.codec.target["column"]
+        j = d.codec.columns.index(name)
+        lookup = {v: k for k, v in enumerate(self.class_names)}
+        values = [str(v) for v in d.codec.decode(d.x)[:, j]]
+        bad = next((v for v in values if v not in lookup), None)
+        check(bad is None, f"column {name!r}: class {bad!r} was not in the training data (classes: "
+              f"{', '.join(self.class_names[:10])})", "data")
+        keep = [i for i, col in enumerate(d.codec.column_of_dim()) if col != j]
+        labels = torch.tensor([lookup[v] for v in values], dtype=torch.long) if keep_labels else d.labels
+        return replace(d, x=d.x[:, keep], codec=d.codec.without(name), labels=labels)
+
+    def to_user(self, x: torch.Tensor, labels=None):
+        """Model space -> the data's units: uint8 images N x H x W x C, or a DataFrame with the table's columns (a
+        run trained with a target column: with that column, the class names of `labels`, in its place)."""
         out = self.codec.decode(x)
         if self.kind == "vector":
-            return pd.DataFrame(out, columns=self.codec.columns)
+            frame = pd.DataFrame(out, columns=self.codec.columns)
+            target = self.codec.target
+            if target and labels is not None:
+                frame.insert(target["index"], target["column"], np.asarray(self.class_names, dtype=object)[labels])
+            return frame
         return out
 
     # ----- generation ----------------------------------------------------------------------------------------
 
-    def sample(self, n: int = 64, *, label=None, labels=None, return_labels=False, callback=None, progress=False,
-               **options):
+    def sample(self, n: int = 64, *, label=None, labels=None, where=None, return_labels=False, callback=None,
+               progress=False, **options):
         """n samples in the data's units. options: those of `samplers.SampleConfig` (sampler, steps, grid, rho,
         sigma_min, sigma_max, temperature, seed, guidance, batch_size) and the sampler's knobs (eta, churn, ...).
         label: one class for all (a conditional run; else random classes drawn from the seed), or labels: one per
-        sample. callback: sees every step's state (model space). return_labels: also return the labels used. A
+        sample. where: {column: value} for a table trained with a target column, rows of that class only (as label).
+        callback: sees every step's state (model space). return_labels: also return the labels used. A
         distilled run samples with its own defaults (samplers.CONSISTENCY_SAMPLING) where options do not say."""
         c = self._sample_config(options)
+        target = getattr(self.codec, "target", None)
+        if where is not None:
+            check(label is None and labels is None, "give where or label(s), not both", "where")
+            label = self.class_of(where)
+        if labels is None and label is None and target:  # a table's target: its classes in the training proportions
+            labels = torch.multinomial(torch.tensor(target["weights"]), n, replacement=True,
+                                       generator=torch.Generator().manual_seed(c.seed))
         if labels is None:
             labels = self.model_config.pick_labels(n, c.seed, label)
         else:
@@ -242,8 +272,21 @@ class Run:
         x = sample(self.denoiser, self.model_config, n, c, labels=labels, device=self.device, callback=callback,
                    progress=progress, tuned=self.grids)
         check_finite(x, "samples")
-        out = self.to_user(x)
+        out = self.to_user(x, labels)
         return (out, None if labels is None else labels.numpy()) if return_labels else out
+
+    def class_of(self, where: dict) -> int:
+        """The class index that {column: value} names: the value of a table's target column."""
+        target = getattr(self.codec, "target", None)
+        check(isinstance(where, dict) and len(where) == 1, "where is one {column: value}", "where")
+        (column, value), = where.items()
+        check(target is not None, "where needs a table trained with a target column (train --target COLUMN); "
+              "this run has none", "where")
+        check(column == target["column"], f"where: rows are drawn by the target column {target['column']!r}, not "
+              f"{column!r}", "where")
+        check(str(value) in self.class_names, f"where: column {column!r} never had the value {value!r} (values: "
+              f"{', '.join(self.class_names[:10])}{', ...' if len(self.class_names) > 10 else ''})", "where")
+        return self.class_names.index(str(value))
 
     def sampling(self, **options) -> str:
         """What `sample` with these options runs, in words: sampler, steps and the grid it resolves to."""

@@ -26,7 +26,7 @@ from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_t
                          save_checkpoint, write_json_atomic, write_text_atomic)
 from .config import Config, check, check_choice
 from .evaluate import Evaluator
-from .data import load_data
+from .data import load_data, with_target
 from .data.images import FITS, parse_size
 from .errors import DiffusekitError
 from .losses import NOISES, OBJECTIVES, WEIGHTINGS, ConsistencyLoss, DiffusionLoss, check_q, noise_distribution
@@ -65,6 +65,7 @@ class TrainConfig(Config):
     image_size: int | str | list | None = None  # fit a folder's images to N, "WIDTHxHEIGHT" or [height, width]
     image_fit: str = "crop"  # crop (fill, cut the centre) | pad (fit inside, border colour around)
     class_cond: str = "auto"  # auto (when the data has labels) | on | off
+    target: str | None = None  # a table's column used as the class label (data.with_target)
     label_dropout: float = 0.1
     dropout: float = 0.0
     batch_size: int = 128  # global batch, over all ranks and accumulation steps
@@ -108,6 +109,8 @@ class TrainConfig(Config):
         check(self.weighting != "likelihood" or self.noise == "loguniform",
               "weighting likelihood (maximum-likelihood training) needs noise loguniform", "weighting", "noise")
         check_choice("class_cond", self.class_cond, ("auto", "on", "off"))
+        check(self.target is None or (isinstance(self.target, str) and self.target and self.class_cond != "off"),
+              "target names a table column to condition on (class_cond auto or on)", "target", "class_cond")
         check((self.steps or 0) >= 0 and (self.minutes or 0) >= 0, "steps and minutes must not be negative",
               "steps", "minutes")
         check(bool(self.steps) or bool(self.minutes), "give a budget: steps N or minutes M", "steps", "minutes")
@@ -282,7 +285,10 @@ class Trainer:
               f"batch_size {cfg.batch_size} is smaller than processes x accumulation steps "
               f"({self.world * cfg.grad_accum})", "batch_size")
         self.out = Path(cfg.out)
-        self.data = load_data(cfg.data, cfg.image_size or None, image_fit=cfg.image_fit)
+        self.data = load_data(cfg.data, cfg.image_size or None, categorical=[cfg.target] if cfg.target else (),
+                              image_fit=cfg.image_fit)
+        if cfg.target:
+            self.data = with_target(self.data, cfg.target)
         if len(self.data) == 0:
             raise DiffusekitError(f"{cfg.data} holds no samples")
         source = None

@@ -21,6 +21,7 @@ from ..evaluate import Evaluator, memorisation
 from ..run import GRIDS_FILE, Latents, Run, distill, load, train
 from ..runtime import init_distributed, is_main_process, pick_device
 from ..samplers import ALL_KNOBS
+from ..tabular import table_report
 from ..train import TrainConfig
 from ..viz import image_grid, picture
 from .outputs import check_outputs, check_suffix, restorations_out, samples_out
@@ -70,7 +71,12 @@ def cmd_sample(a):
     if a.schedule:
         options["grid"] = a.schedule
     print(run.sampling(**options))
-    x, labels = run.sample(a.n, label=a.label, return_labels=True, progress=not a.no_progress, **options)
+    where = None
+    if a.where is not None:
+        column, eq, value = a.where.partition("=")
+        check(eq == "=" and column, f"--where must be COLUMN=VALUE, got {a.where!r}", "where")
+        where = {column: value}
+    x, labels = run.sample(a.n, label=a.label, where=where, return_labels=True, progress=not a.no_progress, **options)
     if a.out:
         save_samples(a.out, x, labels)
         print(f"wrote {a.n} samples to {a.out}")
@@ -295,10 +301,16 @@ def cmd_export(a):
 
 def cmd_evaluate(a):
     check_outputs([("--json", a.json, "file"), ("--neighbours", a.neighbours, "file")],
-                  inputs=[a.samples, a.reference] + ([a.training] if a.training else []))
+                  inputs=[a.samples, a.reference] + [p for p in (a.training, a.holdout) if p])
     check(a.training or not a.neighbours, "--neighbours draws samples beside their nearest training items: give "
           "--training")
-    result = Evaluator(a.reference, cache_dir=a.cache_dir, n_boot=a.bootstrap, progress=True)(a.samples)
+    ev = Evaluator(a.reference, cache_dir=a.cache_dir, n_boot=a.bootstrap, progress=True)
+    check(not ev.is_image or not (a.holdout or a.target), "--holdout and --target are for tables")
+    check(a.holdout or not a.target, "--target (machine-learning efficiency) tests on real held-out rows: give "
+          "--holdout")
+    result = ev(a.samples)
+    if not ev.is_image:
+        result.update(table_report(a.samples, a.reference, holdout=a.holdout, target=a.target))
     if a.training:
         report = memorisation(a.samples, a.training)
         result["memorisation"] = report.summary()

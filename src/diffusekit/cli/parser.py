@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="FILE.npz, a folder for PNGs (images) or FILE.csv (vectors)")
     s.add_argument("--grid", help="FILE.png: a grid of (up to 256) samples, or a scatter plot for vectors")
     s.add_argument("--class", dest="label", type=int, default=None, help="class index (conditional runs)")
+    s.add_argument("--where", default=None, metavar="COLUMN=VALUE",
+                   help="a table trained with --target COLUMN: rows of that class only")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (default 1: none)")
     knob_options(s)
     s.add_argument("--report", action="store_true", help="also print the mean exact NLL of the samples")
@@ -253,14 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
     x.set_defaults(func=c.cmd_export)
 
-    e = sub.add_parser("evaluate", help="sample quality against a data spec (FCD, KID, precision/recall; vectors: "
-                                         "energy distance)")
+    e = sub.add_parser("evaluate", help="sample quality against a data spec (FCD, KID, precision/recall; tables: "
+                                         "energy distance, column shapes, pair trends, detection, privacy)")
     e.add_argument("samples", help=".npz (arr_0), a folder of images, or a .csv table")
     e.add_argument("--reference", required=True, help="data spec, e.g. fashion-mnist:test")
     e.add_argument("--training", help="the data the model was trained on: adds the memorisation report (each "
                    "sample's nearest training item, the share of near-copies)")
     e.add_argument("--neighbours", help="FILE.png (with --training): the samples closest to a copy above their "
                    "nearest training images")
+    e.add_argument("--holdout", help="a table: real rows the model never saw (privacy: the share of samples closer "
+                   "to a training row than to a held-out one)")
+    e.add_argument("--target", help="a table's column (with --holdout): machine-learning efficiency, boosted trees "
+                   "trained on the samples and on the reference, tested on the held-out rows")
     e.add_argument("--json", help="also write the figures to this JSON file")
     e.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamples for standard errors")
     e.add_argument("--cache-dir", default=".diffusekit-cache", help="where a trained feature classifier is cached")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DiffusekitError
-from .codecs import ImageCodec, VectorCodec, codec_from_dict  # noqa: F401
+from .codecs import ImageCodec, VectorCodec, codec_from_dict, is_missing, parse_times, to_numbers  # noqa: F401
 from .images import IMAGE_EXTS, image_files, parse_size, read_image_files
 from .toys import TOYS, toy_data
 
@@ -156,8 +156,34 @@ def split_column(data: Data, name: str) -> tuple[Data, np.ndarray]:
         raise DiffusekitError(f"label column {name!r} holds text; it must be numeric (0 = normal, 1 = anomaly)")
     values = data.codec.decode(data.x)
     j = cols.index(name)
-    x, _, codec = _vectors(np.delete(values, j, axis=1), [c for c in cols if c != name])
+    x, _, codec = _vectors(np.delete(values, j, axis=1), [c for c in cols if c != name], data.codec.categories)
     return Data(x, None, codec), values[:, j].astype(np.float64)
+
+
+def with_target(data: Data, name: str) -> Data:
+    """A table whose column `name` (read as categorical: load_data(..., categorical={name})) becomes the class label,
+    its levels the class names, kept out of the features; the codec records where it was and how often each level
+    occurs, so that sampled rows are written with it (Run.to_user) in the training proportions."""
+    codec = data.codec
+    if codec.kind != "vector":
+        raise DiffusekitError("target is a column of a table; images take their classes from folders or arr_1", "target")
+    if name not in codec.columns:
+        raise DiffusekitError(f"no column {name!r} for target; the columns are {', '.join(codec.columns)}", "target")
+    if len(codec.columns) < 2:
+        raise DiffusekitError(f"target {name!r} is the table's only column; nothing is left to model", "target")
+    if name not in codec.categories:
+        raise DiffusekitError(f"target {name!r} must be read as categorical (load_data(..., categorical=[{name!r}]))",
+                              "target")
+    j = codec.columns.index(name)
+    sl = codec.slices[j]
+    if len(codec.categories[name]) > MAX_CLASSES:
+        raise DiffusekitError(f"target {name!r} has {len(codec.categories[name])} levels; a class label has at most "
+                              f"{MAX_CLASSES}", "target")
+    labels = torch.from_numpy(codec.level_index(name, data.x[:, sl].double().numpy()))
+    weights = (torch.bincount(labels, minlength=len(codec.categories[name])).double() / len(labels)).tolist()
+    keep = [d for d in range(codec.shape[0]) if not sl.start <= d < sl.stop]
+    rest = codec.without(name, {"column": name, "index": j, "weights": weights})
+    return Data(data.x[:, keep].contiguous(), labels, rest, list(codec.categories[name]))
 
 
 def _images(a_uint8: np.ndarray, labels=None, class_names=()) -> Data:
@@ -330,39 +356,32 @@ def _dataframe(df, categorical_columns=frozenset()) -> Data:
 
 
 def _table(cells: np.ndarray, columns: list, categorical_columns, path: str, first: int) -> Data:
-    """Text cells [N, C] typed by column: numbers, or categories when mostly text (or named in categorical_columns).
-    first: the row number of cells[0] in messages."""
+    """Text cells [N, C] typed by column (VectorCodec.fit): numbers, ISO dates, or categories when mostly text (or
+    named in categorical_columns); missing cells are modelled. first: the row number of cells[0] in messages."""
     dup = sorted({c for c in columns if columns.count(c) > 1})
     if dup:
         raise DiffusekitError(f"{path}: duplicated column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))}")
-    categorical = False
     for j, name in enumerate(columns):
-        missing = [i for i, v in enumerate(cells[:, j]) if v.lower() in MISSING]
-        if missing:
-            raise DiffusekitError(f"{path}: missing value {cells[missing[0], j]!r} in column {name!r}, row "
-                                  f"{missing[0] + first} (impute or drop it first; diffusekit does not impute)")
-        text = [i for i, v in enumerate(cells[:, j]) if not _is_number(v)]
-        if name in categorical_columns:
-            categorical = True
-        elif not text:
-            cells[:, j] = col = cells[:, j].astype(np.float64)
-            if not np.isfinite(col).all():
-                raise DiffusekitError(f"{path}: NaN or infinite values in column {name!r} (impute or drop them first)")
-        elif len(text) <= len(cells) / 2:  # mostly numbers: a typo, not a categorical column
-            raise DiffusekitError(f"{path}: non-numeric cell {cells[text[0], j]!r} in numeric column {name!r}, row "
+        col = cells[:, j]
+        nums = None if name in categorical_columns else to_numbers(col)
+        if nums is not None and not np.isnan(nums).all():
+            continue
+        if all(is_missing(v) for v in col):
+            raise DiffusekitError(f"{path}: column {name!r} has no values (every cell is missing); drop it")
+        if name in categorical_columns or parse_times(col) is not None:
+            continue
+        present = [i for i, v in enumerate(col) if not is_missing(v)]
+        text = [i for i in present if not _is_number(col[i])]
+        if len(text) <= len(present) / 2:  # mostly numbers: a typo, not a categorical column
+            raise DiffusekitError(f"{path}: non-numeric cell {col[text[0]]!r} in numeric column {name!r}, row "
                                   f"{text[0] + first} (a categorical column must be mostly text)")
-        else:
-            levels = len(set(cells[:, j]))
-            if levels > 100 and levels > len(cells) / 2:
-                raise DiffusekitError(f"{path}: column {name!r} has {levels} distinct text values in {len(cells)} rows: "
-                                      "an identifier, not a category (drop it)")
-            categorical = True
+        levels = len(set(col))
+        if levels > 100 and levels > len(cells) / 2:
+            raise DiffusekitError(f"{path}: column {name!r} has {levels} distinct text values in {len(cells)} rows: "
+                                  "an identifier, not a category (drop it)")
     # a column the caller names categorical stays one even when this file holds only its number-like levels: read as
     # numbers, "1" would come back from the float32 model space as 0.99999996, a level the model never saw
-    return Data(*_vectors(cells if categorical else cells.astype(np.float64), columns, categorical_columns))
-
-
-MISSING = ("", "na", "nan", "null", "none")
+    return Data(*_vectors(cells, columns, categorical_columns))
 
 
 def _is_number(v) -> bool:
