@@ -84,7 +84,7 @@ def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
     assert cli("nll", digits_run, "--data", "digits", "--method", "exactly") == 2  # argparse: unknown choice
     # NaN in a table, and a table with the wrong number of columns
     (tmp_path / "nan.csv").write_text("x0,x1\n1,2\nnan,3\n")
-    e(capsys, cli("nll", toy_run, "--data", tmp_path / "nan.csv"), "nan")
+    e(capsys, cli("nll", toy_run, "--data", tmp_path / "nan.csv"), "missing values", "had none in the training data")
     (tmp_path / "swapped.csv").write_text("x1,x0\n1,2\n")  # read by position, so scored wrong without the check
     e(capsys, cli("nll", toy_run, "--data", tmp_path / "swapped.csv"), "same names in another order")
     (tmp_path / "three.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")

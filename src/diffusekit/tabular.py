@@ -24,6 +24,7 @@ pair, and it pins pandas below 3. The definitions above are SDMetrics' (or TabSy
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .config import check
@@ -59,6 +60,8 @@ def table_report(samples, reference, *, holdout=None, target=None, max_rows: int
 
 def _typed_like(data, ref: Data) -> np.ndarray:
     """Rows of `data` in user units, typed by the reference's codec (its categorical columns stay categorical)."""
+    if isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == len(ref.codec.columns):
+        data = pd.DataFrame(data, columns=ref.codec.columns)  # rows as `Run.sample` gives them, in the same columns
     d = as_data(data, categorical=list(ref.codec.categories))
     to_model_space(d, ref.codec, ref.codec.shape, "the reference has", unseen=[])  # checks the columns
     return d.codec.decode(d.x)
