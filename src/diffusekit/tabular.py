@@ -110,7 +110,7 @@ def shapes_and_trends(codec, real_rows, syn_rows) -> dict:
         shapes[c] = gap + (ks_statistic(rp, sp) if len(rp) and len(sp) else 1.0)
 
     def discrete(k, values):  # a column as integer codes for a contingency table: numbers cut at the real deciles
-        (rn, rc), (num, cat) = real[k], values
+        rn, (num, cat) = real[k][0], values
         if rn is None:
             return cat
         cuts = np.unique(np.nanquantile(rn, DECILES)) if not np.isnan(rn).all() else np.zeros(0)
