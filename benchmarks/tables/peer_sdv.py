@@ -3,8 +3,8 @@
     python peer_sdv.py ctgan|tvae|copula TRAIN.csv OUT.csv MINUTES N_ROWS CATEGORICAL_COLUMNS_JSON
 
 CTGAN and TVAE (SDV's defaults otherwise, batch 500) get as many epochs as fit in MINUTES, more than their default
-300 where the budget allows: after a warm-up fit, a 6-epoch fit's time / 6 (setup included, so an upper bound) sets
-the epochs of the final fit; the probes count against the budget. The Gaussian copula fits in seconds. Prints one JSON line.
+300 where the budget allows: after a warm-up fit, the difference of a 6- and a 30-epoch fit gives the time per epoch
+and the setup, which set the epochs of the final fit; the probes count against the budget. The Gaussian copula fits in seconds. Prints one JSON line.
 """
 import json
 import sys
@@ -33,9 +33,10 @@ else:
         cls(metadata, epochs=n_epochs).fit(data)
         return time.time() - t
 
-    timed_fit(1)  # warm-up: the first fit pays one-time costs that a difference of two fits mistook for setup
-    per_epoch = timed_fit(6) / 6  # an upper bound (setup included): the final fit ends inside the budget
-    epochs = max(1, int((float(minutes) * 60 - (time.time() - t0)) / per_epoch))
+    timed_fit(1)  # warm-up: the first fit pays one-time costs (a cold probe made the estimate overrun the budget)
+    t6, t30 = timed_fit(6), timed_fit(30)  # setup dominates a short fit: the time per epoch is their difference
+    per_epoch = max((t30 - t6) / 24, 1e-4)
+    epochs = max(1, int((float(minutes) * 60 - (time.time() - t0) - (t6 - 6 * per_epoch)) / per_epoch))
     model = cls(metadata, epochs=epochs)
     model.fit(data)
 seconds = time.time() - t0
