@@ -28,12 +28,12 @@ from safetensors.torch import load_file, save_file
 from .checkpoint import atomic_path
 from .config import check
 from .data import Data, as_data, load_data, read_samples, to_model_space
-from .tabular import table_report
 from .data.codecs import ImageCodec
 from .errors import DiffusekitError
 from .metrics import (bootstrap_se, energy_distance, frechet_distance, kernel_inception_distance, marginal_distances,
                       precision_recall)
 from .nets.classifier import FeatureClassifier
+from .tabular import table_report
 from .viz import image_grid
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -224,11 +224,11 @@ def evaluate(samples, reference_spec: str, training=None, holdout=None, target=N
     `tabular.table_report`'s measures (holdout: real rows not trained on, for privacy; target: a column, for
     machine-learning efficiency)."""
     ev = Evaluator(reference_spec, **kw)
+    check(not ev.is_image or (holdout is None and target is None), "holdout and target are for tables", "holdout",
+          "target")
     out = ev(samples)
     if not ev.is_image:
-        out.update(table_report(samples, reference_spec, holdout=holdout, target=target))
-    else:
-        check(holdout is None and target is None, "holdout and target are for tables", "holdout")
+        out.update(table_report(samples, ev.ref, holdout=holdout, target=target))
     if training is not None:
         out["memorisation"] = memorisation(samples, training).summary()
     return out

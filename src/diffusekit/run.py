@@ -206,7 +206,7 @@ class Run:
         labels, where the data do not carry them (an array, a DataFrame)."""
         check(isinstance(n, int) and n >= 0, f"n must be >= 0 (0: all), got {n}", "n")
         size = tuple(self.model_config.in_shape[1:]) if self.kind == "image" else None
-        target = getattr(self.codec, "target", None)
+        target = self.codec.target
         d = as_data(data, image_size=size, categorical=[*getattr(self.codec, "categories", {}),
                                                         *([target["column"]] if target else [])],
                     image_fit=self.config.get("train", {}).get("image_fit", "crop"))
@@ -227,9 +227,9 @@ class Run:
         bad = next((v for v in values if v not in lookup), None)
         check(bad is None, f"column {name!r}: class {bad!r} was not in the training data (classes: "
               f"{', '.join(self.class_names[:10])})", "data")
-        keep = [i for i, col in enumerate(d.codec.column_of_dim()) if col != j]
+        x, codec = d.codec.split(d.x, name)
         labels = torch.tensor([lookup[v] for v in values], dtype=torch.long) if keep_labels else d.labels
-        return replace(d, x=d.x[:, keep], codec=d.codec.without(name), labels=labels)
+        return replace(d, x=x, codec=codec, labels=labels)
 
     def to_user(self, x: torch.Tensor, labels=None):
         """Model space -> the data's units: uint8 images N x H x W x C, or a DataFrame with the table's columns (a
@@ -254,7 +254,7 @@ class Run:
         callback: sees every step's state (model space). return_labels: also return the labels used. A
         distilled run samples with its own defaults (samplers.CONSISTENCY_SAMPLING) where options do not say."""
         c = self._sample_config(options)
-        target = getattr(self.codec, "target", None)
+        target = self.codec.target
         if where is not None:
             check(label is None and labels is None, "give where or label(s), not both", "where")
             label = self.class_of(where)
@@ -277,7 +277,7 @@ class Run:
 
     def class_of(self, where: dict) -> int:
         """The class index that {column: value} names: the value of a table's target column."""
-        target = getattr(self.codec, "target", None)
+        target = self.codec.target
         check(isinstance(where, dict) and len(where) == 1, "where is one {column: value}", "where")
         (column, value), = where.items()
         check(target is not None, "where needs a table trained with a target column (train --target COLUMN); "

@@ -28,11 +28,11 @@ import pandas as pd
 import torch
 
 from .config import check
-from .data import Data, as_data, to_model_space
+from .data import Data, as_data, check_columns
 from .data.codecs import parse_times, to_numbers
 
 DECILES = np.linspace(0.1, 0.9, 9)
-MAX_CLASSES = 20  # a numeric target with at most this many distinct integers is a class
+NUMERIC_CLASS_MAX = 20  # a numeric target with at most this many distinct integers is a class
 
 
 def table_report(samples, reference, *, holdout=None, target=None, max_rows: int = 20_000, seed: int = 0) -> dict:
@@ -63,7 +63,7 @@ def _typed_like(data, ref: Data) -> np.ndarray:
     if isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == len(ref.codec.columns):
         data = pd.DataFrame(data, columns=ref.codec.columns)  # rows as `Run.sample` gives them, in the same columns
     d = as_data(data, categorical=list(ref.codec.categories))
-    to_model_space(d, ref.codec, ref.codec.shape, "the reference has", unseen=[])  # checks the columns
+    check_columns(d.codec.columns, ref.codec.columns, "the reference has")  # values are checked when encoded
     return d.codec.decode(d.x)
 
 
@@ -162,7 +162,7 @@ def detection_auroc(x_real: np.ndarray, x_syn: np.ndarray, seed: int = 0, folds:
 
 def ml_efficiency(codec, target: str, real_rows, syn_rows, hold_rows, seed: int = 0) -> dict:
     """Boosted trees trained on synthetic rows and on real training rows, tested on real held-out rows. The target is
-    a class when categorical or when it holds at most MAX_CLASSES distinct integers (AUROC for two classes, else
+    a class when categorical or when it holds at most NUMERIC_CLASS_MAX distinct integers (AUROC for two classes, else
     accuracy), else a number (R^2)."""
     from sklearn.metrics import accuracy_score, r2_score, roc_auc_score
 
@@ -173,7 +173,7 @@ def ml_efficiency(codec, target: str, real_rows, syn_rows, hold_rows, seed: int 
     keep = [k for k in range(len(codec.columns)) if k != j]
     feats = lambda rows: rest.encode(rows[:, keep], unseen=[]).numpy()  # noqa: E731
     values = to_numbers(real_rows[:, j]) if target not in codec.categories else None
-    is_class = values is None or (codec.decimals.get(target) == 0 and len(np.unique(values)) <= MAX_CLASSES)
+    is_class = values is None or (codec.decimals.get(target) == 0 and len(np.unique(values)) <= NUMERIC_CLASS_MAX)
     if is_class:
         text = lambda rows: np.array([str(v) if values is None else repr(float(v)) for v in rows[:, j]])  # noqa: E731
         levels = {v: k for k, v in enumerate(sorted(set(text(real_rows))))}

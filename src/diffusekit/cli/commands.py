@@ -17,11 +17,10 @@ from ..anomaly import UNSEEN_PENALTY
 from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic, write_text_atomic
 from ..detector import AnomalyDetector
 from ..errors import DiffusekitError, check
-from ..evaluate import Evaluator, memorisation
+from ..evaluate import evaluate, memorisation
 from ..run import GRIDS_FILE, Latents, Run, distill, load, train
 from ..runtime import init_distributed, is_main_process, pick_device
 from ..samplers import ALL_KNOBS
-from ..tabular import table_report
 from ..train import TrainConfig
 from ..viz import image_grid, picture
 from .outputs import check_outputs, check_suffix, restorations_out, samples_out
@@ -304,13 +303,10 @@ def cmd_evaluate(a):
                   inputs=[a.samples, a.reference] + [p for p in (a.training, a.holdout) if p])
     check(a.training or not a.neighbours, "--neighbours draws samples beside their nearest training items: give "
           "--training")
-    ev = Evaluator(a.reference, cache_dir=a.cache_dir, n_boot=a.bootstrap, progress=True)
-    check(not ev.is_image or not (a.holdout or a.target), "--holdout and --target are for tables")
     check(a.holdout or not a.target, "--target (machine-learning efficiency) tests on real held-out rows: give "
           "--holdout")
-    result = ev(a.samples)
-    if not ev.is_image:
-        result.update(table_report(a.samples, a.reference, holdout=a.holdout, target=a.target))
+    result = evaluate(a.samples, a.reference, holdout=a.holdout, target=a.target, cache_dir=a.cache_dir,
+                      n_boot=a.bootstrap, progress=True)
     if a.training:
         report = memorisation(a.samples, a.training)
         result["memorisation"] = report.summary()

@@ -154,10 +154,9 @@ def split_column(data: Data, name: str) -> tuple[Data, np.ndarray]:
         raise DiffusekitError(f"no column {name!r}; the columns are {', '.join(cols)}")
     if name in data.codec.categories:
         raise DiffusekitError(f"label column {name!r} holds text; it must be numeric (0 = normal, 1 = anomaly)")
-    values = data.codec.decode(data.x)
     j = cols.index(name)
-    x, _, codec = _vectors(np.delete(values, j, axis=1), [c for c in cols if c != name], data.codec.categories)
-    return Data(x, None, codec), values[:, j].astype(np.float64)
+    x, codec = data.codec.split(data.x, name)
+    return Data(x, None, codec), data.codec.decode(data.x)[:, j].astype(np.float64)
 
 
 def with_target(data: Data, name: str) -> Data:
@@ -181,9 +180,8 @@ def with_target(data: Data, name: str) -> Data:
                               f"{MAX_CLASSES}", "target")
     labels = torch.from_numpy(codec.level_index(name, data.x[:, sl].double().numpy()))
     weights = (torch.bincount(labels, minlength=len(codec.categories[name])).double() / len(labels)).tolist()
-    keep = [d for d in range(codec.shape[0]) if not sl.start <= d < sl.stop]
-    rest = codec.without(name, {"column": name, "index": j, "weights": weights})
-    return Data(data.x[:, keep].contiguous(), labels, rest, list(codec.categories[name]))
+    x, rest = codec.split(data.x, name, {"column": name, "index": j, "weights": weights})
+    return Data(x, labels, rest, list(codec.categories[name]))
 
 
 def _images(a_uint8: np.ndarray, labels=None, class_names=()) -> Data:

@@ -15,6 +15,7 @@ from ..errors import DiffusekitError
 
 class ImageCodec:
     kind = "image"
+    target = None  # images take their classes from folders or arr_1, never from a column
 
     def __init__(self, channels: int, size):
         """size: an int (square) or (height, width)."""
@@ -83,8 +84,6 @@ def is_missing(v) -> bool:
 def to_numbers(col) -> np.ndarray | None:
     """A column's cells as float64, NaN where missing; None when a present cell is not a number."""
     col = np.asarray(col)
-    if col.dtype != object:
-        return col.astype(np.float64)
     try:
         return col.astype(np.float64)  # the common case, fast: every cell a number
     except (TypeError, ValueError):
@@ -146,17 +145,17 @@ class VectorCodec:
         # the class-label column kept out of the features (`without`): {"column", "index", "weights" of its levels}
         self.target = dict(target) if target else None
         # the model dimensions of each column, in column order
+        self._codes = {c: _bit_codes(len(self.categories[c])) for c in self.bits}
         self.slices, d = [], 0
         for c in self.columns:
             k = self._width(c)
             self.slices.append(slice(d, d + k))
             d += k
         self._lookup = {c: _level_lookup(levels) for c, levels in self.categories.items()}
-        self._codes = {c: _bit_codes(len(self.categories[c])) for c in self.bits}
 
     def _width(self, c) -> int:
         if c in self.bits:
-            return _bit_codes(len(self.categories[c])).shape[1]
+            return self._codes[c].shape[1]
         if c in self.categories:
             return len(self.categories[c])
         return 2 if c in self.missing else 1
@@ -272,8 +271,7 @@ class VectorCodec:
         return torch.from_numpy(x).float()
 
     def _encode_levels(self, c, cells, unseen):
-        n_dims = len(self.categories[c]) if c not in self.bits else self._codes[c].shape[1]
-        block = -np.ones((len(cells), n_dims))
+        block = -np.ones((len(cells), self._width(c)))
         for i, v in enumerate(cells):
             k = self._lookup[c]("" if is_missing(v) else v)
             if k is not None:
@@ -310,6 +308,11 @@ class VectorCodec:
             d[key] = [c for c in d.get(key, ()) if c != name]
         d["target"] = target
         return codec_from_dict(d)
+
+    def split(self, x: torch.Tensor, name: str, target=None) -> tuple[torch.Tensor, "VectorCodec"]:
+        """Model-space rows x without column `name`'s dimensions, and the codec for them (`without`)."""
+        sl = self.slices[self.columns.index(name)]
+        return torch.cat([x[:, :sl.start], x[:, sl.stop:]], 1), self.without(name, target)
 
     def to_dict(self):
         d = {"kind": "vector", "mean": self.mean.tolist(), "std": self.std.tolist(), "columns": self.columns}
