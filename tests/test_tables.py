@@ -117,6 +117,11 @@ def test_csv_errors(tmp_path, capsys):
                   "--target", "nope"), "no column 'nope'")
     e(capsys, cli("train", "--data", "digits", "--out", tmp_path / "r", "--steps", 1, "--target", "x"),
       "target is a column of a table")
+    e(capsys, cli("train", "--data", tmp_path / "ok.csv", "--out", tmp_path / "r", "--steps", 1, "--target", "colour",
+                  "--class-cond", "off"), "--class-cond auto or on")
+    write(tmp_path / "one.csv", [[r[1]] for r in rows], ("colour",))
+    e(capsys, cli("train", "--data", tmp_path / "one.csv", "--out", tmp_path / "r", "--steps", 1, "--target",
+                  "colour"), "only column")
     assert not (tmp_path / "r").exists()
 
 

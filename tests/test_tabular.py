@@ -65,5 +65,9 @@ def test_table_report_errors(tmp_path, capsys):
       "--holdout")
     e(capsys, cli("evaluate", tmp_path / "real.csv", "--reference", tmp_path / "real.csv", "--holdout",
                   tmp_path / "real.csv", "--target", "nope"), "no column 'nope'")
+    images = tmp_path / "digits.npz"
+    np.savez(images, np.zeros((8, 8, 8, 1), np.uint8))
+    e(capsys, cli("evaluate", images, "--reference", "digits", "--holdout", tmp_path / "real.csv"),
+      "--holdout and --target are for tables")
     real.drop(columns="z").to_csv(tmp_path / "fewer.csv", index=False)
     e(capsys, cli("evaluate", tmp_path / "fewer.csv", "--reference", tmp_path / "real.csv"), "rows of 4 values")
