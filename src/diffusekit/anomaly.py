@@ -20,7 +20,9 @@ Scores, each higher = less like the normal data:
   noised a little. The reference holds normal samples that are never calibration samples (`Detector._fit_reference`).
   On the Fashion-MNIST one-class protocol it is the strongest score by far, above the k-NN distance on pixels: a
   model of one class represents that class's shapes, and the others land far from them. On tables it is about as
-  good as the k-NN distance on the standardized columns (the best component on two of three benchmark tables).
+  good as the k-NN distance on the standardized columns (the best component on two of three benchmark tables);
+- ``input_neighbours`` (tables): the same distance in the standardized columns themselves, against the same reference
+  rows: the k-NN distance, which leads wide tabular benchmarks (ADBench), as a component of the combination.
 For images the reconstruction errors are first corrected for complexity like the likelihood: a simple image (a
 digit on black) is reconstructed with less error than a detailed one, whatever data the model learned, so the raw
 error calls simple out-of-distribution images normal (Fashion-MNIST model against MNIST: AUROC 0.29). Each is
@@ -320,7 +322,7 @@ def min_variance_weights(z: torch.Tensor) -> torch.Tensor:
 def component_scores(raw: dict, stats: dict) -> dict:
     out = {"profile": _mahalanobis(binned_profile(raw["profile"], stats), stats["profile_mean"],
                                    stats["profile_precision"], stats["profile_one_sided"])}
-    for k in ("reconstruction", "reconstruction_features", "likelihood", "neighbours"):
+    for k in ("reconstruction", "reconstruction_features", "likelihood", "neighbours", "input_neighbours"):
         if k in raw:
             out[k] = raw[k]
     for k, (a, b) in stats.get("complexity_line", {}).items():  # absent: a detector fit without the correction
@@ -366,9 +368,10 @@ def per_dim_z(raw: dict, stats: dict) -> torch.Tensor:
 
 
 def default_holdout(n: int) -> float:
-    """Fraction of n normal samples `fit` holds out by default: 30%, raised up to half to hold out 40 (20 to fit the
-    scores and 20 to calibrate) when the data allow it."""
-    return min(0.5, max(0.3, 40 / max(n, 1)))
+    """Fraction of n normal samples `fit` holds out by default: 30%, raised to hold out 40 (20 to fit the scores and
+    20 to calibrate) where that leaves at least 30 to train on (or half of them)."""
+    n = max(n, 1)
+    return min(max(0.5, 1 - 30 / n), max(0.3, 40 / n))
 
 
 def _split(n: int, seed: int, n_held: int) -> tuple[torch.Tensor, torch.Tensor]:

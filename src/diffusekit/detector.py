@@ -36,18 +36,22 @@ from .runtime import map_batches
 from .viz import line_plot
 
 REFERENCE_FILE = "reference.safetensors"
+NEIGHBOUR_SCORES = {"representation": "neighbours", "input": "input_neighbours"}  # reference space -> score
 # what detector.json must hold (fit writes them all)
 INFO_KEYS = ("runs", "data", "kind", "stats", "calibration", "n_calibration", "seed", "draws", "features", "data_sha256")
 STATS_KEYS = ("weights", "median", "mad", "profile_mean", "profile_precision", "profile_bins", "profile_one_sided",
               "per_dim_mean", "per_dim_std")
 
 
-def _load_reference(f, device) -> torch.Tensor:
+def _load_reference(f, device) -> dict:
+    """The nearest-neighbour scores' normal samples: {"representation": [N, F], and for tables "input": [N, D]}."""
     if not f.is_file():
         raise DiffusekitError(f"the detector folder lacks {f.name} (its nearest-neighbour score's normal samples): "
                               f"copy the whole folder, or fit it again")
     try:
-        return load_file(str(f))["representation"].float().to(device)
+        ref = load_file(str(f))
+        ref["representation"]  # noqa: B018 (every detector's reference has it: a KeyError is a damaged file)
+        return {space: ref[space].float().to(device) for space in NEIGHBOUR_SCORES if space in ref}
     except (SafetensorError, KeyError, OSError) as e:
         raise DiffusekitError(f"{f} is corrupt: {e}") from None
 
@@ -95,7 +99,7 @@ class DetectorConfig(Config):
     """How to fit a detector. Training (when no trained runs are given): `minutes` (3; shared by the models) or
     `steps` (per model), `models` (models trained with seeds seed + 1000 k and scored as one, their mean denoiser;
     3 for tables, 1 for images), `preset`, `holdout` (the fraction of the normal data kept from training to fit and
-    calibrate the scores: 30%, up to half when that holds out 40). features: also compare reconstructions in the
+    calibrate the scores: 30%, more to hold out 40 where 30 are left to train on). features: also compare reconstructions in the
     shipped classifier's features (fashion-mnist, digits); it was trained on every class of its set, so not for
     anomalies that are classes of that set."""
     minutes: float | None = None
@@ -174,7 +178,7 @@ class AnomalyDetector:
     def __init__(self, path, run: Run, info: dict):
         self.path, self.run, self.info, self.device = Path(path), run, info, run.device
         self.features = _feature_fn(info["data"], run, self.device) if info["features"] else None
-        self.reference = None  # the nearest-neighbour score's normal samples, in the network's representation
+        self.reference = None  # the nearest-neighbour scores' normal samples (`_load_reference`)
         if "neighbours" in info.get("stats", {}):  # no stats yet while fitting
             self.reference = _load_reference(self.path / REFERENCE_FILE, self.device)
 
@@ -253,7 +257,7 @@ class AnomalyDetector:
         if n_held < 40:  # said before any training is spent
             raise DiffusekitError(f"too little held-out normal data: {n_held} of {n} samples; the detector needs at "
                                   f"least 40 (20 to fit the scores, 20 to calibrate; 99 calibration samples for fpr "
-                                  f"0.01): give more normal data{' or a larger holdout' if n >= 80 else ''}", "holdout")
+                                  f"0.01): give more normal data{' or a larger holdout' if n >= 70 else ''}", "holdout")
         train_idx, held = _split(n, c.seed, n_held)
         if runs is None:
             run_paths = _train_models(data, train_idx, out, run_refs, c, device, progress)
@@ -301,23 +305,24 @@ class AnomalyDetector:
                          draws=info["draws"], progress=progress,
                          with_representation=True)  # absent for networks without one (a diffusers U-Net)
         if "representation" in raw:
-            raw["neighbours"] = self._fit_reference(data, held, raw.pop("representation"), batch_size)
+            raw.update(self._fit_reference(data, held, x, raw.pop("representation"), batch_size))
         info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()},
                                   profile_one_sided=self.run.codec.kind == "vector")
         if self.reference is not None:
             info["stats"]["neighbours"] = {"k": NEIGHBOURS, "level": REPRESENTATION_LEVEL,
-                                           "n_reference": len(self.reference)}
+                                           "n_reference": len(self.reference["representation"])}
         info.pop("run", None)
         info["calibration"] = sorted(self.combined({name: v[k:] for name, v in raw.items()},
                                                    [(i - k, c, v) for i, c, v in unseen if i >= k])[0].tolist())
         self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path / "detector.json", info)
 
-    def _fit_reference(self, data, held, rep_held, batch_size):
+    def _fit_reference(self, data, held, x_held, rep_held, batch_size):
         """Choose the nearest-neighbour score's reference, a seeded subset of at most MAX_REFERENCE of the normal
         samples that are not calibration samples (those the models trained on, and the fit half), write it, and return
-        the held-out samples' distances [N]: the fit half's leave-one-out, the calibration half's to the whole
-        reference (as new samples will be). The calibration samples never enter the reference: their distances are
+        the held-out samples' distances [N] ("neighbours"; for tables also "input_neighbours", in the standardized
+        columns themselves): the fit half's leave-one-out, the calibration half's to the whole reference (as new
+        samples will be). The calibration samples never enter the reference: their distances are
         then exchangeable with new normal samples', and the conformal guarantee holds."""
         k, seed = self.info["n_fit"], self.info["seed"]
         rest = torch.ones(len(data.x), dtype=torch.bool)
@@ -326,19 +331,24 @@ class AnomalyDetector:
         pick = torch.randperm(len(train_rows) + k, generator=torch.Generator().manual_seed(seed))
         pick = pick[:MAX_REFERENCE].sort().values
         train_pick, fit_pick = train_rows[pick[pick < len(train_rows)]], pick[pick >= len(train_rows)] - len(train_rows)
+        xt = self.encode(Data(data.x[train_pick], None, data.codec, data.class_names))[0] if len(train_pick) \
+            else x_held[:0]
         parts = [rep_held[fit_pick]]
         if len(train_pick):
-            xt = self.encode(Data(data.x[train_pick], None, data.codec, data.class_names))[0]
             parts.insert(0, map_batches(lambda idx, seeds: representation(self.run, xt[idx].to(self.device), seeds),
                                         len(xt), batch_size, seed=seed, stream=ANOMALY_STREAM + 1))
-        ref = torch.cat(parts)
+        ref = {"representation": torch.cat(parts)}
+        if self.run.codec.kind == "vector":
+            ref["input"] = torch.cat([xt.float(), x_held[fit_pick].float()])
         self_index = torch.full((k,), -1, dtype=torch.long)
-        self_index[fit_pick] = torch.arange(len(ref) - len(fit_pick), len(ref))
+        self_index[fit_pick] = torch.arange(len(ref["representation"]) - len(fit_pick), len(ref["representation"]))
         self.path.mkdir(parents=True, exist_ok=True)
-        save_tensors_atomic(self.path / REFERENCE_FILE, {"representation": ref.half()})
-        self.reference = ref.half().float().to(self.device)  # scored as it is stored
-        return torch.cat([neighbour_distance(rep_held[:k].to(self.device), self.reference, self_index=self_index),
-                          neighbour_distance(rep_held[k:].to(self.device), self.reference)]).cpu()
+        save_tensors_atomic(self.path / REFERENCE_FILE, {space: r.half() for space, r in ref.items()})
+        self.reference = {space: r.half().float().to(self.device) for space, r in ref.items()}  # scored as stored
+        held_rows = {"representation": rep_held, "input": x_held}
+        return {NEIGHBOUR_SCORES[space]: torch.cat([
+            neighbour_distance(held_rows[space][:k].to(self.device), r, self_index=self_index),
+            neighbour_distance(held_rows[space][k:].to(self.device), r)]).cpu() for space, r in self.reference.items()}
 
     # ----- scoring -------------------------------------------------------------------------------------------
 
@@ -368,7 +378,9 @@ class AnomalyDetector:
                          draws=self.info["draws"],
                          progress=progress, with_representation=self.reference is not None)
         if self.reference is not None:
-            raw["neighbours"] = neighbour_distance(raw.pop("representation").to(self.device), self.reference).cpu()
+            rows = {"representation": raw.pop("representation"), "input": x}
+            raw.update({NEIGHBOUR_SCORES[space]: neighbour_distance(rows[space].to(self.device), r).cpu()
+                        for space, r in self.reference.items()})
         s, z = self.combined(raw, unseen)
         out = {"score": s, "p_value": conformal_p_values(s, torch.tensor(self.info["calibration"])), "z": z,
                "per_dim_z": per_dim_z(raw, self.stats)}
