@@ -87,11 +87,13 @@ def run_system(system, train_csv: Path, out: Path, minutes: float, n_rows: int, 
 
 def rebalance(out: Path, train: pd.DataFrame, hold: pd.DataFrame, n: int = 1000) -> dict:
     """n synthetic rows of the minority class (`sample --where class=...`): are they all of it, and does a classifier
-    trained on the real rows plus them score the minority class better than one trained on the real rows alone?"""
+    trained on the real rows plus synthetic ones score the minority class better than one trained on the real rows
+    alone? Two ways of adding them: as many as balance the two largest classes (the usual oversampling), and all n."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-    minority = train["class"].value_counts().idxmin()
+    counts = train["class"].value_counts()
+    minority = counts.idxmin()
     path = out / "minority.csv"
     subprocess.run([sys.executable, "-m", "diffusekit", "sample", str(out / "diffusekit-run"), "--n", str(n),
                     "--where", f"class={minority}", "--out", str(path), "--no-progress"], check=True)
@@ -100,9 +102,11 @@ def rebalance(out: Path, train: pd.DataFrame, hold: pd.DataFrame, n: int = 1000)
     feats = lambda df: codec.without("class").encode(df.drop(columns="class").to_numpy(dtype=object),  # noqa: E731
                                                       unseen=[]).numpy()
     y_test = (hold["class"] == minority).to_numpy()
-    result = {"minority": minority, "n_train_minority": int((train["class"] == minority).sum()),
+    n_balance = int(counts.max() - counts[minority])
+    result = {"minority": minority, "n_train_minority": int(counts[minority]), "n_added_to_balance": n_balance,
               "synthetic_rows_of_that_class": float((extra["class"] == minority).mean())}
-    for name, df in (("real", train), ("real_plus_synthetic", pd.concat([train, extra], ignore_index=True))):
+    for name, df in (("real", train), ("real_plus_balancing", pd.concat([train, extra[:n_balance]], ignore_index=True)),
+                     ("real_plus_synthetic", pd.concat([train, extra], ignore_index=True))):
         model = HistGradientBoostingClassifier(random_state=0).fit(feats(df), (df["class"] == minority).to_numpy())
         p = model.predict_proba(feats(hold))[:, 1]
         result[name] = {"auroc": float(roc_auc_score(y_test, p)), "average_precision":
@@ -116,17 +120,25 @@ def main():
     p.add_argument("--sets", nargs="+", default=[*KEEL, "breast-cancer"])
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument("--out", default="runs/synth")
+    p.add_argument("--rebalance-only", action="store_true",
+                   help="only the minority-rows check again, with the diffusekit runs already in --out")
     a = p.parse_args()
     runs = Path(a.out)
     runs.mkdir(parents=True, exist_ok=True)
     res_path = RESULTS / f"synth_{a.minutes:g}min.json"
     report = json.loads(res_path.read_text()) if res_path.exists() else {}
-    report["setup"] = {"cores": len(os.sched_getaffinity(0)), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    if not a.rebalance_only:
+        report["setup"] = {"cores": len(os.sched_getaffinity(0)), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     for name in a.sets:
         out = runs / name
         out.mkdir(exist_ok=True)
         df = breast_cancer() if name == "breast-cancer" else keel_table(name)
         train, hold = split(df)
+        if a.rebalance_only:  # the same split: the run in --out was trained on it
+            report[name]["diffusekit"]["rebalance"] = rebalance(out, train, hold)
+            print(f"   minority rows: {report[name]['diffusekit']['rebalance']}", flush=True)
+            res_path.write_text(json.dumps(report, indent=2))
+            continue
         train.to_csv(out / "train.csv", index=False)
         hold.to_csv(out / "holdout.csv", index=False)
         categorical = sorted(load_data(str(out / "train.csv")).codec.categories)
