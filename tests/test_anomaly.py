@@ -602,3 +602,31 @@ def test_one_sided_profile_counts_only_errors_above_normal():
     test = {"profile": torch.cat([below, above]), "reconstruction": torch.zeros(10), "likelihood": torch.zeros(10)}
     s1, s2 = component_scores(test, one)["profile"], component_scores(test, two)["profile"]
     assert (s1[:5] == 0).all() and (s2[:5] > 0.5).all() and torch.allclose(s1[5:], s2[5:])
+
+
+def test_equal_weights_for_tables_resist_an_uninformative_independent_score():
+    """Three scores that follow one normal factor (and move together on anomalies) and one that is noise, independent
+    of them: the least-variance weights give the noise the largest weight (independent, it lowers the variance most),
+    and their combination separates worse than the plain mean of the z-scores (`weights="equal"`, tables)."""
+    from sklearn.metrics import roc_auc_score
+
+    from diffusekit.anomaly import combine, fit_stats
+
+    g = torch.Generator().manual_seed(0)
+
+    def rows(n, shift):
+        common = torch.randn(n, generator=g, dtype=torch.float64) + shift
+        noisy = lambda: common + 0.3 * torch.randn(n, generator=g, dtype=torch.float64)  # noqa: E731
+        prof = torch.randn(n, 2, generator=g, dtype=torch.float64)
+        return {"profile": prof, "reconstruction": noisy(), "likelihood": noisy(), "neighbours": noisy(),
+                "input_neighbours": torch.randn(n, generator=g, dtype=torch.float64), "per_dim": prof}
+
+    fit = rows(200, 0.0)
+    test = {k: torch.cat([a, b]) for (k, a), b in zip(rows(500, 0.0).items(), rows(500, 2.0).values())}
+    y = np.r_[np.zeros(500), np.ones(500)]
+    least, equal = fit_stats(fit), fit_stats(fit, weights="equal")
+    assert max(least["weights"], key=least["weights"].get) in ("input_neighbours", "profile"), least["weights"]
+    assert set(equal["weights"].values()) == {0.2}, equal["weights"]
+    auroc = {name: roc_auc_score(y, combine(test, stats)[0].numpy()) for name, stats in
+             (("least", least), ("equal", equal))}
+    assert auroc["equal"] > auroc["least"] + 0.02, auroc

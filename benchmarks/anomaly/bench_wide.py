@@ -12,8 +12,9 @@ anomalous, the other five normal), spambase (spam), magic (h: hadron), german (2
 (scikit-learn, optdigits-style: the 0s anomalous). Every seed s: the normal rows are split 60/40 (seeded by s); the
 detector (seed s) and every baseline are fit on the 60% only; all are scored on the other 40% plus the anomalies
 (at most 1,000 of them, a seeded draw). Baselines on the detector's model space (standardized numbers, one-hot
-categories) with defaults fixed in advance (bench_anomaly.baselines). --steps N trains each model N steps instead of
-the default budget (development only: the figures in RESULTS.md use the defaults). Each detector folder keeps the
+categories) with defaults fixed in advance (bench_anomaly.baselines). --refit fits the scores again on the models an earlier
+run trained (after a change to the scores or their combination; anomaly_wide_refit.json). --steps N trains each
+model N steps instead of the default budget (development only: the figures in RESULTS.md use the defaults). Each detector folder keeps the
 test rows' labels, scores, component z-scores and the baselines' scores (test_scores.npz).
 """
 from __future__ import annotations
@@ -66,7 +67,7 @@ def split(n_normal_rows: np.ndarray, anomalies: np.ndarray, seed: int):
     return normal[:cut], test, np.r_[np.zeros(len(normal) - cut), np.ones(len(anomalies))]
 
 
-def run_one(name: str, seed: int, out: Path, steps: int | None) -> dict:
+def run_one(name: str, seed: int, out: Path, steps: int | None, refit: bool = False) -> dict:
     from diffusekit.data import Data
     from diffusekit.data.codecs import VectorCodec
     from diffusekit.detector import AnomalyDetector
@@ -76,8 +77,12 @@ def run_one(name: str, seed: int, out: Path, steps: int | None) -> dict:
     values = cells.to_numpy(dtype=object)
     codec = VectorCodec.fit(values[tr], columns=list(cells.columns))
     t0 = time.time()
-    det = AnomalyDetector.fit(Data(codec.encode(values[tr]), None, codec), out / f"{name}-s{seed}", seed=seed,
-                              **({"steps": steps} if steps else {}))
+    normal = Data(codec.encode(values[tr]), None, codec)
+    if refit:  # the models an earlier run trained, the current scores and combination fitted again
+        det = AnomalyDetector.load(out / f"{name}-s{seed}")
+        det.refit(normal)
+    else:
+        det = AnomalyDetector.fit(normal, out / f"{name}-s{seed}", seed=seed, **({"steps": steps} if steps else {}))
     fit_seconds = time.time() - t0
     x_te, unseen = det.encode(cells.iloc[te].reset_index(drop=True))  # a level unseen in training counts, as in use
     r = det.scores(x_te, unseen)
@@ -104,14 +109,16 @@ def main():
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--out", default="runs/wide")
+    p.add_argument("--refit", action="store_true", help="reuse the models trained by an earlier run in --out "
+                   "(`AnomalyDetector.refit`: the scores and their combination fitted again with the current code)")
     a = p.parse_args()
-    res_path = RESULTS / f"anomaly_wide{f'_steps{a.steps}' if a.steps else ''}.json"
+    res_path = RESULTS / f"anomaly_wide{f'_steps{a.steps}' if a.steps else ''}{'_refit' if a.refit else ''}.json"
     report = json.loads(res_path.read_text()) if res_path.exists() else {}
     for name in a.sets:
         for seed in a.seeds:
             if str(seed) in report.get(name, {}):
                 continue  # measured already: a stopped benchmark continues where it stopped
-            row = run_one(name, seed, Path(a.out), a.steps)
+            row = run_one(name, seed, Path(a.out), a.steps, a.refit)
             report.setdefault(name, {})[str(seed)] = row
             print(name, seed, {k: round(v["auroc"], 4) for k, v in row.items() if isinstance(v, dict)},
                   {k: round(v, 3) for k, v in row["diffusekit"]["components"].items()}, flush=True)

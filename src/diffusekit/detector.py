@@ -306,8 +306,9 @@ class AnomalyDetector:
                          with_representation=True)  # absent for networks without one (a diffusers U-Net)
         if "representation" in raw:
             raw.update(self._fit_reference(data, held, x, raw.pop("representation"), batch_size))
-        info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()},
-                                  profile_one_sided=self.run.codec.kind == "vector")
+        table = self.run.codec.kind == "vector"
+        info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()}, profile_one_sided=table,
+                                  weights="equal" if table else "least-variance")
         if self.reference is not None:
             info["stats"]["neighbours"] = {"k": NEIGHBOURS, "level": REPRESENTATION_LEVEL,
                                            "n_reference": len(self.reference["representation"])}
