@@ -111,8 +111,11 @@ def main():
     p.add_argument("--out", default="runs/wide")
     p.add_argument("--refit", action="store_true", help="reuse the models trained by an earlier run in --out "
                    "(`AnomalyDetector.refit`: the scores and their combination fitted again with the current code)")
+    p.add_argument("--results", default=None, help="the result file (default: benchmarks/results/anomaly_wide[_steps"
+                   "N][_refit].json); a second process on other cores writes its own, merged afterwards")
     a = p.parse_args()
-    res_path = RESULTS / f"anomaly_wide{f'_steps{a.steps}' if a.steps else ''}{'_refit' if a.refit else ''}.json"
+    res_path = Path(a.results) if a.results else \
+        RESULTS / f"anomaly_wide{f'_steps{a.steps}' if a.steps else ''}{'_refit' if a.refit else ''}.json"
     report = json.loads(res_path.read_text()) if res_path.exists() else {}
     for name in a.sets:
         for seed in a.seeds:
