@@ -20,7 +20,8 @@ Scores, each higher = less like the normal data:
   noised a little. The reference holds normal samples that are never calibration samples (`Detector._fit_reference`).
   On the Fashion-MNIST one-class protocol it is the strongest score by far, above the k-NN distance on pixels: a
   model of one class represents that class's shapes, and the others land far from them. On tables it is about as
-  good as the k-NN distance on the standardized columns (the best component on two of three benchmark tables);
+  good as the k-NN distance on the standardized columns on breast cancer, wine and digits, far weaker on some other
+  tables (spambase);
 - ``input_neighbours`` (tables): the same distance in the standardized columns themselves, against the same reference
   rows: the k-NN distance, which leads wide tabular benchmarks (ADBench), as a component of the combination.
 For images the reconstruction errors are first corrected for complexity like the likelihood: a simple image (a
