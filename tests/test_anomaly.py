@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from diffusekit.anomaly import check_fpr, conformal_p_values, min_variance_weights, normal_scores
 from diffusekit.errors import DiffusekitError
@@ -372,7 +373,8 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
     assert (tmp_path / "s.csv").read_bytes() == before
     # a detector folder without its reference, or with a spoiled one: one line, nothing written
     for spoil, needle in ((lambda f: f.unlink(), "lacks reference.safetensors"),
-                          (lambda f: f.write_bytes(b"not a tensor file"), "corrupt")):
+                          (lambda f: f.write_bytes(b"not a tensor file"), "corrupt"),
+                          (lambda f: save_file({"other": torch.zeros(2, 2)}, str(f)), "holds no 'representation'")):
         shutil.copytree(d / "det", tmp_path / "det3")
         spoil(tmp_path / "det3" / "reference.safetensors")
         one_line_error(capsys, cli("anomaly", "score", tmp_path / "det3", "--data", tmp_path / "test.npz", "--out",

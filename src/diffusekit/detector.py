@@ -50,10 +50,11 @@ def _load_reference(f, device) -> dict:
                               f"copy the whole folder, or fit it again")
     try:
         ref = load_file(str(f))
-        ref["representation"]  # noqa: B018 (every detector's reference has it: a KeyError is a damaged file)
-        return {space: ref[space].float().to(device) for space in NEIGHBOUR_SCORES if space in ref}
-    except (SafetensorError, KeyError, OSError) as e:
+    except (SafetensorError, OSError) as e:
         raise DiffusekitError(f"{f} is corrupt: {e}") from None
+    if "representation" not in ref:  # every detector's reference has it
+        raise DiffusekitError(f"{f} is corrupt: it holds no 'representation'")
+    return {space: ref[space].float().to(device) for space in NEIGHBOUR_SCORES if space in ref}
 
 
 def _run_paths(path: Path, info):
@@ -332,10 +333,9 @@ class AnomalyDetector:
         pick = torch.randperm(len(train_rows) + k, generator=torch.Generator().manual_seed(seed))
         pick = pick[:MAX_REFERENCE].sort().values
         train_pick, fit_pick = train_rows[pick[pick < len(train_rows)]], pick[pick >= len(train_rows)] - len(train_rows)
-        xt = self.encode(Data(data.x[train_pick], None, data.codec, data.class_names))[0] if len(train_pick) \
-            else x_held[:0]
-        parts = [rep_held[fit_pick]]
+        parts, xt = [rep_held[fit_pick]], x_held[:0]
         if len(train_pick):
+            xt = self.encode(Data(data.x[train_pick], None, data.codec, data.class_names))[0]
             parts.insert(0, map_batches(lambda idx, seeds: representation(self.run, xt[idx].to(self.device), seeds),
                                         len(xt), batch_size, seed=seed, stream=ANOMALY_STREAM + 1))
         ref = {"representation": torch.cat(parts)}
