@@ -217,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=None, help="train for this many steps (per model) instead of --minutes")
     f.add_argument("--preset", choices=["tiny", "small", "base", "large"], default=None)
     f.add_argument("--holdout", type=float, default=None,
-                   help="fraction of --data kept from training to fit and calibrate the scores (default 0.3, up to 0.5 "
-                        "when needed to hold out 40 samples)")
+                   help="fraction of --data kept from training to fit and calibrate the scores (default 0.3, raised "
+                        "to hold out 40 samples where 30 are left to train on)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--features", action="store_true",
                    help="also compare reconstructions in the shipped classifier's features (fashion-mnist, digits); it "
