@@ -5,11 +5,12 @@ import math
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusekit.anomaly import check_fpr, conformal_p_values, min_variance_weights, normal_scores
+from diffusekit.anomaly import flag_rate, conformal_p_values, min_variance_weights, normal_scores
 from diffusekit.errors import DiffusekitError
 from test_cli import cli, one_line_error
 
@@ -61,13 +62,17 @@ def test_normal_scores_keep_only_ranks():
     assert float(min_variance_weights(torch.stack([a, heavy], 1))[1]) < 0.15
 
 
-def test_fpr_checks():
-    check_fpr(0.01, 99)
-    with pytest.raises(DiffusekitError, match="at least 99"):
-        check_fpr(0.01, 98)
-    for bad in (0.0, 1.0, -0.1):
+def test_flag_rate():
+    assert flag_rate(0.01, 99) == (0.01, None)
+    # too few calibration scores for the asked rate: the smallest p-value they can give, 1 / (n + 1), said plainly
+    rate, note = flag_rate(0.01, 20)
+    assert rate == 1 / 21 and "needs at least 99" in note and "has 20" in note and "0.04762" in note
+    # below 1 / (n + 1) nothing could be flagged: at that rate the smallest p-value is flagged
+    p = conformal_p_values(torch.tensor([5.0, 0.5]), torch.arange(20.0) / 20)
+    assert (p <= rate).tolist() == [True, False]
+    for bad in (0.0, 1.0, -0.1, float("nan"), "x", None, True):
         with pytest.raises(DiffusekitError, match=r"\(0, 1\)"):
-            check_fpr(bad, 1000)
+            flag_rate(bad, 1000)
 
 
 def gmm8_points(n, seed):
@@ -226,8 +231,14 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
       "columns differ", "unexpected 'malignant'")
     e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", tmp_path / "s.csv",
                   "--fpr", 1.5), "(0, 1)")
-    e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", tmp_path / "s.csv",
-                  "--fpr", 0.001), "at least 999")
+    # a rate the calibration set cannot support: scored all the same, flagged at the lowest rate it does, said so
+    n_cal = json.loads((tmp_path / "det" / "detector.json").read_text())["n_calibration"]
+    assert cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", tmp_path / "low.csv",
+               "--fpr", 0.001, "--no-progress") == 0
+    assert "needs at least 999" in capsys.readouterr().out
+    low = pd.read_csv(tmp_path / "low.csv")
+    assert list(low.columns[:4]) == ["index", "score", "p_value", f"flag_at_fpr_{1 / (n_cal + 1):.4g}"]
+    assert low["p_value"].notna().all() and (low.iloc[:, 3] == (low["p_value"] <= 1.00001 / (n_cal + 1))).all()
     e(capsys, cli("anomaly", "score", tmp_path / "det", "--data", tmp_path / "normal.csv", "--out", tmp_path / "s.csv",
                   "--maps", tmp_path / "maps", "--fpr", 0.1), "for images")
     e(capsys, cli("anomaly", "report", tmp_path / "det", "--data", tmp_path / "test.csv", "--label-column", "nope",

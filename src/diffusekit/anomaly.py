@@ -355,13 +355,23 @@ def _digest(x: torch.Tensor) -> str:
     return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-def check_fpr(fpr: float, n_calibration: int):
-    if not 0 < fpr < 1:
-        raise DiffusekitError(f"fpr must be in (0, 1), got {fpr:g}", "fpr")
-    need = math.ceil(1 / fpr - 1)
-    if n_calibration < need:
-        raise DiffusekitError(f"fpr {fpr:g} needs at least {need} held-out normal samples for calibration; the "
-                              f"detector has {n_calibration} (fit it on more normal data, or use a larger fpr)", "fpr")
+def flag_rate(fpr: float, n_calibration: int) -> tuple[float, str | None]:
+    """(the rate to flag at, a note or None). With n calibration scores the smallest p-value is 1 / (n + 1): a
+    smaller fpr would flag nothing, so the flags fall back to that rate and the note says so (scores and p-values are
+    the same whatever the rate)."""
+    try:
+        ok = 0 < float(fpr) < 1 and not isinstance(fpr, bool)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DiffusekitError(f"fpr must be a number in (0, 1), got {fpr!r}", "fpr")
+    fpr = float(fpr)
+    lowest = 1 / (n_calibration + 1)
+    if fpr >= lowest:
+        return fpr, None
+    return lowest, (f"fpr {fpr:g} needs at least {math.ceil(1 / fpr - 1)} held-out normal samples for calibration; "
+                    f"the detector has {n_calibration}, so the flags are at the smallest rate it supports, "
+                    f"{lowest:.4g} (fit it on more normal data for a lower rate)")
 
 
 def per_dim_z(raw: dict, stats: dict) -> torch.Tensor:

@@ -214,14 +214,14 @@ def _anomaly_tab(service):
                     rep = det.report(data, label_column=label_column, fpr=float(fpr), progress=True)
                     s = rep.summary
                     roc_image = rep.figures()["roc.png"]
-                    text = (f"AUROC {s['auroc']:.4f}, AUPRC {s['auprc']:.4f}; at fpr {fpr:g}: realised false-positive "
+                    text = (f"AUROC {s['auroc']:.4f}, AUPRC {s['auprc']:.4f}; at fpr {s['fpr_target']:g}: realised false-positive "
                             f"rate {s['realised_fpr']:.3f}, true-positive rate {s['tpr']:.3f}. ")
                     df, heat = rep.scores, None
                 elif det.kind == "image":
                     df, heat = det.score(data, float(fpr), progress=True, return_maps=True)
                 else:
                     df, heat = det.score(data, float(fpr), progress=True), None
-            text += f"{int(df['flag'].sum())} of {len(df)} flagged at false-positive rate {fpr:g}."
+            text += f"{int(df['flag'].sum())} of {len(df)} flagged at false-positive rate {df.attrs['fpr']:.4g}."
             heat_images = [] if heat is None else big(heat[..., None])
             return text, df.reset_index(), heat_images, roc_image
 

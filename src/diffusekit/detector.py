@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .anomaly import (ANOMALY_STREAM, NEIGHBOURS, REPRESENTATION_LEVEL, MAX_REFERENCE, UNSEEN_PENALTY, _digest, _split, check_fpr,
+from .anomaly import (ANOMALY_STREAM, NEIGHBOURS, REPRESENTATION_LEVEL, MAX_REFERENCE, UNSEEN_PENALTY, _digest, _split, flag_rate,
                       combine, conformal_p_values, default_holdout, default_models, fit_stats, n_draws,
                       neighbour_distance, per_dim_z, raw_scores, representation)
 from .checkpoint import save_samples, save_tensors_atomic, write_json_atomic
@@ -397,14 +397,15 @@ class AnomalyDetector:
         fpr: on normal data at most about a fraction fpr is flagged), z_<score> (each score in normal spreads), and for
         tables top_columns (the three with the largest error, in normal spreads) and unseen_categories (column=value
         absent from the normal data). return_maps: also per-pixel heat maps of images, uint8 N x H x W (255: >= 5
-        normal spreads of error)."""
-        check_fpr(fpr, self.info["n_calibration"])
+        normal spreads of error). An fpr below what the calibration set supports flags at the smallest rate it does
+        (anomaly.flag_rate): df.attrs["fpr"] is the rate the flags use, df.attrs["fpr_note"] says why it differs."""
+        rate, note = flag_rate(fpr, self.info["n_calibration"])
         check(not return_maps or self.kind == "image", "maps are drawn per pixel, for images; tables get "
               "top_columns", "maps")
         x, unseen = self.encode(data)
         r = self.scores(x, unseen, batch_size=batch_size, progress=progress)
         table = {"score": r["score"].numpy(), "p_value": r["p_value"].numpy(),
-                 "flag": (r["p_value"] <= fpr).numpy(), **{f"z_{k}": v.numpy() for k, v in r["z"].items()}}
+                 "flag": (r["p_value"] <= rate).numpy(), **{f"z_{k}": v.numpy() for k, v in r["z"].items()}}
         cols = self.info.get("columns")
         if cols:
             by_row = {}
@@ -416,6 +417,7 @@ class AnomalyDetector:
             table["unseen_categories"] = ["; ".join(by_row.get(i, [])) for i in range(len(x))]
         df = pd.DataFrame(table)
         df.index.name = "index"
+        df.attrs.update(fpr=rate, fpr_note=note)
         if not return_maps:
             return df
         heat = r["per_dim_z"].mean(1).clamp(0, 5) / 5  # channel mean, 0 to 5 fit-split standard deviations
@@ -427,7 +429,7 @@ class AnomalyDetector:
         a data spec (arr_1 of an .npz), or `labels` given with data."""
         from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-        check_fpr(fpr, self.info["n_calibration"])
+        flag_rate(fpr, self.info["n_calibration"])  # said before the scoring is spent
         d = as_data(data, categorical=getattr(self.run.codec, "categories", {}))
         if label_column is not None:
             d, labels = split_column(d, label_column)
@@ -443,7 +445,8 @@ class AnomalyDetector:
         fn, tn = int((~flags & (y == 1)).sum()), int((~flags & (y == 0)).sum())
         summary = {"detector": str(self.path), "data": str(data) if isinstance(data, (str, Path)) else "data",
                    "n": len(y), "n_anomalies": int(y.sum()), "auroc": float(roc_auc_score(y, s)),
-                   "auprc": float(average_precision_score(y, s)), "fpr_target": fpr,
+                   "auprc": float(average_precision_score(y, s)), "fpr_target": df.attrs["fpr"],
+                   **({"fpr_note": df.attrs["fpr_note"]} if df.attrs["fpr_note"] else {}),
                    "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
                    "realised_fpr": fp / max(1, fp + tn), "tpr": tp / max(1, tp + fn),
                    "auroc_per_component": {k[2:]: float(roc_auc_score(y, df[k])) for k in df if k.startswith("z_")}}

@@ -127,12 +127,12 @@ class Service:
         check(self.detector is not None, "this server holds a run, not a detector; serve a detector folder to score",
               "path")
         fpr = body.get("fpr", 0.01)
-        check(isinstance(fpr, (int, float)) and not isinstance(fpr, bool), f"fpr must be a number, got {fpr!r}", "fpr")
         _options({k: v for k, v in body.items() if k not in ("rows", "images")}, (), allowed=("fpr",))
         data = self._items(body)
         df = self.call(self.detector.score, data, fpr=fpr)
         keep = [c for c in ("score", "p_value", "flag", "top_columns", "unseen_categories") if c in df]
-        return {"fpr": fpr, "items": json.loads(df[keep].to_json(orient="records"))}
+        note = {"fpr_note": df.attrs["fpr_note"]} if df.attrs["fpr_note"] else {}
+        return {"fpr": df.attrs["fpr"], **note, "items": json.loads(df[keep].to_json(orient="records"))}
 
     def nll(self, body: dict) -> dict:
         data = self._items(body)

@@ -255,15 +255,16 @@ def cmd_anomaly_score(a):
     df, maps = df if a.maps else (df, None)
     if maps is not None:  # made before the scores are written: a folder that cannot be made leaves an earlier file
         Path(a.maps).mkdir(parents=True, exist_ok=True)
-    head = ["index", "score", "p_value", f"flag_at_fpr_{a.fpr:g}"] + [c for c in df if c.startswith("z_")]
+    rate, note = df.attrs["fpr"], df.attrs["fpr_note"]
+    head = ["index", "score", "p_value", f"flag_at_fpr_{rate:.4g}"] + [c for c in df if c.startswith("z_")]
     text = [c for c in ("top_columns", "unseen_categories") if c in df]
     rows = [[str(i), f"{r.score:.6g}", f"{r.p_value:.6g}", str(int(r.flag))] + [f"{getattr(r, c):.4g}" for c in head[4:]]
             + [getattr(r, c) for c in text] for i, r in enumerate(df.itertuples())]
     write_csv_atomic(a.out, head + text, rows)
     unseen = [s.split("; ") for s in df["unseen_categories"] if s] if "unseen_categories" in df else []
     n_unseen = sum(map(len, unseen))
-    msg = (f"scored {len(df)} samples -> {a.out}: {int(df['flag'].sum())} flagged at --fpr {a.fpr:g} (conformal "
-           f"p-value <= {a.fpr:g}; on normal data the flagged fraction is at most about {a.fpr:g})")
+    msg = (f"scored {len(df)} samples -> {a.out}: {int(df['flag'].sum())} flagged at false-positive rate {rate:.4g} "
+           f"(conformal p-value <= {rate:.4g}; on normal data the flagged fraction is at most about {rate:.4g})")
     if unseen:
         msg += (f"; {n_unseen} unseen categor{'y' if n_unseen == 1 else 'ies'} in {len(unseen)} rows (each adds "
                 f"{UNSEEN_PENALTY:g} to the score; listed in unseen_categories)")
@@ -271,7 +272,7 @@ def cmd_anomaly_score(a):
         for i, h in enumerate(maps):
             Image.fromarray(h).save(Path(a.maps) / f"{i:06d}.png")
         msg += f"; anomaly maps (white: >= 5 normal standard deviations of error) in {a.maps}"
-    print(msg)
+    print(msg + (f"\nnote: {note}" if note else ""))
 
 
 def cmd_anomaly_report(a):
@@ -284,9 +285,10 @@ def cmd_anomaly_report(a):
         save_image_atomic(image, out / name)
     write_text_atomic(out / "report.json", json.dumps({**s, "data": a.data}, indent=2) + "\n")
     c = s["confusion"]
-    print(f"AUROC {s['auroc']:.4f}, AUPRC {s['auprc']:.4f} (n = {s['n']}, {s['n_anomalies']} anomalies); at --fpr "
-          f"{a.fpr:g}: {c['tp']} TP, {c['fp']} FP, {c['fn']} FN, {c['tn']} TN (false-positive rate "
-          f"{s['realised_fpr']:.4f}) -> {out}/report.json, roc.png, pr.png")
+    print(f"AUROC {s['auroc']:.4f}, AUPRC {s['auprc']:.4f} (n = {s['n']}, {s['n_anomalies']} anomalies); at "
+          f"false-positive rate {s['fpr_target']:.4g}: {c['tp']} TP, {c['fp']} FP, {c['fn']} FN, {c['tn']} TN (false-positive rate "
+          f"{s['realised_fpr']:.4f}) -> {out}/report.json, roc.png, pr.png"
+          + (f"\nnote: {s['fpr_note']}" if "fpr_note" in s else ""))
 
 
 def cmd_info(a):
