@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import DiffusekitError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks, writers are not serialised
+    fcntl = None
+
+LOCK_FILE = ".lock"
 
 
 @contextmanager
@@ -39,6 +47,46 @@ def atomic_path(path, suffix=""):
         if os.path.isfile(tmp):
             os.remove(tmp)
         raise
+
+
+@contextmanager
+def writer_lock(folder, what: str, *, reading: bool = False):
+    """One writer at a time in `folder` (a run, a detector): an exclusive lock on folder/.lock for the block; another
+    process that holds it is named in a one-line refusal. The OS drops the lock when its process dies, so a crash never
+    leaves it stuck. Under torchrun only rank 0 locks (the ranks write one run together). A folder made here that holds
+    only the lock afterwards (the work was refused before writing) is removed. reading: a folder the block only reads
+    but must not see change (a run a detector is fit on): locked where it exists and can be written, else left as is."""
+    folder = Path(folder)
+    if fcntl is None or int(os.environ.get("RANK", "0")) != 0 or \
+            (reading and not (folder.is_dir() and os.access(folder, os.W_OK))):
+        yield
+        return
+    if folder.exists() and not folder.is_dir():
+        raise DiffusekitError(f"{folder} is an existing file, not a folder (nothing was written)")
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        f = open(folder / LOCK_FILE, "a+")
+    except OSError as e:
+        raise DiffusekitError(f"cannot write in {folder}: {e.strerror or e} (nothing was written)") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise DiffusekitError(f"{folder} is being written by {holder}; one writer at a time: wait for it to finish "
+                                  f"or choose another folder (nothing was changed)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} ({what})\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            if made and os.listdir(folder) == [LOCK_FILE]:
+                os.remove(folder / LOCK_FILE)
+                folder.rmdir()
 
 
 def write_text_atomic(path, text: str):
@@ -105,9 +153,39 @@ def save_checkpoint(path, tensors: dict, meta: dict):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(path, stems=("model", "ema")):
-    """Returns ({stem: state dict}, meta); falls back to the previous copy if a crash hit mid-rename."""
+def remove_stale_temporaries(folder):
+    """What writers killed mid-write left in `folder` (atomic_path's files, save_checkpoint's folders, named
+    *.tmp-PID*): for its one writer (writer_lock held) to call before it writes."""
+    for p in Path(folder).glob("*.tmp-*"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def load_checkpoint(path, stems=("model", "ema"), attempts: int = 5):
+    """Returns ({stem: state dict}, meta); falls back to the previous copy if a crash hit mid-rename. A reader beside a
+    training run (sample, serve) may see the checkpoint replaced while it reads: then it reads the new one."""
     path = Path(path)
+    for attempt in range(attempts):
+        before = _identity(path)
+        try:
+            return _read_checkpoint(path, stems)
+        except DiffusekitError:
+            if attempt == attempts - 1 or _identity(path) == before:  # damaged where it lies: said at once
+                raise
+            time.sleep(0.02 * (attempt + 1))
+
+
+def _identity(path: Path):
+    """Which directory `path` (or its previous copy) is now: save_checkpoint replaces it by renaming another."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        try:
+            return ("old", os.stat(path.with_name(f".{path.name}.old")).st_ino)
+        except OSError:
+            return None
+
+
+def _read_checkpoint(path: Path, stems):
     if not path.is_dir() and path.with_name(f".{path.name}.old").is_dir():
         path = path.with_name(f".{path.name}.old")
     if not path.is_dir():

@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from safetensors.torch import load_file
 from .anomaly import (ANOMALY_STREAM, NEIGHBOURS, REPRESENTATION_LEVEL, MAX_REFERENCE, UNSEEN_PENALTY, _digest, _split, flag_rate,
                       combine, conformal_p_values, default_holdout, default_models, fit_stats, n_draws,
                       neighbour_distance, per_dim_z, raw_scores, representation)
-from .checkpoint import save_samples, save_tensors_atomic, write_json_atomic
+from .checkpoint import save_samples, save_tensors_atomic, write_json_atomic, writer_lock
 from .config import Config, check
 from .data import Data, as_data, split_column, to_model_space
 from .errors import DiffusekitError
@@ -240,6 +241,16 @@ class AnomalyDetector:
                                   f"({', '.join(SHIPPED)}); got {spec}", "features")
         if runs is not None:
             c.for_runs()
+        run_paths = None if runs is None else list(runs) if isinstance(runs, (list, tuple)) else [runs]
+        with ExitStack() as locks:  # the detector's folder and the runs it reads: no writer changes them meanwhile
+            locks.enter_context(writer_lock(out, "anomaly fit"))
+            for folder in {Path(r).resolve() for r in run_paths or []} - {out.resolve()}:
+                locks.enter_context(writer_lock(folder, "anomaly fit", reading=True))
+            return cls._fit(data, spec, out, run_paths, c, device, progress)
+
+    @classmethod
+    def _fit(cls, data, spec, out, run_paths, c, device, progress) -> "AnomalyDetector":
+        runs = run_paths
         if out.exists() and not out.is_dir():
             raise DiffusekitError(f"out {out} is an existing file; the detector is a folder (nothing was overwritten)",
                                   "out")
@@ -263,7 +274,6 @@ class AnomalyDetector:
         if runs is None:
             run_paths = _train_models(data, train_idx, out, run_refs, c, device, progress)
         else:
-            run_paths = list(runs) if isinstance(runs, (list, tuple)) else [runs]
             run_refs = [str(Path(p).resolve()) for p in run_paths]
             if len(set(run_refs)) < len(run_refs):
                 raise DiffusekitError(f"runs names one run twice: {', '.join(run_refs)}", "runs")

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import is_diffusers_folder, load_checkpoint, read_run_config, save_samples, write_json_atomic
+from .checkpoint import (is_diffusers_folder, load_checkpoint, read_run_config, save_samples, write_json_atomic,
+                         writer_lock)
 from .config import check
 from .data import as_data, read_images, to_model_space
 from .data.codecs import ImageCodec, codec_from_dict
@@ -310,6 +311,10 @@ class Run:
         these steps uses them by default. Returns {steps: (sigmas, summed local error)}."""
         check(not isinstance(self.denoiser, MeanDenoiser), "tune_steps fits the grids of one run, stored in its folder; "
               "this is an ensemble of runs", "run")
+        with writer_lock(self.path, "tune-steps"):
+            return self._tune_steps(steps, n, order, seed, candidates, batch_size)
+
+    def _tune_steps(self, steps, n, order, seed, candidates, batch_size) -> dict:
         fitted = fit_grids(self.denoiser, self.model_config, steps, n=n, order=order, seed=seed, candidates=candidates,
                            batch_size=batch_size, device=self.device)
         stored = self._stored_grids() or {}
@@ -566,26 +571,28 @@ def train(data, out, *, labels=None, resume=False, progress=True, **settings) ->
     `train.TrainConfig` (minutes or steps, preset, lr, ...). In-memory data are written into the run (data.npz or
     data.csv) so that it can resume. On a resume only steps / minutes may change."""
     out = Path(out)
-    if resume:
-        extra = sorted(set(settings) - {"steps", "minutes", "device"})
-        check(not extra, f"resume continues the saved config; only steps / minutes may change (got {', '.join(extra)})",
-              *extra[:1], "steps", "minutes")
-        check(data is None or isinstance(data, (str, Path)), "resume reads the run's own data; give data=None", "data")
-        cfg = resume_config(out, **settings)
-    else:
-        spec = data if isinstance(data, (str, Path)) else None
-        d = None if spec is not None else as_data(data, labels=labels)
-        if d is not None:  # a table keeps its column names and categories in a CSV; labels need an .npz
-            spec = out / ("data.csv" if d.codec.kind == "vector" and d.labels is None else "data.npz")
-        cfg = TrainConfig.from_dict({"data": str(spec), "out": str(out), **settings})
-        if d is not None:
-            check(not (out / "config.json").exists(), f"{out} already holds a run; resume it or choose another out",
-                  "resume", "out")
-            decoded = d.codec.decode(d.x)
-            if d.codec.kind == "vector":
-                decoded = pd.DataFrame(decoded, columns=d.codec.columns)
-            save_samples(spec, decoded, None if d.labels is None else d.labels.numpy())
-    Trainer(cfg, resume=resume, progress=progress).run()
+    with writer_lock(out, "train"):
+        if resume:
+            extra = sorted(set(settings) - {"steps", "minutes", "device"})
+            check(not extra, f"resume continues the saved config; only steps / minutes may change (got "
+                  f"{', '.join(extra)})", *extra[:1], "steps", "minutes")
+            check(data is None or isinstance(data, (str, Path)), "resume reads the run's own data; give data=None",
+                  "data")
+            cfg = resume_config(out, **settings)
+        else:
+            spec = data if isinstance(data, (str, Path)) else None
+            d = None if spec is not None else as_data(data, labels=labels)
+            if d is not None:  # a table keeps its column names and categories in a CSV; labels need an .npz
+                spec = out / ("data.csv" if d.codec.kind == "vector" and d.labels is None else "data.npz")
+            cfg = TrainConfig.from_dict({"data": str(spec), "out": str(out), **settings})
+            if d is not None:
+                check(not (out / "config.json").exists(), f"{out} already holds a run; resume it or choose another "
+                      f"out", "resume", "out")
+                decoded = d.codec.decode(d.x)
+                if d.codec.kind == "vector":
+                    decoded = pd.DataFrame(decoded, columns=d.codec.columns)
+                save_samples(spec, decoded, None if d.labels is None else d.labels.numpy())
+        Trainer(cfg, resume=resume, progress=progress).run()
     return Run.load(out, device=cfg.device)
 
 

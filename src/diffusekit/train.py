@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from .augment import AUGMENT_DIM, AUGMENTS, apply_augment, draw_augment
 from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_run_config,
-                         save_checkpoint, write_json_atomic, write_text_atomic)
+                         remove_stale_temporaries, save_checkpoint, write_json_atomic,
+                         write_text_atomic)
 from .config import Config, check, check_choice
 from .evaluate import Evaluator
 from .data import load_data, with_target
@@ -328,15 +329,18 @@ class Trainer:
         self.board = open_board(self.out / "tensorboard") if cfg.tensorboard and self.rank == 0 else None
         if cfg.eval_every and self.rank == 0:
             self.evaluator = Evaluator(cfg.eval_reference or cfg.data, cache_dir=self.out / "evaluator", n_boot=5)
+        if self.rank == 0 and self.out.is_dir():
+            remove_stale_temporaries(self.out)
         if resume:
             self._load()
         elif self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+            self.save()  # a step-0 checkpoint, so a run stopped before its first checkpoint can still --resume
+            # config.json last: a folder holds a run once it is there, and then always with a checkpoint to resume
             write_json_atomic(self.out / "config.json", {
                 "train": cfg.to_dict(), "model": self.mcfg.to_dict(), "codec": self.data.codec.to_dict(),
                 "class_names": self.data.class_names, "format": 1,
                 **({"init_from": {"path": str(Path(cfg.init_from).resolve()), "step": source["step"]}} if source else {})})
-            self.save()  # a step-0 checkpoint, so a run stopped before its first checkpoint can still --resume
 
     # ----- state -------------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import DiffusekitError
 
 # what a run folder holds (training writes them): outputs of other commands may sit beside them, never over them
-RUN_ENTRIES = ("config.json", "log.csv", "eval.csv", "last", "best", "samples", "evaluator", ".last.old", ".best.old")
+RUN_ENTRIES = ("config.json", "log.csv", "eval.csv", "last", "best", "samples", "evaluator", ".last.old", ".best.old", ".lock")
 
 
 def check_outputs(outputs, inputs=(), runs=(), detector=None):

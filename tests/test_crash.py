@@ -1,0 +1,151 @@
+"""Nothing lost: one writer at a time, readers beside a training run, kills at any moment (issue 30)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffusekit import load as load_run
+from diffusekit.checkpoint import LOCK_FILE, writer_lock
+from diffusekit.errors import DiffusekitError
+
+CLI = [sys.executable, "-m", "diffusekit"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_one_writer_at_a_time_in_a_folder(tmp_path):
+    run = tmp_path / "run"
+    with writer_lock(run, "train"):
+        assert (run / LOCK_FILE).read_text().strip() == f"pid {os.getpid()} (train)"
+        # a second writer (another open file, as another process has) is refused at once, naming the holder
+        with pytest.raises(DiffusekitError, match=rf"is being written by pid {os.getpid()} \(train\); one writer"):
+            with writer_lock(run, "anomaly fit"):
+                pass
+    with writer_lock(run, "again"):  # released when the block ends
+        pass
+    # refused before anything was written: the folder it made is gone again
+    with pytest.raises(DiffusekitError, match="boom"):
+        with writer_lock(tmp_path / "new", "train"):
+            raise DiffusekitError("boom")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DiffusekitError, match="existing file"):
+        with writer_lock(tmp_path / "afile", "train"):
+            pass
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "ro").mkdir()
+        os.chmod(tmp_path / "ro", 0o500)
+        with pytest.raises(DiffusekitError, match="cannot write in"):
+            with writer_lock(tmp_path / "ro", "train"):
+                pass
+    # a folder only read (the run a detector is fit on) is not locked where it cannot be written
+    with writer_lock(tmp_path / "nowhere", "anomaly fit", reading=True):
+        pass
+    assert not (tmp_path / "nowhere").exists()
+
+
+def _step(run) -> int:
+    try:
+        return json.loads((run / "last" / "state.json").read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def test_a_second_writer_is_refused_readers_read_and_a_kill_leaves_no_stuck_lock(tmp_path):
+    run = tmp_path / "run"
+    trainer = subprocess.Popen([*CLI, "train", "--data", "toy:gmm8", "--out", str(run), "--steps", "1000000",
+                                "--ckpt-every", "10", "--no-progress"], env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while _step(run) < 10:
+            assert trainer.poll() is None, trainer.stderr.read()
+            assert time.time() < deadline, "the trainer wrote no checkpoint in 2 minutes"
+            time.sleep(0.2)
+        held = f"being written by pid {trainer.pid} (train)"
+        for cmd in (["train", "--data", "toy:gmm8", "--out", str(run), "--steps", "5"],
+                    ["train", "--resume", "--out", str(run), "--steps", "5"],
+                    ["anomaly", "fit", "--data", "toy:gmm8", "--run", str(run), "--out", str(tmp_path / "det")]):
+            r = subprocess.run([*CLI, *cmd, "--no-progress"], env=ENV, capture_output=True, text=True, timeout=120)
+            assert r.returncode != 0 and held in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "det").exists()
+        # readers beside the writer (it replaces last/ every 10 steps): always a whole checkpoint, never older
+        steps = []
+        for _ in range(40):
+            steps.append(load_run(run).step)
+        assert steps == sorted(steps) and steps[-1] > steps[0] >= 10
+    finally:
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+    # the kernel dropped the dead trainer's lock: a resume starts at once and finishes
+    at = _step(run)
+    r = subprocess.run([*CLI, "train", "--resume", "--out", str(run), "--steps", str(at + 20), "--no-progress"],
+                       env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert _step(run) == at + 20
+
+
+# the trainer under a slowed checkpoint writer: it marks the window in which a kill lands mid-write
+SLOW_WRITER = """
+import sys, time, pathlib
+import diffusekit.checkpoint as c
+save = c.save_file
+def slow(tensors, path, *a, **k):
+    mark = pathlib.Path(sys.argv[1]) / "writing"
+    mark.write_text(path)
+    save(tensors, path, *a, **k)
+    time.sleep(0.05)
+    mark.unlink()
+c.save_file = slow
+from diffusekit.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+KILLS = 20
+
+
+def test_killed_at_any_moment_resumes_to_the_uninterrupted_weights(tmp_path):
+    """SIGKILL at random moments, some of them while a checkpoint is being written; every resume starts, and the
+    weights after the budget equal those of a run never interrupted, bit for bit."""
+    steps, kw = 300, ["--data", "toy:gmm8", "--ckpt-every", "25", "--batch-size", "64", "--no-progress"]
+    whole = tmp_path / "whole"
+    subprocess.run([*CLI, "train", "--out", str(whole), "--steps", str(steps), *kw], env=ENV, check=True,
+                   capture_output=True, timeout=300)
+    run, marks = tmp_path / "run", tmp_path / "marks"
+    marks.mkdir()
+    rng = torch.Generator().manual_seed(0)
+    kills = mid_write = resumes = 0
+    while _step(run) < steps:
+        first = not (run / "config.json").exists()
+        args = [*kw, "--steps", str(steps)] if first else ["--resume", "--steps", str(steps), "--no-progress"]
+        p = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(marks), "train", "--out", str(run), *args],
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        resumes += not first
+        # half of the kills of a resumed run wait for a checkpoint write to begin; the others land at a random moment
+        wait_write = not first and bool(torch.rand(1, generator=rng) < 0.5)
+        t_kill = time.time() + 1.0 + 5.0 * float(torch.rand(1, generator=rng))
+        while p.poll() is None and kills < KILLS:
+            if (wait_write and (marks / "writing").exists()) or (not wait_write and time.time() > t_kill):
+                mid_write += (marks / "writing").exists()
+                p.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.005)
+        p.wait()
+        (marks / "writing").unlink(missing_ok=True)
+        err = p.stderr.read()
+        assert p.returncode in (0, -signal.SIGKILL), err  # every start (and resume) worked
+        assert resumes < 3 * KILLS, "no progress"
+    assert kills == KILLS and mid_write >= 5 and resumes >= KILLS - 1, (kills, mid_write, resumes)
+    print(f"{kills} kills, {mid_write} during a checkpoint write, {resumes} resumes, all started")
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name or p.name.endswith(".old")]
+    for stem in ("model", "ema", "optimizer"):
+        a, b = load_file(whole / "last" / f"{stem}.safetensors"), load_file(run / "last" / f"{stem}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stem
