@@ -167,10 +167,12 @@ def neighbour_distance(q: torch.Tensor, reference: torch.Tensor, k: int = NEIGHB
     return torch.cat(out).double()
 
 
-def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progress=False, with_representation=False):
+def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progress=False, with_representation=False,
+               start=0):
     """Every raw score of samples x (model space), each error averaged over `draws` noise draws: dict name -> [N], the
     per-dimension error [N, ...] (on the CPU; the network runs on the run's device), for images the PNG complexity,
-    and with `with_representation` the network's representation [N, F] (absent if it has none)."""
+    and with `with_representation` the network's representation [N, F] (absent if it has none). start: the index of
+    x[0] in a longer stream of samples scored in parts (its noise draws are those of that index)."""
     m, device = run.model_config, run.device
     D = unconditional(run.denoiser, m)
     levels = noise_levels(m)
@@ -181,7 +183,7 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progre
         acc, rep = {}, None
         f0 = features(xb) if features is not None else None
         for j in range(draws):  # draw 0 keeps the stream of single-draw detectors
-            seeds = sample_seeds(seed, len(xb), int(idx[0]), stream=ANOMALY_STREAM + 1000 * j)
+            seeds = sample_seeds(seed, len(xb), start + int(idx[0]), stream=ANOMALY_STREAM + 1000 * j)
             one = {}
             one["profile"], one["per_dim"] = error_profile(D, xb, levels, seeds)
             recs = [reconstruct(D, xb, s, seeds) for s in starts]
@@ -199,13 +201,14 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progre
            map_batches(batch, len(x), batch_size, desc="scoring", progress=progress).items()}
     if run.codec.kind == "image":  # the ELBO (16 stratified levels; 784 dimensions average its noise) less complexity
         lik = nll(run.denoiser, m, run.codec, x, NLLConfig(method="elbo", levels=16, seed=seed, batch_size=batch_size),
-                  device=device)
+                  device=device, start=start)
         out["complexity"] = png_bits_per_dim(run.codec.decode(x))
         out["likelihood"] = lik["bits_per_dim"].double() - out["complexity"]
     else:  # tables: the probability-flow ODE at loose tolerance is cheap in few dimensions, and far sharper than the
         # ELBO (AUROC on breast cancer 0.93 against 0.73 for the same model)
         lik = nll(run.denoiser, m, run.codec, x, NLLConfig(estimator="rademacher", probes=4, rtol=1e-3, atol=1e-3,
-                                                           seed=seed, batch_size=batch_size), device=device)
+                                                           seed=seed, batch_size=batch_size), device=device,
+                  start=start)
         out["likelihood"] = lik["bits_per_dim"].double()
     bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
     if bad:  # the inputs were checked: the model's outputs are not (calibration would flag everything, or nothing)

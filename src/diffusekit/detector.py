@@ -10,8 +10,10 @@ and turns scores into tables and reports in the data's own terms.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
 import shutil
 import tempfile
 from contextlib import ExitStack
@@ -29,12 +31,13 @@ from .anomaly import (ANOMALY_STREAM, NEIGHBOURS, REPRESENTATION_LEVEL, MAX_REFE
                       neighbour_distance, per_dim_z, raw_scores, representation)
 from .checkpoint import save_samples, save_tensors_atomic, write_json_atomic, writer_lock
 from .config import Config, check
-from .data import Data, as_data, split_column, to_model_space
+from .data import CsvRows, Data, as_data, check_columns, csv_chunks, split_column, to_model_space
 from .errors import DiffusekitError
 from .evaluate import SHIPPED, WEIGHTS_DIR, features, load_classifier
 from .run import Run, train
 from .runtime import map_batches
 from .viz import line_plot
+from tqdm.auto import tqdm
 
 REFERENCE_FILE = "reference.safetensors"
 NEIGHBOUR_SCORES = {"representation": "neighbours", "input": "input_neighbours"}  # reference space -> score
@@ -367,9 +370,15 @@ class AnomalyDetector:
         """(data in this detector's model space, its unseen categories as (row, column, value)), with a one-line error
         when they do not fit."""
         run = self.run
-        data = as_data(data, categorical=getattr(run.codec, "categories", {}))
         what = "the detector was fit on" if "calibration" in self.info else "its model was trained on"
         unseen = []
+        if isinstance(data, (str, Path)) and str(data).endswith(".csv") and run.codec.kind == "vector":
+            data = next(csv_chunks(str(data), 1 << 62))  # typed by the model's codec, as score_csv reads it
+        if isinstance(data, CsvRows):  # text cells typed by the model's codec, as the whole file would be
+            check(run.codec.kind == "vector", "rows of a CSV are scored by a detector of tables", "data")
+            check_columns(data.columns, run.codec.columns, what)
+            return run.codec.encode(data.cells, unseen=unseen, row0=data.start + 1), unseen
+        data = as_data(data, categorical=getattr(run.codec, "categories", {}))
         x = to_model_space(data, run.codec, run.model_config.in_shape, what,
                            unseen=unseen if run.codec.kind == "vector" else None)
         return x, unseen
@@ -381,13 +390,14 @@ class AnomalyDetector:
             s[row] += UNSEEN_PENALTY
         return s, z
 
-    def scores(self, x, unseen=(), batch_size=256, progress=False) -> dict:
+    def scores(self, x, unseen=(), batch_size=256, progress=False, start=0) -> dict:
         """Model-space scores: score [N], p_value [N], z (per component), per_dim_z [N, ...], and for tables
         per_column_z [N, C] (the mean over a categorical column's dimensions). unseen: (row, column, value) of
-        categories the model never saw (from `encode`); each adds UNSEEN_PENALTY to its row's score."""
+        categories the model never saw (from `encode`); each adds UNSEEN_PENALTY to its row's score. start: as for
+        anomaly.raw_scores."""
         raw = raw_scores(self.run, x, seed=self.info["seed"], batch_size=batch_size, features=self.features,
-                         draws=self.info["draws"],
-                         progress=progress, with_representation=self.reference is not None)
+                         draws=self.info["draws"], progress=progress, with_representation=self.reference is not None,
+                         start=start)
         if self.reference is not None:
             rows = {"representation": raw.pop("representation"), "input": x}
             raw.update({NEIGHBOUR_SCORES[space]: neighbour_distance(rows[space].to(self.device), r).cpu()
@@ -413,7 +423,7 @@ class AnomalyDetector:
         check(not return_maps or self.kind == "image", "maps are drawn per pixel, for images; tables get "
               "top_columns", "maps")
         x, unseen = self.encode(data)
-        r = self.scores(x, unseen, batch_size=batch_size, progress=progress)
+        r = self.scores(x, unseen, batch_size=batch_size, progress=progress, start=getattr(data, "start", 0))
         table = {"score": r["score"].numpy(), "p_value": r["p_value"].numpy(),
                  "flag": (r["p_value"] <= rate).numpy(), **{f"z_{k}": v.numpy() for k, v in r["z"].items()}}
         cols = self.info.get("columns")
@@ -432,6 +442,67 @@ class AnomalyDetector:
             return df
         heat = r["per_dim_z"].mean(1).clamp(0, 5) / 5  # channel mean, 0 to 5 fit-split standard deviations
         return df, (heat * 255).round().byte().numpy()
+
+    def score_csv(self, path, out, fpr: float = 0.01, *, resume=False, chunk_rows=10_000, batch_size=256,
+                  progress=False) -> dict:
+        """Score a CSV of any length into the scores file `out` as it goes (scores_table's columns), reading and
+        scoring `chunk_rows` rows at a time: memory does not grow with the file, and the scores equal those of
+        `score` on the whole file. Rows are appended to out + ".partial", renamed to `out` at the end; an
+        interrupted run continues with resume=True. Returns {"n", "flagged", "fpr", "fpr_note", "unseen_rows",
+        "unseen", "resumed_at"}."""
+        check(self.kind == "vector", "score_csv streams the rows of a table; this detector scores images", "data")
+        check(isinstance(chunk_rows, int) and chunk_rows >= 1, f"chunk_rows must be at least 1, got {chunk_rows}",
+              "chunk_rows")
+        rate, note = flag_rate(fpr, self.info["n_calibration"])
+        partial = Path(f"{out}.partial")
+        done = _resume_partial(partial, resume)
+        total = sum(1 for _ in open(path, "rb")) if progress else None  # lines: a bar, not an exact count
+        summary = {"n": done, "flagged": 0, "fpr": rate, "fpr_note": note, "unseen_rows": 0, "unseen": 0,
+                   "resumed_at": done if resume else None}
+        if partial.exists() and partial.stat().st_size:
+            with open(partial, newline="") as f:
+                first = f.readline()
+            check(f"flag_at_fpr_{rate:.4g}," in first, f"{partial} was scored with flags at another fpr than "
+                  f"{rate:.4g} ({first.split(',')[3]}): resume with that fpr", "fpr")
+        if done:
+            with open(partial, newline="") as f:
+                for row in csv.DictReader(f):
+                    summary["flagged"] += int(row[next(k for k in row if k.startswith("flag_at_fpr_"))])
+                    summary["unseen_rows"] += bool(row.get("unseen_categories"))
+                    summary["unseen"] += len(row["unseen_categories"].split("; ")) if row.get("unseen_categories") else 0
+        try:
+            self._stream_scores(path, partial, rate, done, chunk_rows, batch_size, summary, total, progress)
+        except DiffusekitError as e:  # bad rows: what was scored before them is kept for a resume, said so
+            if summary["n"] == 0:
+                partial.unlink(missing_ok=True)
+                raise
+            raise DiffusekitError(f"{e} ({summary['n']} rows before it are scored in {partial}: correct the file "
+                                  f"from that row on and resume)", *e.params) from None
+        check(summary["n"] > 0, f"{path} has no rows to score", "data")
+        os.replace(partial, out)
+        return summary
+
+    def _stream_scores(self, path, partial, rate, done, chunk_rows, batch_size, summary, total, progress):
+        with open(partial, "a", newline="") as f, tqdm(total=total, initial=done, disable=not progress,
+                                                       desc="scoring", unit="row") as bar:
+            w = csv.writer(f, lineterminator="\n")
+            for chunk in csv_chunks(str(path), chunk_rows):
+                skip = done - chunk.start
+                if skip >= len(chunk.cells):
+                    continue
+                if skip > 0:
+                    chunk = CsvRows(chunk.columns, chunk.cells[skip:], done, chunk.first_line + skip)
+                df = self.score(chunk, rate, batch_size=batch_size)
+                header, rows = scores_table(df, chunk.start)
+                if f.tell() == 0:
+                    w.writerow(header)
+                w.writerows(rows)
+                f.flush()  # a kill loses at most the chunk being scored
+                unseen = [u for u in df.get("unseen_categories", []) if u]
+                summary.update(n=summary["n"] + len(df), flagged=summary["flagged"] + int(df["flag"].sum()),
+                               unseen_rows=summary["unseen_rows"] + len(unseen),
+                               unseen=summary["unseen"] + sum(len(u.split("; ")) for u in unseen))
+                bar.update(len(df))
 
     def report(self, data, *, labels=None, label_column=None, fpr: float = 0.01, batch_size=256,
                progress=False) -> Report:
@@ -463,6 +534,32 @@ class AnomalyDetector:
         f, t, _ = roc_curve(y, s)
         pr, rc, _ = precision_recall_curve(y, s)
         return Report(summary, (f, t), (rc, pr), df)
+
+
+def scores_table(df, start: int = 0) -> tuple[list, list]:
+    """A scores DataFrame (Detector.score) as the scores file's header and rows: index (from `start`), score,
+    p_value, flag_at_fpr_<rate>, the z-scores, and for tables top_columns and unseen_categories."""
+    head = ["index", "score", "p_value", f"flag_at_fpr_{df.attrs['fpr']:.4g}"] + [c for c in df if c.startswith("z_")]
+    text = [c for c in ("top_columns", "unseen_categories") if c in df]
+    rows = [[str(start + i), f"{r.score:.6g}", f"{r.p_value:.6g}", str(int(r.flag))]
+            + [f"{getattr(r, c):.4g}" for c in head[4:]] + [getattr(r, c) for c in text]
+            for i, r in enumerate(df.itertuples())]
+    return head + text, rows
+
+
+def _resume_partial(partial: Path, resume: bool) -> int:
+    """The rows already scored in `partial` (resume), cut back to its last whole line; or 0 for a new run."""
+    if not resume:
+        if partial.exists():
+            raise DiffusekitError(f"{partial} holds the scores of an interrupted run: resume to continue it, or remove "
+                                  f"it (nothing was changed)", "resume")
+        return 0
+    if not partial.is_file():
+        raise DiffusekitError(f"nothing to resume: no {partial} (an interrupted run leaves it)", "resume")
+    with open(partial, "rb+") as f:
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)  # a row cut short by the interruption is scored again
+    return max(0, data[:data.rfind(b"\n") + 1].count(b"\n") - 1)
 
 
 def _train_models(data, train_idx, out, run_refs, c: DetectorConfig, device, progress):

@@ -248,12 +248,13 @@ class NLLConfig(Config):
         return (1e-5 if self.rtol is None else self.rtol), (1e-5 if self.atol is None else self.atol)
 
 
-def nll(denoiser, model_config, codec, x, config: NLLConfig, *, labels=None, device="cpu", progress=False):
+def nll(denoiser, model_config, codec, x, config: NLLConfig, *, labels=None, device="cpu", progress=False, start=0):
     """Per-sample NLL of model-space data x ([N, *in_shape]) in the user's units.
 
     Returns {"nats": [N], "bits_per_dim": [N], "nfe": [N]} in sample order; sharded over torchrun ranks and gathered.
     A sample's value does not depend on the batch size or the number of processes (its randomness is its own, and
     the adaptive solver steps each sample on its own; only floating-point rounding in batched network calls differs).
+    start: the index of x[0] in a longer stream scored in parts (its probes are that sample's).
     Images without `dequantize`: the continuous density of the 0..255 pixel values (the same change of variables,
     no bound)."""
     c = config
@@ -282,7 +283,7 @@ def nll(denoiser, model_config, codec, x, config: NLLConfig, *, labels=None, dev
         return {"nats": to_data_units(nats.cpu(), codec, d), "nfe": nfe.double()}
 
     vals = map_batches(batch, n, c.batch_size, seed=c.seed, stream=LIKELIHOOD_STREAM, indices=mine,
-                       desc=f"nll ({c.method})", progress=progress and rank == 0)
+                       desc=f"nll ({c.method})", progress=progress and rank == 0, start=start)
     if vals is None:  # this process has no samples
         vals = {"nats": torch.zeros(0, dtype=torch.float64), "nfe": torch.zeros(0, dtype=torch.float64)}
     out = gather(vals, mine, n, world)

@@ -89,14 +89,15 @@ def gather(values: dict, indices, n: int, world: int) -> dict:
 
 
 def map_batches(fn, n: int, batch_size: int, *, seed: int = 0, stream: int = 0, indices=None, desc="working",
-                progress=False):
+                progress=False, start: int = 0):
     """fn(idx [B] LongTensor, seeds [B]) over consecutive batches of range(n) (or of `indices`), its outputs joined
-    along dim 0 on the CPU (a tensor, or a tuple or dict of tensors). Sample i's seed is sample_seeds(seed, ., i,
-    stream): the same whatever the batch size, so every result is too."""
+    along dim 0 on the CPU (a tensor, or a tuple or dict of tensors). Sample i's seed is sample_seeds(seed, ., start +
+    i, stream): the same whatever the batch size, so every result is too; start: the index of sample 0 in a longer
+    stream processed in parts."""
     check(isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be at least 1, got {batch_size}",
           "batch_size")
     idx_all = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.long)
-    seeds_all = sample_seeds(seed, n, stream=stream)
+    seeds_all = sample_seeds(seed, n, start, stream=stream)
     parts = []
     for start in tqdm(range(0, len(idx_all), batch_size), disable=not progress, desc=desc, unit="batch"):
         idx = idx_all[start:start + batch_size]

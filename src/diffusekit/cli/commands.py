@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..anomaly import UNSEEN_PENALTY
 from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic, write_text_atomic
-from ..detector import AnomalyDetector
+from ..detector import AnomalyDetector, scores_table
 from ..errors import DiffusekitError, check
 from ..evaluate import evaluate, memorisation
 from ..run import GRIDS_FILE, Latents, Run, distill, load, train
@@ -251,26 +251,31 @@ def open_detector(a, outputs) -> AnomalyDetector:
 def cmd_anomaly_score(a):
     check_suffix("--out", a.out, ".csv")
     det = open_detector(a, [("--out", a.out, "file"), ("--maps", a.maps, "folder")])
-    df = det.score(a.data, a.fpr, batch_size=a.batch_size, progress=not a.no_progress, return_maps=bool(a.maps))
-    df, maps = df if a.maps else (df, None)
-    if maps is not None:  # made before the scores are written: a folder that cannot be made leaves an earlier file
-        Path(a.maps).mkdir(parents=True, exist_ok=True)
-    rate, note = df.attrs["fpr"], df.attrs["fpr_note"]
-    head = ["index", "score", "p_value", f"flag_at_fpr_{rate:.4g}"] + [c for c in df if c.startswith("z_")]
-    text = [c for c in ("top_columns", "unseen_categories") if c in df]
-    rows = [[str(i), f"{r.score:.6g}", f"{r.p_value:.6g}", str(int(r.flag))] + [f"{getattr(r, c):.4g}" for c in head[4:]]
-            + [getattr(r, c) for c in text] for i, r in enumerate(df.itertuples())]
-    write_csv_atomic(a.out, head + text, rows)
-    unseen = [s.split("; ") for s in df["unseen_categories"] if s] if "unseen_categories" in df else []
-    n_unseen = sum(map(len, unseen))
-    msg = (f"scored {len(df)} samples -> {a.out}: {int(df['flag'].sum())} flagged at false-positive rate {rate:.4g} "
-           f"(conformal p-value <= {rate:.4g}; on normal data the flagged fraction is at most about {rate:.4g})")
-    if unseen:
-        msg += (f"; {n_unseen} unseen categor{'y' if n_unseen == 1 else 'ies'} in {len(unseen)} rows (each adds "
+    if det.kind == "vector" and str(a.data).endswith(".csv"):  # streamed: any length, written as it goes
+        s = det.score_csv(a.data, a.out, a.fpr, resume=a.resume, batch_size=a.batch_size,
+                          progress=not a.no_progress)
+        rate, note, n, flagged, n_unseen, unseen_rows = (s[k] for k in ("fpr", "fpr_note", "n", "flagged", "unseen",
+                                                                         "unseen_rows"))
+    else:
+        check(not a.resume, "--resume continues the scores of a CSV table, written as they go; these samples are "
+              "scored at once", "resume")
+        df = det.score(a.data, a.fpr, batch_size=a.batch_size, progress=not a.no_progress, return_maps=bool(a.maps))
+        df, maps = df if a.maps else (df, None)
+        if maps is not None:  # made before the scores are written: a folder that cannot be made leaves an earlier file
+            Path(a.maps).mkdir(parents=True, exist_ok=True)
+        write_csv_atomic(a.out, *scores_table(df))
+        if maps is not None:
+            for i, h in enumerate(maps):
+                Image.fromarray(h).save(Path(a.maps) / f"{i:06d}.png")
+        rate, note, n, flagged = df.attrs["fpr"], df.attrs["fpr_note"], len(df), int(df["flag"].sum())
+        unseen = [u.split("; ") for u in df["unseen_categories"] if u] if "unseen_categories" in df else []
+        n_unseen, unseen_rows = sum(map(len, unseen)), len(unseen)
+    msg = (f"scored {n} samples -> {a.out}: {flagged} flagged at false-positive rate {rate:.4g} (conformal p-value "
+           f"<= {rate:.4g}; on normal data the flagged fraction is at most about {rate:.4g})")
+    if n_unseen:
+        msg += (f"; {n_unseen} unseen categor{'y' if n_unseen == 1 else 'ies'} in {unseen_rows} rows (each adds "
                 f"{UNSEEN_PENALTY:g} to the score; listed in unseen_categories)")
-    if maps is not None:
-        for i, h in enumerate(maps):
-            Image.fromarray(h).save(Path(a.maps) / f"{i:06d}.png")
+    if a.maps:
         msg += f"; anomaly maps (white: >= 5 normal standard deviations of error) in {a.maps}"
     print(msg + (f"\nnote: {note}" if note else ""))
 

@@ -236,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate of the flags")
         if name == "score":
             q.add_argument("--maps", help="folder for per-pixel anomaly maps (images)")
+            q.add_argument("--resume", action="store_true", help="continue the scores of a CSV that an interrupted "
+                           "run left in OUT.partial (a table's rows are scored and written as they go)")
         else:
             q.add_argument("--label-column", default=None, help="table column: 1 = anomaly, 0 = normal (images: arr_1)")
         q.add_argument("--batch-size", type=int, default=256)

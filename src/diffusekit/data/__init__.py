@@ -321,27 +321,55 @@ def _arrays(a: np.ndarray, labels=None, where: str = "the array") -> Data:
     return _images(a, labels, names)
 
 
-def _csv(path: str, categorical_columns=frozenset()) -> Data:
+@dataclass
+class CsvRows:
+    """Rows of a CSV as their text cells [N, C], not yet typed: a model's codec types them (VectorCodec.encode), so
+    that a file read in chunks is read as the whole file would be. start: the index of the first row in the file."""
+    columns: list
+    cells: np.ndarray
+    start: int = 0
+    first_line: int = 2  # the file's line number of cells[0] (for messages)
+
+
+def csv_chunks(path: str, rows: int):
+    """A CSV file as CsvRows of at most `rows` rows each, read as it goes (memory bounded by one chunk). A header is
+    the first row unless every cell of it is a number (then the columns are x0, x1, ...)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a byte-order mark
-            rows = [r for r in csv.reader(f) if r]
-    except (OSError, UnicodeDecodeError) as e:
+            reader = (r for r in csv.reader(f) if r)
+            header = next(reader, None)
+            if header is None:
+                raise DiffusekitError(f"{path} is empty")
+            try:
+                [float(c) for c in header]
+                columns, pending, first = [f"x{i}" for i in range(len(header))], [header], 1
+            except ValueError:
+                columns, pending, first = header, [], 2
+            start, sent = 0, False
+            for row in reader:
+                pending.append(row)
+                if len(pending) == rows:
+                    yield _csv_rows(path, columns, pending, start, first)
+                    start, pending, sent = start + rows, [], True
+            if pending:
+                yield _csv_rows(path, columns, pending, start, first)
+            elif not sent:
+                raise DiffusekitError(f"{path} has a header but no rows")
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DiffusekitError(f"cannot read {path}: {e}") from None
-    if not rows:
-        raise DiffusekitError(f"{path} is empty")
-    header = rows[0]
-    try:
-        [float(c) for c in header]
-        columns, body = [f"x{i}" for i in range(len(header))], rows
-    except ValueError:
-        columns, body = header, rows[1:]
-    if not body:
-        raise DiffusekitError(f"{path} has a header but no rows")
-    for i, row in enumerate(body):
+
+
+def _csv_rows(path, columns, rows, start, first) -> CsvRows:
+    for i, row in enumerate(rows):
         if len(row) != len(columns):
-            raise DiffusekitError(f"{path}: row {i + 2 if columns is header else i + 1} has {len(row)} cells, expected {len(columns)}")
-    cells = np.array([[c.strip() for c in row] for row in body], dtype=object)
-    return _table(cells, list(columns), categorical_columns, path, first=2 if columns is header else 1)
+            raise DiffusekitError(f"{path}: row {start + i + first} has {len(row)} cells, expected {len(columns)}")
+    cells = np.array([[c.strip() for c in row] for row in rows], dtype=object).reshape(len(rows), len(columns))
+    return CsvRows(list(columns), cells, start, start + first)
+
+
+def _csv(path: str, categorical_columns=frozenset()) -> Data:
+    whole = next(csv_chunks(path, 1 << 62))
+    return _table(whole.cells, whole.columns, categorical_columns, path, first=whole.first_line)
 
 
 def _dataframe(df, categorical_columns=frozenset()) -> Data:

@@ -238,16 +238,17 @@ class VectorCodec:
             text[i] = "" if np.isnan(t) else str(np.datetime64(int(round(t)), fmt["unit"])).replace("T", fmt["sep"])
         return text
 
-    def encode(self, a, unseen: list | None = None) -> torch.Tensor:
+    def encode(self, a, unseen: list | None = None, row0: int = 1) -> torch.Tensor:
         """User rows -> model space. A category the codec has not seen is an error, unless `unseen` is a list:
-        then its block is all -1 (no level) and (row, column, value) is appended to the list."""
+        then its block is all -1 (no level) and (row, column, value) is appended to the list. row0: the number the
+        messages give the first row (rows read in parts)."""
         a = np.asarray(a)
         if a.ndim != 2 or a.shape[1] != len(self.columns):
             raise DiffusekitError(f"expected rows of {len(self.columns)} values, got shape {a.shape}")
         x = np.empty((len(a), self.shape[0]))
         for j, (c, sl) in enumerate(zip(self.columns, self.slices)):
             if c in self.categories:
-                x[:, sl] = self._encode_levels(c, a[:, j], unseen)
+                x[:, sl] = self._encode_levels(c, a[:, j], unseen, row0)
                 continue
             if c in self.dates:
                 parsed = parse_times(a[:, j], self.dates[c]["unit"])
@@ -258,10 +259,12 @@ class VectorCodec:
             else:
                 col = to_numbers(a[:, j])
                 if col is None:
-                    raise DiffusekitError(f"column {c!r} is numeric in the model but holds non-numeric values")
+                    bad = next((i for i, v in enumerate(a[:, j]) if to_numbers(np.array([v], dtype=object)) is None), 0)
+                    raise DiffusekitError(f"column {c!r} is numeric in the model but holds non-numeric values ("
+                                          f"{a[bad, j]!r}, row {bad + row0})")
             gone = np.isnan(col)
             if gone.any() and c not in self.missing:
-                raise DiffusekitError(f"column {c!r} has missing values (row {int(gone.argmax()) + 1}) but had none in "
+                raise DiffusekitError(f"column {c!r} has missing values (row {int(gone.argmax()) + row0}) but had none in "
                                       "the training data")
             if np.isinf(col).any():
                 raise DiffusekitError(f"data contain infinite values (column {c!r})")
@@ -270,7 +273,7 @@ class VectorCodec:
             x[:, sl.stop - 1] = np.where(gone, 0.0, (col - self.mean[j]) / self.std[j])
         return torch.from_numpy(x).float()
 
-    def _encode_levels(self, c, cells, unseen):
+    def _encode_levels(self, c, cells, unseen, row0=1):
         block = -np.ones((len(cells), self._width(c)))
         for i, v in enumerate(cells):
             k = self._lookup[c]("" if is_missing(v) else v)
@@ -283,7 +286,7 @@ class VectorCodec:
                 unseen.append((i, c, v))
             else:
                 levels = self.categories[c]
-                raise DiffusekitError(f"column {c!r}: category {v!r} (row {i + 1}) was not in the training data "
+                raise DiffusekitError(f"column {c!r}: category {v!r} (row {i + row0}) was not in the training data "
                                       f"(levels: {', '.join(levels[:10])}{', ...' if len(levels) > 10 else ''})")
         return block
 
