@@ -1,0 +1,79 @@
+"""Scoring a long CSV with bounded memory (issue 30): peak RSS of `anomaly score` (streamed: read, scored and written
+in chunks) against the number of rows, beside the whole file scored at once (`AnomalyDetector.score`).
+
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/robustness/stream_rss.py --rows 10000 100000 1000000
+
+A detector is fit (500 steps, one model) on 3,000 normal rows of a ten-column table (the gmm8 ring beside eight
+Gaussian columns); each CSV holds that many rows drawn the same way plus 1% off the ring. Every measurement is one
+fresh process; peak RSS is its ru_maxrss. Writes benchmarks/results/stream_rss.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+COLUMNS = ["a", "b"] + [f"g{i}" for i in range(8)]
+WHOLE = "import sys, diffusekit as dk; dk.AnomalyDetector.load(sys.argv[1]).score(sys.argv[2], fpr=0.01)"
+
+
+def rows(n: int, seed: int) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    angle = g.integers(0, 8, n) * np.pi / 4
+    ring = np.stack([4 * np.cos(angle), 4 * np.sin(angle)], 1) + 0.3 * g.standard_normal((n, 2))
+    off = g.random(n) < 0.01
+    ring[off] *= 0.2  # inside the ring: anomalous
+    return np.concatenate([ring, g.standard_normal((n, 8))], 1)
+
+
+def write(path: Path, x: np.ndarray):
+    with open(path, "w") as f:
+        f.write(",".join(COLUMNS) + "\n")
+        for start in range(0, len(x), 100_000):
+            np.savetxt(f, x[start:start + 100_000], delimiter=",", fmt="%.6g")
+
+
+def peak(cmd) -> tuple[float, float]:
+    """(peak RSS in MiB of the child, seconds)."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    t = time.time()
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True).stdout
+    return int(out.strip().splitlines()[-1]) / 1024, time.time() - t
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--whole-up-to", type=int, default=1_000_000, help="also score files up to this size at once")
+    a = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="stream-rss-"))
+    write(tmp / "normal.csv", rows(3000, 0))
+    subprocess.run([sys.executable, "-m", "diffusekit", "anomaly", "fit", "--data", str(tmp / "normal.csv"), "--out",
+                    str(tmp / "det"), "--steps", "500", "--models", "1", "--no-progress"], check=True)
+    out = {"command": " ".join(sys.argv), "threads": 1, "results": []}
+    for n in a.rows:
+        write(tmp / "big.csv", rows(n, 1))
+        mib, sec = peak([sys.executable, "-m", "diffusekit", "anomaly", "score", str(tmp / "det"), "--data",
+                         str(tmp / "big.csv"), "--out", str(tmp / "s.csv"), "--no-progress"])
+        r = {"rows": n, "file_mib": round((tmp / "big.csv").stat().st_size / 2**20, 1), "streamed_peak_rss_mib":
+             round(mib, 1), "streamed_seconds": round(sec, 1)}
+        if n <= a.whole_up_to:
+            mib, sec = peak([sys.executable, "-c", WHOLE, str(tmp / "det"), str(tmp / "big.csv")])
+            r.update(whole_peak_rss_mib=round(mib, 1), whole_seconds=round(sec, 1))
+        print(json.dumps(r), flush=True)
+        out["results"].append(r)
+        (tmp / "s.csv").unlink()
+    (RESULTS / "stream_rss.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
