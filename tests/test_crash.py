@@ -149,3 +149,41 @@ def test_killed_at_any_moment_resumes_to_the_uninterrupted_weights(tmp_path):
     for stem in ("model", "ema", "optimizer"):
         a, b = load_file(whole / "last" / f"{stem}.safetensors"), load_file(run / "last" / f"{stem}.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stem
+
+
+def test_a_killed_anomaly_fit_leaves_no_detector_or_a_whole_one(tmp_path):
+    """`anomaly fit` killed at moments spread over its run: detector.json is written last, so the folder holds either
+    no detector (said plainly, and a retry into it is refused rather than mixing two fits) or one that scores."""
+    rng = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, generator=g).numpy()
+    with open(tmp_path / "normal.csv", "w") as f:
+        f.write("a,b,c\n" + "\n".join(",".join(f"{v:.5g}" for v in r) for r in x) + "\n")
+    fit = [*CLI, "anomaly", "fit", "--data", str(tmp_path / "normal.csv"), "--steps", "300", "--models", "1",
+           "--no-progress", "--out"]
+    t = time.time()
+    subprocess.run([*fit, str(tmp_path / "whole")], env=ENV, check=True, capture_output=True, timeout=300)
+    took = time.time() - t
+    outcomes = []
+    for trial in range(5):  # kills spread from a fifth of an uninterrupted fit's time to just past its end
+        det = tmp_path / f"det{trial}"
+        p = subprocess.Popen([*fit, str(det)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(took * (0.2 + 0.2 * trial + 0.1 * float(torch.rand(1, generator=rng))))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        r = subprocess.run([*CLI, "anomaly", "score", str(det), "--data", str(tmp_path / "normal.csv"), "--out",
+                            str(tmp_path / f"s{trial}.csv"), "--no-progress"], env=ENV, capture_output=True, text=True,
+                           timeout=300)
+        if (det / "detector.json").exists():
+            assert r.returncode == 0, r.stderr
+            outcomes.append("whole")
+        else:
+            assert r.returncode != 0 and "Traceback" not in r.stderr
+            assert "not a detector" in r.stderr or "no such" in r.stderr.lower(), r.stderr
+            outcomes.append("none")
+            if det.exists() and any(p.name != LOCK_FILE for p in det.iterdir()):
+                again = subprocess.run([*CLI, "anomaly", "fit", "--data", str(tmp_path / "normal.csv"), "--out",
+                                        str(det), "--steps", "5", "--no-progress"], env=ENV, capture_output=True,
+                                       text=True, timeout=120)
+                assert again.returncode != 0 and "did not finish" in again.stderr, again.stderr
+    print("killed anomaly fits:", outcomes)

@@ -306,7 +306,8 @@ class AnomalyDetector:
         if n != i["n_train"] + n_held or i["data_sha256"] != _digest(data.x):
             raise DiffusekitError(f"refit needs the normal data the detector was fit on ({i['n_train'] + n_held} "
                                   f"samples); got {n} samples{' that differ' if n == i['n_train'] + n_held else ''}")
-        self._fit_scores(data, _split(n, i["seed"], n_held)[1], batch_size, progress)
+        with writer_lock(self.path, "refit"):
+            self._fit_scores(data, _split(n, i["seed"], n_held)[1], batch_size, progress)
 
     def _fit_scores(self, data, held, batch_size, progress):
         """Score the held-out rows `held` of the normal data: statistics from the first n_fit, calibration from the
