@@ -187,3 +187,38 @@ def test_a_killed_anomaly_fit_leaves_no_detector_or_a_whole_one(tmp_path):
                                        text=True, timeout=120)
                 assert again.returncode != 0 and "did not finish" in again.stderr, again.stderr
     print("killed anomaly fits:", outcomes)
+
+
+def _file_size_limit(limit):
+    def apply():  # a write past the limit then fails with EFBIG instead of killing the process (SIGXFSZ)
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_failing_write_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    kw = ["--no-progress"]
+    subprocess.run([*CLI, "train", "--data", "toy:gmm8", "--out", str(run), "--steps", "20", "--ckpt-every", "10", *kw],
+                   env=ENV,
+                   check=True, capture_output=True, timeout=300)
+    before = {p.name: p.read_bytes() for p in (run / "last").iterdir()}
+    # files of at most 4 KiB: the log's rows fit, a checkpoint's weights do not (a full disk, as a process sees it)
+    r = subprocess.run([*CLI, "train", "--resume", "--out", str(run), "--steps", "40", *kw], env=ENV,
+                       capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(4096))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "cannot write the checkpoint" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in (run / "last").iterdir()} == before
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name or p.name.endswith(".old")]
+    # room again: the resume goes on from the intact checkpoint
+    subprocess.run([*CLI, "train", "--resume", "--out", str(run), "--steps", "40", *kw], env=ENV, check=True,
+                   capture_output=True, timeout=300)
+    assert _step(run) == 40
+    # a scores file that cannot be written: said in one line, nothing half-written beside it
+    subprocess.run([*CLI, "sample", str(run), "--n", "50", "--out", str(tmp_path / "ok.csv"), "--no-progress"], env=ENV, check=True,
+                   capture_output=True, timeout=300)
+    r = subprocess.run([*CLI, "sample", str(run), "--n", "5000", "--out", str(tmp_path / "big.csv"), "--no-progress"], env=ENV,
+                       capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(4096))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not [p.name for p in tmp_path.iterdir() if "big.csv" in p.name]

@@ -142,10 +142,16 @@ def save_checkpoint(path, tensors: dict, meta: dict):
     path = Path(path)
     tmp, old = path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for stem, sd in tensors.items():
-        save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(tmp / f"{stem}.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+    try:
+        tmp.mkdir(parents=True)
+        for stem, sd in tensors.items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(tmp / f"{stem}.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+    except BaseException as e:  # a full disk, a file-size limit, an interrupt: the previous checkpoint stays as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, SafetensorError)):
+            raise DiffusekitError(f"cannot write the checkpoint {path} ({e}); the previous one is intact") from None
+        raise
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
