@@ -127,6 +127,14 @@ def _number_text(v, exact: bool) -> str:
     return repr(v) if exact else f"{v:.6g}"
 
 
+def read_json(path):
+    """json.loads of a file; nesting too deep for the parser is a ValueError, as any other malformed JSON is."""
+    try:
+        return json.loads(Path(path).read_text())
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
+
+
 def write_json_atomic(path: Path, obj):
     write_text_atomic(path, json.dumps(obj, indent=2))
 
@@ -197,7 +205,7 @@ def _read_checkpoint(path: Path, stems):
     if not path.is_dir():
         raise DiffusekitError(f"no checkpoint at {path}")
     try:
-        meta = json.loads((path / "state.json").read_text())
+        meta = read_json(path / "state.json")
         tensors = {s: load_file(str(path / f"{s}.safetensors")) for s in stems if (path / f"{s}.safetensors").exists()}
     except (OSError, ValueError, SafetensorError) as e:
         raise DiffusekitError(f"corrupt or truncated checkpoint {path}: {e}") from None
@@ -232,7 +240,7 @@ def is_diffusers_folder(path) -> bool:
     if (path / "model_index.json").is_file():
         return True
     try:
-        return "_class_name" in json.loads((path / "config.json").read_text())
+        return "_class_name" in read_json(path / "config.json")
     except (OSError, ValueError, TypeError):
         return False
 
@@ -246,7 +254,7 @@ def read_run_config(path) -> dict:
     if not cfg_path.exists():
         raise DiffusekitError(f"{path} is not a run directory (no config.json)")
     try:
-        cfg = json.loads(cfg_path.read_text())
+        cfg = read_json(cfg_path)
     except ValueError as e:
         raise DiffusekitError(f"{cfg_path} is not valid JSON: {e}") from None
     if not isinstance(cfg, dict) or not {"model", "codec"} <= set(cfg):

@@ -11,7 +11,6 @@ and turns scores into tables and reports in the data's own terms.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import shutil
@@ -29,7 +28,7 @@ from safetensors.torch import load_file
 from .anomaly import (ANOMALY_STREAM, NEIGHBOURS, REPRESENTATION_LEVEL, MAX_REFERENCE, UNSEEN_PENALTY, _digest, _split, flag_rate,
                       combine, conformal_p_values, default_holdout, default_models, fit_stats, n_draws,
                       neighbour_distance, per_dim_z, raw_scores, representation)
-from .checkpoint import save_samples, save_tensors_atomic, write_json_atomic, writer_lock
+from .checkpoint import read_json, save_samples, save_tensors_atomic, write_json_atomic, writer_lock
 from .config import Config, check
 from .data import CsvRows, Data, as_data, check_columns, csv_chunks, split_column, to_model_space
 from .errors import DiffusekitError
@@ -210,7 +209,7 @@ class AnomalyDetector:
         if not f.is_file():
             raise DiffusekitError(f"{path} is not a detector folder (no detector.json; make one with `anomaly fit`)")
         try:
-            info = json.loads(f.read_text())
+            info = read_json(f)
             if not isinstance(info, dict):
                 raise ValueError("not a JSON object")
             missing = [k for k in INFO_KEYS if k not in info]

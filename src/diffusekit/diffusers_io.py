@@ -25,6 +25,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
+from .checkpoint import read_json
 from .config import check
 from .data.codecs import ImageCodec
 from .errors import DiffusekitError
@@ -39,7 +40,7 @@ def diffusers_parts(path: Path) -> tuple[Path, Path]:
     """(the UNet's folder, the scheduler's config file) of a diffusers folder, or a one-line error."""
     if (path / "model_index.json").is_file():
         try:
-            index = json.loads((path / "model_index.json").read_text())
+            index = read_json(path / "model_index.json")
         except ValueError as e:
             raise DiffusekitError(f"{path / 'model_index.json'} is not valid JSON: {e}") from None
         check(isinstance(index, dict) and "unet" in index and "scheduler" in index,
@@ -59,10 +60,10 @@ def load_diffusers(path, device="cpu"):
     path = Path(path)
     unet_dir, sched_path = diffusers_parts(path)
     try:
-        kind = json.loads((unet_dir / "config.json").read_text()).get("_class_name")
+        kind = read_json(unet_dir / "config.json").get("_class_name")
         check(kind in NETWORKS, f"{unet_dir} holds a diffusers {kind}; diffusekit reads {' and '.join(NETWORKS)}")
         unet = NETWORKS[kind].from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
-        sched_cfg = json.loads(sched_path.read_text())
+        sched_cfg = read_json(sched_path)
         scheduler = DDPMScheduler.from_config(sched_cfg)  # only its noise table is used: the sampler is ours
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
         raise DiffusekitError(f"cannot load the diffusers model in {path}: {str(e).splitlines()[0]}") from None

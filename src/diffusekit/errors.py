@@ -9,7 +9,7 @@ class DiffusekitError(Exception):
     """A problem with the user's input or files, described in one line; params: the parameter names it mentions."""
 
     def __init__(self, message: str, *params: str):
-        super().__init__(message)
+        super().__init__(" ".join(str(message).split("\n")))  # one line, whatever a library it quotes said
         self.params = params
 
 

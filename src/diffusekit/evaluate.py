@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import atomic_path
+from .checkpoint import atomic_path, read_json
 from .config import check
 from .data import Data, as_data, load_data, read_samples, to_model_space
 from .data.codecs import ImageCodec
@@ -101,7 +101,7 @@ def save_classifier(model, meta, path: Path):
 
 def load_classifier(path: Path):
     try:
-        meta = json.loads(Path(str(path) + ".json").read_text())
+        meta = read_json(str(path) + ".json")
         model = FeatureClassifier(meta["in_channels"], meta["num_classes"])
         model.load_state_dict(load_file(str(path) + ".safetensors"))
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:

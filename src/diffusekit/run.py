@@ -11,7 +11,6 @@ was trained on; batching, per-sample seeds, progress bars and the checks on resu
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import (is_diffusers_folder, load_checkpoint, read_run_config, save_samples, write_json_atomic,
+from .checkpoint import (is_diffusers_folder, load_checkpoint, read_json, read_run_config, save_samples, write_json_atomic,
                          writer_lock)
 from .config import check
 from .data import as_data, read_images, to_model_space
@@ -333,7 +332,7 @@ class Run:
         if not f.exists():
             return None
         try:
-            g = json.loads(f.read_text())
+            g = read_json(f)
             fits = (g["checkpoint"], g["ema"], g["step"]) == (*self.weights, self.step)
             grids = {int(k): [float(v) for v in sig] for k, sig in g["grids"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as e:

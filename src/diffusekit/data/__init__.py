@@ -273,6 +273,7 @@ def read_npz(path) -> tuple:
         with np.load(path) as f:
             if "arr_0" not in f:
                 raise DiffusekitError(f"{path} has no arr_0 array")
+            _check_declared_size(f, path)
             a = f["arr_0"]
             labels = f["arr_1"] if "arr_1" in f else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -282,6 +283,23 @@ def read_npz(path) -> tuple:
     if np.iscomplexobj(a):  # a cast would drop the imaginary part with only a warning
         raise DiffusekitError(f"{path}: arr_0 holds complex numbers; give real ones")
     return a, labels
+
+
+def _check_declared_size(npz, path):
+    """Refuse arrays whose headers declare more bytes than half this machine's memory, before numpy allocates them
+    (a zip bomb: a few compressed megabytes that unpack to a huge array; or a header that lies)."""
+    limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2 if hasattr(os, "sysconf") else None
+    for name in ("arr_0.npy", "arr_1.npy"):
+        if limit is None or name not in npz.zip.namelist():
+            continue
+        with npz.zip.open(name) as m:
+            version = np.lib.format.read_magic(m)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(m)
+        size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if size > limit:
+            raise DiffusekitError(f"{path}: {name[:-4]} declares {size / 2**30:.1f} GiB ({' x '.join(map(str, shape))} "
+                                  f"{dtype}), more than half of this machine's memory")
 
 
 def _npz(path: str) -> Data:
