@@ -183,7 +183,11 @@ class VectorCodec:
             if len(present) < len(nums):
                 missing.append(c)
             if np.isfinite(present).all():  # infinite values are refused by encode
-                mean[j], s = present.mean(), present.std()
+                with np.errstate(over="ignore"):
+                    mean[j], s = present.mean(), present.std()
+                if not (np.isfinite(mean[j]) and np.isfinite(s)):  # values near 1e308: in units of the largest
+                    top = float(np.abs(present).max())
+                    mean[j], s = (present / top).mean() * top, (present / top).std() * top
                 # a column constant up to rounding (float32 round trips) is constant: dividing by its 1e-25 spread
                 # would blow every later value up
                 std[j] = s if s > 1e-9 * max(1.0, float(np.abs(present).max())) else 1.0
