@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,3 +223,38 @@ def test_a_failing_write_is_one_line_and_keeps_the_previous_checkpoint(tmp_path)
                        capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(4096))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert not [p.name for p in tmp_path.iterdir() if "big.csv" in p.name]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def test_torchrun_with_one_rank_killed_resumes_to_the_uninterrupted_weights(tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "diffusekit",
+                "train"]
+    kw = ["--data", "toy:moons", "--preset", "tiny", "--batch-size", "64", "--steps", "400", "--ckpt-every", "10",
+          "--no-progress"]
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    r = subprocess.run([*torchrun, "--out", str(whole), *kw], env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    agent = subprocess.Popen([*torchrun, "--out", str(run), *kw], env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while _step(run) < 30:
+        assert agent.poll() is None and time.time() < deadline, agent.stderr.read()[-2000:]
+        time.sleep(0.1)
+    workers = _children(agent.pid)
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGKILL)  # rank 1 (the one that does not write) dies mid-run
+    agent.wait(timeout=300)
+    agent.stderr.read()
+    assert agent.returncode != 0 and _step(run) < 400
+    r = subprocess.run([*torchrun, "--out", str(run), "--resume", "--steps", "400", "--no-progress"], env=ENV,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for stem in ("model", "ema", "optimizer"):
+        a, b = load_file(whole / "last" / f"{stem}.safetensors"), load_file(run / "last" / f"{stem}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), stem
