@@ -63,6 +63,11 @@ def test_handlers_sample_score_nll(models):
     want = det.score(df.iloc[:4], fpr=0.1)
     assert [i["score"] for i in answer["items"]] == pytest.approx(list(want["score"]))
     assert [i["flag"] for i in answer["items"]] == list(want["flag"])
+    assert answer["fpr"] == 0.1 and "fpr_note" not in answer
+    low = d.score({"rows": rows, "fpr": 1e-6})  # below what the calibration set supports: flags at its lowest rate
+    n_cal = det.info["n_calibration"]
+    assert low["fpr"] == 1 / (n_cal + 1) and f"has {n_cal}" in low["fpr_note"]
+    assert [i["score"] for i in low["items"]] == pytest.approx(list(want["score"]))
     assert list(d.sample({"n": 2, "steps": 3})["rows"][0]) == list(df.columns)
 
 
