@@ -258,3 +258,14 @@ def test_torchrun_with_one_rank_killed_resumes_to_the_uninterrupted_weights(tmp_
     for stem in ("model", "ema", "optimizer"):
         a, b = load_file(whole / "last" / f"{stem}.safetensors"), load_file(run / "last" / f"{stem}.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a), stem
+
+
+def test_temporaries_of_dead_writers_are_removed_by_the_next_write(tmp_path):
+    from diffusekit.checkpoint import write_text_atomic
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"out.csv.tmp-{int(dead.stdout)}"  # its writer was killed: nobody will finish it
+    stale.write_text("half")
+    other = tmp_path / f"out.csv.tmp-{os.getppid()}"  # a writer still running (this test's parent) keeps its file
+    other.write_text("in progress")
+    write_text_atomic(tmp_path / "out.csv", "a\n1\n")
+    assert not stale.exists() and other.exists() and (tmp_path / "out.csv").read_text() == "a\n1\n"

@@ -39,6 +39,7 @@ def atomic_path(path, suffix=""):
     if os.path.isdir(path):
         raise DiffusekitError(f"{path} is a folder; give a file name to write")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _remove_dead_writers(path)
     tmp = f"{path}.tmp-{os.getpid()}{suffix}"
     try:
         yield tmp
@@ -87,6 +88,24 @@ def writer_lock(folder, what: str, *, reading: bool = False):
             if made and os.listdir(folder) == [LOCK_FILE]:
                 os.remove(folder / LOCK_FILE)
                 folder.rmdir()
+
+
+def _remove_dead_writers(path):
+    """Temporary files beside `path` that killed writers left (path.tmp-PID...): those whose process is gone."""
+    for p in Path(path).parent.glob(f"{Path(path).name}.tmp-*"):
+        pid = p.name[len(Path(path).name) + 5:].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def write_text_atomic(path, text: str):
