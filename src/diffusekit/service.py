@@ -188,8 +188,11 @@ class MainThreadWorker:
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(*args, **kwargs))
-                except BaseException as e:  # handed to the request, which answers it
+                except Exception as e:  # handed to the request, which answers it
                     future.set_exception(e)
+                except BaseException as e:  # Ctrl-C during a call: the request is answered, and the server stops
+                    future.set_exception(e)
+                    raise
 
 
 def serve(app, worker: MainThreadWorker, host: str = "127.0.0.1", port: int = 7860):
