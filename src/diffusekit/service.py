@@ -16,6 +16,7 @@ import hmac
 import io
 import json
 import queue
+import signal
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -200,6 +201,8 @@ def serve(app, worker: MainThreadWorker, host: str = "127.0.0.1", port: int = 78
     model's calls on this thread (call it from the main thread)."""
     import uvicorn
 
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C stops it even where the parent ignored SIGINT
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     http = threading.Thread(target=server.run, name="diffusekit-http", daemon=True)
     http.start()
