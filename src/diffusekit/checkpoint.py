@@ -7,6 +7,7 @@ Run directory: ``config.json`` (train + model config, codec), ``last/`` and ``be
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -39,7 +40,7 @@ def atomic_path(path, suffix=""):
     if os.path.isdir(path):
         raise DiffusekitError(f"{path} is a folder; give a file name to write")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _remove_dead_writers(path)
+    remove_dead_writers(os.path.dirname(os.path.abspath(path)), glob.escape(os.path.basename(path)))
     tmp = f"{path}.tmp-{os.getpid()}{suffix}"
     try:
         yield tmp
@@ -90,12 +91,13 @@ def writer_lock(folder, what: str, *, reading: bool = False):
                 folder.rmdir()
 
 
-def _remove_dead_writers(path):
-    """Temporary files beside `path` that killed writers left (path.tmp-PID...): those whose process is gone."""
-    for p in Path(path).parent.glob(f"{Path(path).name}.tmp-*"):
-        pid = p.name[len(Path(path).name) + 5:].split(".")[0]
+def remove_dead_writers(folder, name: str = "*"):
+    """What writers killed mid-write left in `folder`: the temporary files of atomic_path and folders of
+    save_checkpoint (NAME.tmp-PID...) whose process is gone."""
+    for p in Path(folder).glob(f"{name}.tmp-*"):
+        pid = p.name.rsplit(".tmp-", 1)[1].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
-            p.unlink(missing_ok=True)
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -184,13 +186,6 @@ def save_checkpoint(path, tensors: dict, meta: dict):
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_stale_temporaries(folder):
-    """What writers killed mid-write left in `folder` (atomic_path's files, save_checkpoint's folders, named
-    *.tmp-PID*): for its one writer (writer_lock held) to call before it writes."""
-    for p in Path(folder).glob("*.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def load_checkpoint(path, stems=("model", "ema"), attempts: int = 5):

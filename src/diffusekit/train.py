@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .augment import AUGMENT_DIM, AUGMENTS, apply_augment, draw_augment
 from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_run_config,
-                         remove_stale_temporaries, save_checkpoint, write_json_atomic,
+                         remove_dead_writers, save_checkpoint, write_json_atomic,
                          write_text_atomic)
 from .config import Config, check, check_choice
 from .evaluate import Evaluator
@@ -330,7 +330,7 @@ class Trainer:
         if cfg.eval_every and self.rank == 0:
             self.evaluator = Evaluator(cfg.eval_reference or cfg.data, cache_dir=self.out / "evaluator", n_boot=5)
         if self.rank == 0 and self.out.is_dir():
-            remove_stale_temporaries(self.out)
+            remove_dead_writers(self.out)
         if resume:
             self._load()
         elif self.rank == 0:
