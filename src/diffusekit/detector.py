@@ -251,8 +251,8 @@ class AnomalyDetector:
             return cls._fit(data, spec, out, run_paths, c, device, progress)
 
     @classmethod
-    def _fit(cls, data, spec, out, run_paths, c, device, progress) -> "AnomalyDetector":
-        runs = run_paths
+    def _fit(cls, data, spec, out, runs, c, device, progress) -> "AnomalyDetector":
+        """fit's work, its folders locked; runs: the trained runs given (a list), or None to train them here."""
         if out.exists() and not out.is_dir():
             raise DiffusekitError(f"out {out} is an existing file; the detector is a folder (nothing was overwritten)",
                                   "out")
@@ -276,7 +276,7 @@ class AnomalyDetector:
         if runs is None:
             run_paths = _train_models(data, train_idx, out, run_refs, c, device, progress)
         else:
-            run_refs = [str(Path(p).resolve()) for p in run_paths]
+            run_paths, run_refs = runs, [str(Path(p).resolve()) for p in runs]
             if len(set(run_refs)) < len(run_refs):
                 raise DiffusekitError(f"runs names one run twice: {', '.join(run_refs)}", "runs")
         run = Run.ensemble(run_paths, device=device)
@@ -457,19 +457,16 @@ class AnomalyDetector:
         partial = Path(f"{out}.partial")
         done = _resume_partial(partial, resume)
         total = sum(1 for _ in open(path, "rb")) if progress else None  # lines: a bar, not an exact count
-        summary = {"n": done, "flagged": 0, "fpr": rate, "fpr_note": note, "unseen_rows": 0, "unseen": 0,
+        summary = {"n": 0, "flagged": 0, "unseen_rows": 0, "unseen": 0, "fpr": rate, "fpr_note": note,
                    "resumed_at": done if resume else None}
         if partial.exists() and partial.stat().st_size:
             with open(partial, newline="") as f:
                 first = f.readline()
             check(f"flag_at_fpr_{rate:.4g}," in first, f"{partial} was scored with flags at another fpr than "
                   f"{rate:.4g} ({first.split(',')[3]}): resume with that fpr", "fpr")
-        if done:
-            with open(partial, newline="") as f:
-                for row in csv.DictReader(f):
-                    summary["flagged"] += int(row[next(k for k in row if k.startswith("flag_at_fpr_"))])
-                    summary["unseen_rows"] += bool(row.get("unseen_categories"))
-                    summary["unseen"] += len(row["unseen_categories"].split("; ")) if row.get("unseen_categories") else 0
+            flag = first.split(",")[3].strip()
+            for part in pd.read_csv(partial, chunksize=chunk_rows, dtype=str, keep_default_na=False):
+                _add_counts(summary, part[flag].astype(int), part.get("unseen_categories", ()))
         try:
             self._stream_scores(path, partial, rate, done, chunk_rows, batch_size, summary, total, progress)
         except DiffusekitError as e:  # bad rows: what was scored before them is kept for a resume, said so
@@ -498,10 +495,7 @@ class AnomalyDetector:
                     w.writerow(header)
                 w.writerows(rows)
                 f.flush()  # a kill loses at most the chunk being scored
-                unseen = [u for u in df.get("unseen_categories", []) if u]
-                summary.update(n=summary["n"] + len(df), flagged=summary["flagged"] + int(df["flag"].sum()),
-                               unseen_rows=summary["unseen_rows"] + len(unseen),
-                               unseen=summary["unseen"] + sum(len(u.split("; ")) for u in unseen))
+                _add_counts(summary, df["flag"], df.get("unseen_categories", ()))
                 bar.update(len(df))
 
     def report(self, data, *, labels=None, label_column=None, fpr: float = 0.01, batch_size=256,
@@ -545,6 +539,19 @@ def scores_table(df, start: int = 0) -> tuple[list, list]:
             + [f"{getattr(r, c):.4g}" for c in head[4:]] + [getattr(r, c) for c in text]
             for i, r in enumerate(df.itertuples())]
     return head + text, rows
+
+
+def scores_counts(flags, unseen_categories=()) -> dict:
+    """Counts of a scores table's rows: n, flagged, unseen_rows (rows with a category absent from the normal data)
+    and unseen (those categories; a row's unseen_categories cell lists them, "; "-separated)."""
+    unseen = [u for u in unseen_categories if isinstance(u, str) and u]
+    return {"n": len(flags), "flagged": int(np.sum(flags)), "unseen_rows": len(unseen),
+            "unseen": sum(len(u.split("; ")) for u in unseen)}
+
+
+def _add_counts(summary: dict, flags, unseen_categories):
+    for k, v in scores_counts(flags, unseen_categories).items():
+        summary[k] += v
 
 
 def _resume_partial(partial: Path, resume: bool) -> int:

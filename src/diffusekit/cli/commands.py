@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..anomaly import UNSEEN_PENALTY
 from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic, write_text_atomic
-from ..detector import AnomalyDetector, scores_table
+from ..detector import AnomalyDetector, scores_counts, scores_table
 from ..errors import DiffusekitError, check
 from ..evaluate import evaluate, memorisation
 from ..run import GRIDS_FILE, Latents, Run, distill, load, train
@@ -254,8 +254,6 @@ def cmd_anomaly_score(a):
     if det.kind == "vector" and str(a.data).endswith(".csv"):  # streamed: any length, written as it goes
         s = det.score_csv(a.data, a.out, a.fpr, resume=a.resume, batch_size=a.batch_size,
                           progress=not a.no_progress)
-        rate, note, n, flagged, n_unseen, unseen_rows = (s[k] for k in ("fpr", "fpr_note", "n", "flagged", "unseen",
-                                                                         "unseen_rows"))
     else:
         check(not a.resume, "--resume continues the scores of a CSV table, written as they go; these samples are "
               "scored at once", "resume")
@@ -267,9 +265,10 @@ def cmd_anomaly_score(a):
         if maps is not None:
             for i, h in enumerate(maps):
                 Image.fromarray(h).save(Path(a.maps) / f"{i:06d}.png")
-        rate, note, n, flagged = df.attrs["fpr"], df.attrs["fpr_note"], len(df), int(df["flag"].sum())
-        unseen = [u.split("; ") for u in df["unseen_categories"] if u] if "unseen_categories" in df else []
-        n_unseen, unseen_rows = sum(map(len, unseen)), len(unseen)
+        s = {**scores_counts(df["flag"], df.get("unseen_categories", ())), "fpr": df.attrs["fpr"],
+             "fpr_note": df.attrs["fpr_note"]}
+    rate, note, n, flagged, n_unseen, unseen_rows = (s[k] for k in ("fpr", "fpr_note", "n", "flagged", "unseen",
+                                                                     "unseen_rows"))
     msg = (f"scored {n} samples -> {a.out}: {flagged} flagged at false-positive rate {rate:.4g} (conformal p-value "
            f"<= {rate:.4g}; on normal data the flagged fraction is at most about {rate:.4g})")
     if n_unseen:
