@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +28,7 @@ from sklearn.datasets import load_breast_cancer
 import diffusekit as dk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "speed"))
-from bench_serve import free_port, rss_kb  # noqa: E402
+from bench_serve import rss_kb, start_server  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -45,23 +43,10 @@ def main():
     det = Path(tempfile.mkdtemp()) / "det"
     dk.AnomalyDetector.fit(df[data.target == 1], out=det, minutes=0.5, models=1)
     records = json.loads(df.to_json(orient="records"))
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "-m", "diffusekit", "serve", str(det), "--no-ui", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server, url, port = start_server(det)
     counts = {k: 0 for k in ("valid", "valid_failed", "malformed", "malformed_4xx", "malformed_5xx", "disconnects")}
     failures, lock, trace = [], threading.Lock(), []
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline and server.poll() is None, "the server did not start"
-            time.sleep(0.2)
         bad_bodies = [b"{not json", json.dumps({"rows": [{k: v for k, v in records[0].items() if k != "mean radius"}]}),
                       json.dumps({"rows": records[:2], "fpr": "x"}), json.dumps({"rows": "abc"}),
                       ("/sample", json.dumps({"n": -3}))]

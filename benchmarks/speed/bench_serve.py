@@ -38,6 +38,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(det_path):
+    """`diffusekit serve DET --no-ui` on a free loopback port, once /health answers: (process, url, port)."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    server = subprocess.Popen([sys.executable, "-m", "diffusekit", "serve", str(det_path), "--no-ui", "--port",
+                               str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return server, url, port
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            server.terminate()
+            raise SystemExit("the server did not start")
+        time.sleep(0.2)
+
+
 def load_level(url, path, bodies, clients, seconds, pid, warmup):
     """POST each body (cycling) from `clients` threads until all are sent or time is up: figures of the level."""
     lat, errors, rows, rss_after_warmup, trace = [], 0, 0, None, []
@@ -112,21 +132,8 @@ def main():
     fpr = 0.1
 
     base = in_process(det, batches, fpr, a.baseline_seconds) if "score" in a.paths else None
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "-m", "diffusekit", "serve", str(det_path), "--no-ui", "--port",
-                               str(port)], env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server, url, port = start_server(det_path)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline and server.poll() is None, "the server did not start"
-            time.sleep(0.2)
         score_bodies = [{"rows": json.loads(b.to_json(orient="records")), "fpr": fpr} for b in batches]
         sample_bodies = [{"n": a.sample_n, "seed": i} for i in range(a.requests)]
         out = {"baseline_rows_per_s": base, "batch": a.batch, "requests_per_level": a.requests, "score": [],
