@@ -385,6 +385,10 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
     one_line_error(capsys, cli("anomaly", "score", d / "det", "--data", tmp_path / "test.npz", "--out", tmp_path / "s.csv",
                                "--maps", tmp_path / "mapsfile", "--fpr", 0.05, "--no-progress"), "existing file")
     assert (tmp_path / "s.csv").read_bytes() == before
+    # --resume is for a table's streamed CSV; images are scored at once: said, nothing written
+    one_line_error(capsys, cli("anomaly", "score", d / "det", "--data", tmp_path / "test.npz", "--out", tmp_path / "s.csv",
+                               "--resume", "--no-progress"), "--resume continues the scores of a CSV table")
+    assert (tmp_path / "s.csv").read_bytes() == before
     # a detector folder without its reference, or with a spoiled one: one line, nothing written
     for spoil, needle in ((lambda f: f.unlink(), "lacks reference.safetensors"),
                           (lambda f: f.write_bytes(b"not a tensor file"), "corrupt"),
