@@ -76,7 +76,7 @@ from PIL import Image
 from .errors import DiffusekitError
 from .likelihood import NLLConfig, nll
 from .precond import unconditional
-from .runtime import map_batches, sample_seeds
+from .runtime import gather, map_batches, sample_seeds, shard
 from .samplers import PerSampleNoise, sample_ddim
 
 ANOMALY_STREAM = 2  # seed stream for the probes' noise (independent of sampling and likelihood draws)
@@ -172,8 +172,10 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progre
     """Every raw score of samples x (model space), each error averaged over `draws` noise draws: dict name -> [N], the
     per-dimension error [N, ...] (on the CPU; the network runs on the run's device), for images the PNG complexity,
     and with `with_representation` the network's representation [N, F] (absent if it has none). start: the index of
-    x[0] in a longer stream of samples scored in parts (its noise draws are those of that index)."""
+    x[0] in a longer stream of samples scored in parts (its noise draws are those of that index). Sharded over torchrun
+    ranks and gathered: every rank returns every sample's scores, the same as one process's."""
     m, device = run.model_config, run.device
+    mine, rank, world = shard(len(x))
     D = unconditional(run.denoiser, m)
     levels = noise_levels(m)
     starts = (0.25 * m.sigma_data, 0.6 * m.sigma_data)
@@ -183,7 +185,7 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progre
         acc, rep = {}, None
         f0 = features(xb) if features is not None else None
         for j in range(draws):  # draw 0 keeps the stream of single-draw detectors
-            seeds = sample_seeds(seed, len(xb), start + int(idx[0]), stream=ANOMALY_STREAM + 1000 * j)
+            seeds = [sample_seeds(seed, 1, start + i, stream=ANOMALY_STREAM + 1000 * j)[0] for i in idx.tolist()]
             one = {}
             one["profile"], one["per_dim"] = error_profile(D, xb, levels, seeds)
             recs = [reconstruct(D, xb, s, seeds) for s in starts]
@@ -197,8 +199,8 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progre
                 rep = representation(run, xb, seeds)
         return acc if rep is None else {**acc, "representation": rep}
 
-    out = {k: v.double() if k != "representation" else v for k, v in
-           map_batches(batch, len(x), batch_size, desc="scoring", progress=progress).items()}
+    mapped = map_batches(batch, len(x), batch_size, indices=mine, desc="scoring", progress=progress and rank == 0)
+    out = {k: v.double() if k != "representation" else v for k, v in gather(mapped, mine, len(x), world).items()}
     if run.codec.kind == "image":  # the ELBO (16 stratified levels; 784 dimensions average its noise) less complexity
         lik = nll(run.denoiser, m, run.codec, x, NLLConfig(method="elbo", levels=16, seed=seed, batch_size=batch_size),
                   device=device, start=start)

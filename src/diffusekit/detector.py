@@ -10,12 +10,12 @@ and turns scores into tables and reports in the data's own terms.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import shutil
 import tempfile
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from .data import CsvRows, Data, as_data, check_columns, csv_chunks, split_colum
 from .errors import DiffusekitError
 from .evaluate import SHIPPED, WEIGHTS_DIR, features, load_classifier
 from .run import Run, train
-from .runtime import map_batches
+from .runtime import is_main_process, map_batches, on_main
 from .viz import line_plot
 from tqdm.auto import tqdm
 
@@ -244,7 +244,7 @@ class AnomalyDetector:
         if runs is not None:
             c.for_runs()
         run_paths = None if runs is None else list(runs) if isinstance(runs, (list, tuple)) else [runs]
-        with ExitStack() as locks:  # the detector's folder and the runs it reads: no writer changes them meanwhile
+        with contextlib.ExitStack() as locks:  # the detector's folder and the runs it reads: no writer changes them meanwhile
             locks.enter_context(writer_lock(out, "anomaly fit"))
             for folder in {Path(r).resolve() for r in run_paths or []} - {out.resolve()}:
                 locks.enter_context(writer_lock(folder, "anomaly fit", reading=True))
@@ -455,48 +455,58 @@ class AnomalyDetector:
               "chunk_rows")
         rate, note = flag_rate(fpr, self.info["n_calibration"])
         partial = Path(f"{out}.partial")
-        done = _resume_partial(partial, resume)
-        total = sum(1 for _ in open(path, "rb")) if progress else None  # lines: a bar, not an exact count
-        summary = {"n": 0, "flagged": 0, "unseen_rows": 0, "unseen": 0, "fpr": rate, "fpr_note": note,
-                   "resumed_at": done if resume else None}
-        if partial.exists() and partial.stat().st_size:
-            with open(partial, newline="") as f:
-                first = f.readline()
-            check(f"flag_at_fpr_{rate:.4g}," in first, f"{partial} was scored with flags at another fpr than "
-                  f"{rate:.4g} ({first.split(',')[3]}): resume with that fpr", "fpr")
-            flag = first.split(",")[3].strip()
-            for part in pd.read_csv(partial, chunksize=chunk_rows, dtype=str, keep_default_na=False):
-                _add_counts(summary, part[flag].astype(int), part.get("unseen_categories", ()))
+        main = is_main_process()  # under torchrun every rank scores its share of each chunk; rank 0 writes
+
+        def open_partial():
+            done = _resume_partial(partial, resume)
+            summary = {"n": 0, "flagged": 0, "unseen_rows": 0, "unseen": 0, "fpr": rate, "fpr_note": note,
+                       "resumed_at": done if resume else None}
+            if partial.exists() and partial.stat().st_size:
+                with open(partial, newline="") as f:
+                    first = f.readline()
+                check(f"flag_at_fpr_{rate:.4g}," in first, f"{partial} was scored with flags at another fpr than "
+                      f"{rate:.4g} ({first.split(',')[3]}): resume with that fpr", "fpr")
+                flag = first.split(",")[3].strip()
+                for part in pd.read_csv(partial, chunksize=chunk_rows, dtype=str, keep_default_na=False):
+                    _add_counts(summary, part[flag].astype(int), part.get("unseen_categories", ()))
+            return done, summary
+
+        done, summary = on_main(open_partial)
+        total = sum(1 for _ in open(path, "rb")) if progress and main else None  # lines: a bar, not an exact count
         try:
-            self._stream_scores(path, partial, rate, done, chunk_rows, batch_size, summary, total, progress)
+            with (open(partial, "a", newline="") if main else contextlib.nullcontext()) as f, \
+                    tqdm(total=total, initial=done, disable=not (progress and main), desc="scoring", unit="row") as bar:
+                for df, start in self._stream_scores(path, rate, done, chunk_rows, batch_size):
+                    if main:
+                        header, rows = scores_table(df, start)
+                        w = csv.writer(f, lineterminator="\n")
+                        if f.tell() == 0:
+                            w.writerow(header)
+                        w.writerows(rows)
+                        f.flush()  # a kill loses at most the chunk being scored
+                    _add_counts(summary, df["flag"], df.get("unseen_categories", ()))
+                    bar.update(len(df))
         except DiffusekitError as e:  # bad rows: what was scored before them is kept for a resume, said so
             if summary["n"] == 0:
-                partial.unlink(missing_ok=True)
+                if main:
+                    partial.unlink(missing_ok=True)
                 raise
             raise DiffusekitError(f"{e} ({summary['n']} rows before it are scored in {partial}: correct the file "
                                   f"from that row on and resume)", *e.params) from None
         check(summary["n"] > 0, f"{path} has no rows to score", "data")
-        os.replace(partial, out)
+        if main:
+            os.replace(partial, out)
         return summary
 
-    def _stream_scores(self, path, partial, rate, done, chunk_rows, batch_size, summary, total, progress):
-        with open(partial, "a", newline="") as f, tqdm(total=total, initial=done, disable=not progress,
-                                                       desc="scoring", unit="row") as bar:
-            w = csv.writer(f, lineterminator="\n")
-            for chunk in csv_chunks(str(path), chunk_rows):
-                skip = done - chunk.start
-                if skip >= len(chunk.cells):
-                    continue
-                if skip > 0:
-                    chunk = CsvRows(chunk.columns, chunk.cells[skip:], done, chunk.first_line + skip)
-                df = self.score(chunk, rate, batch_size=batch_size)
-                header, rows = scores_table(df, chunk.start)
-                if f.tell() == 0:
-                    w.writerow(header)
-                w.writerows(rows)
-                f.flush()  # a kill loses at most the chunk being scored
-                _add_counts(summary, df["flag"], df.get("unseen_categories", ()))
-                bar.update(len(df))
+    def _stream_scores(self, path, rate, done, chunk_rows, batch_size):
+        """(scores DataFrame, index of its first row) of each chunk of the CSV from row `done` on."""
+        for chunk in csv_chunks(str(path), chunk_rows):
+            skip = done - chunk.start
+            if skip >= len(chunk.cells):
+                continue
+            if skip > 0:
+                chunk = CsvRows(chunk.columns, chunk.cells[skip:], done, chunk.first_line + skip)
+            yield self.score(chunk, rate, batch_size=batch_size), chunk.start
 
     def report(self, data, *, labels=None, label_column=None, fpr: float = 0.01, batch_size=256,
                progress=False) -> Report:

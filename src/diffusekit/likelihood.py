@@ -280,13 +280,11 @@ def nll(denoiser, model_config, codec, x, config: NLLConfig, *, labels=None, dev
             levels = c.levels or 32
             nats = elbo_nll(D, xb, model_config.sigma_min, model_config.sigma_max, n_levels=levels, noise=noise)
             nfe = torch.full((len(idx),), float(levels))
-        return {"nats": to_data_units(nats.cpu(), codec, d), "nfe": nfe.double()}
+        return {"nats": to_data_units(nats.cpu(), codec, d).double(), "nfe": nfe.double()}
 
     vals = map_batches(batch, n, c.batch_size, seed=c.seed, stream=LIKELIHOOD_STREAM, indices=mine,
                        desc=f"nll ({c.method})", progress=progress and rank == 0, start=start)
-    if vals is None:  # this process has no samples
-        vals = {"nats": torch.zeros(0, dtype=torch.float64), "nfe": torch.zeros(0, dtype=torch.float64)}
-    out = gather(vals, mine, n, world)
+    out = gather(vals, mine, n, world)  # vals None: this process has no samples
     out["bits_per_dim"] = bits_per_dim(out["nats"], d)
     return out
 

@@ -74,18 +74,39 @@ def shard(n: int) -> tuple[list[int], int, int]:
     return list(range(rank, n, world)), rank, world
 
 
-def gather(values: dict, indices, n: int, world: int) -> dict:
-    """Per-sample float values {name: [len(indices)]} of every rank, back in sample order (on every rank)."""
+def gather(values: dict | None, indices, n: int, world: int) -> dict:
+    """Per-sample values {name: [len(indices), ...]} of every rank, back in sample order (on every rank). values None:
+    this rank has no samples."""
     if world > 1:
         parts = [None] * world
-        dist.all_gather_object(parts, (indices, {k: v.cpu() for k, v in values.items()}))
+        dist.all_gather_object(parts, (indices, values and {k: v.cpu() for k, v in values.items()}))
     else:
         parts = [(indices, values)]
-    out = {k: torch.empty(n, dtype=torch.float64) for k in values}
+    parts = [(idx, vals) for idx, vals in parts if vals is not None]
+    first = parts[0][1]
+    out = {k: torch.empty((n, *v.shape[1:]), dtype=v.dtype) for k, v in first.items()}
     for idx, vals in parts:
         for k, v in vals.items():
-            out[k][torch.as_tensor(idx, dtype=torch.long)] = v.cpu().to(torch.float64)
+            out[k][torch.as_tensor(idx, dtype=torch.long)] = v.cpu()
     return out
+
+
+def on_main(fn):
+    """fn() run by rank 0 alone under torchrun (it may write files), its result or its DiffusekitError handed to every
+    rank: each returns the same value or raises the same error, so none is left waiting in a collective."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return fn()
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", fn())
+        except DiffusekitError as e:
+            box[0] = ("error", (str(e), e.params))
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise DiffusekitError(value[0], *value[1])
+    return value
 
 
 def map_batches(fn, n: int, batch_size: int, *, seed: int = 0, stream: int = 0, indices=None, desc="working",

@@ -250,6 +250,7 @@ def open_detector(a, outputs) -> AnomalyDetector:
 
 def cmd_anomaly_score(a):
     check_suffix("--out", a.out, ".csv")
+    rank = init_distributed(pick_device(a.device))[0]  # under torchrun: each rank scores a share, rank 0 writes
     det = open_detector(a, [("--out", a.out, "file"), ("--maps", a.maps, "folder")])
     if det.kind == "vector" and str(a.data).endswith(".csv"):  # streamed: any length, written as it goes
         s = det.score_csv(a.data, a.out, a.fpr, resume=a.resume, batch_size=a.batch_size,
@@ -258,6 +259,8 @@ def cmd_anomaly_score(a):
         check(not a.resume, "--resume continues the scores of a CSV table, written as they go; these samples are "
               "scored at once", "resume")
         df = det.score(a.data, a.fpr, batch_size=a.batch_size, progress=not a.no_progress, return_maps=bool(a.maps))
+        if rank != 0:
+            return
         df, maps = df if a.maps else (df, None)
         if maps is not None:  # made before the scores are written: a folder that cannot be made leaves an earlier file
             Path(a.maps).mkdir(parents=True, exist_ok=True)
@@ -267,6 +270,8 @@ def cmd_anomaly_score(a):
                 Image.fromarray(h).save(Path(a.maps) / f"{i:06d}.png")
         s = {**scores_counts(df["flag"], df.get("unseen_categories", ())), "fpr": df.attrs["fpr"],
              "fpr_note": df.attrs["fpr_note"]}
+    if rank != 0:
+        return
     rate, note, n, flagged, n_unseen, unseen_rows = (s[k] for k in ("fpr", "fpr_note", "n", "flagged", "unseen",
                                                                      "unseen_rows"))
     msg = (f"scored {n} samples -> {a.out}: {flagged} flagged at false-positive rate {rate:.4g} (conformal p-value "
