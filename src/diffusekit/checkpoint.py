@@ -134,8 +134,72 @@ def write_csv_atomic(path, header, rows, exact=False):
     w = csv.writer(buf, lineterminator="\n")
     if header:
         w.writerow(header)
-    w.writerows([v if isinstance(v, str) else _number_text(v, exact) for v in row] for row in rows)
+    w.writerows(_cells(rows, exact))
     write_text_atomic(path, buf.getvalue())
+
+
+class PartialCsv:
+    """A CSV output written as it goes, chunk by chunk: rows are appended to OUT.partial (each chunk closed before the
+    next is made: a kill loses at most the chunk being made), renamed to OUT by `finish`. resume: continue an
+    interrupted OUT.partial (cut back to its last whole line; `done` rows are in it, `header` its first line); without
+    resume an existing OUT.partial is refused, as it holds an interrupted run's rows. Under torchrun rank 0 alone
+    writes; every rank learns `done` and `header`."""
+
+    def __init__(self, out, resume: bool):
+        from .runtime import is_main_process, on_main
+
+        self.out, self.partial, self.main = Path(out), Path(f"{out}.partial"), is_main_process()
+        self.done, self.header = on_main(lambda: self._open(resume))
+
+    def _open(self, resume):
+        p = self.partial
+        if not resume:
+            if p.exists():
+                raise DiffusekitError(f"{p} holds the rows of an interrupted run: resume to continue it, or remove it "
+                                      f"(nothing was changed)", "resume")
+            return 0, None
+        if not p.is_file():
+            raise DiffusekitError(f"nothing to resume: no {p} (an interrupted run leaves it)", "resume")
+        with open(p, "rb+") as f:
+            data = f.read()
+            whole = data[:data.rfind(b"\n") + 1]
+            f.truncate(len(whole))  # a row cut short by the interruption is made again
+        header = next(csv.reader(io.StringIO(whole.decode("utf-8", "replace"))), None)
+        return max(0, whole.count(b"\n") - 1), header
+
+    def written(self, chunk_rows: int):
+        """The rows already in OUT.partial (a resumed run's), as DataFrames of text cells of at most chunk_rows rows."""
+        import pandas as pd
+
+        if self.header:
+            yield from pd.read_csv(self.partial, chunksize=chunk_rows, dtype=str, keep_default_na=False)
+
+    def write(self, header, rows, exact=False):
+        """One chunk's rows (cells as for write_csv_atomic), after the header when the file is new."""
+        if self.main:
+            with open(self.partial, "a", newline="") as f:
+                w = csv.writer(f, lineterminator="\n")
+                if f.tell() == 0:
+                    w.writerow(header)
+                w.writerows(_cells(rows, exact))
+
+    def stopped(self, error: DiffusekitError, n: int) -> DiffusekitError:
+        """The error that stopped the stream after n rows: with none written OUT.partial is removed, else kept for a
+        resume and the message says so."""
+        if n == 0:
+            if self.main:
+                self.partial.unlink(missing_ok=True)
+            return error
+        return DiffusekitError(f"{error} ({n} rows before it are in {self.partial}: correct the input from that row on "
+                               f"and resume)", *error.params)
+
+    def finish(self):
+        if self.main:
+            os.replace(self.partial, self.out)
+
+
+def _cells(rows, exact: bool):
+    return ([v if isinstance(v, str) else _number_text(v, exact) for v in row] for row in rows)
 
 
 def _number_text(v, exact: bool) -> str:

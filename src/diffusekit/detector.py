@@ -11,9 +11,7 @@ and turns scores into tables and reports in the data's own terms.
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,13 +26,13 @@ from safetensors.torch import load_file
 from .anomaly import (ANOMALY_STREAM, NEIGHBOURS, REPRESENTATION_LEVEL, MAX_REFERENCE, UNSEEN_PENALTY, _digest, _split, flag_rate,
                       combine, conformal_p_values, default_holdout, default_models, fit_stats, n_draws,
                       neighbour_distance, per_dim_z, raw_scores, representation)
-from .checkpoint import read_json, save_samples, save_tensors_atomic, write_json_atomic, writer_lock
+from .checkpoint import PartialCsv, read_json, save_samples, save_tensors_atomic, write_json_atomic, writer_lock
 from .config import Config, check
 from .data import CsvRows, Data, as_data, check_columns, csv_chunks, split_column, to_model_space
 from .errors import DiffusekitError
 from .evaluate import SHIPPED, WEIGHTS_DIR, features, load_classifier
 from .run import Run, train
-from .runtime import is_main_process, map_batches, on_main
+from .runtime import is_main_process, map_batches
 from .viz import line_plot
 from tqdm.auto import tqdm
 
@@ -454,59 +452,30 @@ class AnomalyDetector:
         check(isinstance(chunk_rows, int) and chunk_rows >= 1, f"chunk_rows must be at least 1, got {chunk_rows}",
               "chunk_rows")
         rate, note = flag_rate(fpr, self.info["n_calibration"])
-        partial = Path(f"{out}.partial")
+        stream = PartialCsv(out, resume)
+        summary = {"n": 0, "flagged": 0, "unseen_rows": 0, "unseen": 0, "fpr": rate, "fpr_note": note,
+                   "resumed_at": stream.done if resume else None}
+        if stream.header:
+            flag = stream.header[3]
+            check(flag == f"flag_at_fpr_{rate:.4g}", f"{stream.partial} was scored with flags at another fpr than "
+                  f"{rate:.4g} ({flag}): resume with that fpr", "fpr")
+            for part in stream.written(chunk_rows):
+                _add_counts(summary, part[flag].astype(int), part.get("unseen_categories", ()))
         main = is_main_process()  # under torchrun every rank scores its share of each chunk; rank 0 writes
-
-        def open_partial():
-            done = _resume_partial(partial, resume)
-            summary = {"n": 0, "flagged": 0, "unseen_rows": 0, "unseen": 0, "fpr": rate, "fpr_note": note,
-                       "resumed_at": done if resume else None}
-            if partial.exists() and partial.stat().st_size:
-                with open(partial, newline="") as f:
-                    first = f.readline()
-                check(f"flag_at_fpr_{rate:.4g}," in first, f"{partial} was scored with flags at another fpr than "
-                      f"{rate:.4g} ({first.split(',')[3]}): resume with that fpr", "fpr")
-                flag = first.split(",")[3].strip()
-                for part in pd.read_csv(partial, chunksize=chunk_rows, dtype=str, keep_default_na=False):
-                    _add_counts(summary, part[flag].astype(int), part.get("unseen_categories", ()))
-            return done, summary
-
-        done, summary = on_main(open_partial)
         total = sum(1 for _ in open(path, "rb")) if progress and main else None  # lines: a bar, not an exact count
         try:
-            with (open(partial, "a", newline="") if main else contextlib.nullcontext()) as f, \
-                    tqdm(total=total, initial=done, disable=not (progress and main), desc="scoring", unit="row") as bar:
-                for df, start in self._stream_scores(path, rate, done, chunk_rows, batch_size):
-                    if main:
-                        header, rows = scores_table(df, start)
-                        w = csv.writer(f, lineterminator="\n")
-                        if f.tell() == 0:
-                            w.writerow(header)
-                        w.writerows(rows)
-                        f.flush()  # a kill loses at most the chunk being scored
+            with tqdm(total=total, initial=stream.done, disable=not (progress and main), desc="scoring",
+                      unit="row") as bar:
+                for chunk in csv_chunks(str(path), chunk_rows, skip=stream.done):
+                    df = self.score(chunk, rate, batch_size=batch_size)
+                    stream.write(*scores_table(df, chunk.start))
                     _add_counts(summary, df["flag"], df.get("unseen_categories", ()))
                     bar.update(len(df))
         except DiffusekitError as e:  # bad rows: what was scored before them is kept for a resume, said so
-            if summary["n"] == 0:
-                if main:
-                    partial.unlink(missing_ok=True)
-                raise
-            raise DiffusekitError(f"{e} ({summary['n']} rows before it are scored in {partial}: correct the file "
-                                  f"from that row on and resume)", *e.params) from None
+            raise stream.stopped(e, summary["n"]) from None
         check(summary["n"] > 0, f"{path} has no rows to score", "data")
-        if main:
-            os.replace(partial, out)
+        stream.finish()
         return summary
-
-    def _stream_scores(self, path, rate, done, chunk_rows, batch_size):
-        """(scores DataFrame, index of its first row) of each chunk of the CSV from row `done` on."""
-        for chunk in csv_chunks(str(path), chunk_rows):
-            skip = done - chunk.start
-            if skip >= len(chunk.cells):
-                continue
-            if skip > 0:
-                chunk = CsvRows(chunk.columns, chunk.cells[skip:], done, chunk.first_line + skip)
-            yield self.score(chunk, rate, batch_size=batch_size), chunk.start
 
     def report(self, data, *, labels=None, label_column=None, fpr: float = 0.01, batch_size=256,
                progress=False) -> Report:
@@ -562,21 +531,6 @@ def scores_counts(flags, unseen_categories=()) -> dict:
 def _add_counts(summary: dict, flags, unseen_categories):
     for k, v in scores_counts(flags, unseen_categories).items():
         summary[k] += v
-
-
-def _resume_partial(partial: Path, resume: bool) -> int:
-    """The rows already scored in `partial` (resume), cut back to its last whole line; or 0 for a new run."""
-    if not resume:
-        if partial.exists():
-            raise DiffusekitError(f"{partial} holds the scores of an interrupted run: resume to continue it, or remove "
-                                  f"it (nothing was changed)", "resume")
-        return 0
-    if not partial.is_file():
-        raise DiffusekitError(f"nothing to resume: no {partial} (an interrupted run leaves it)", "resume")
-    with open(partial, "rb+") as f:
-        data = f.read()
-        f.truncate(data.rfind(b"\n") + 1)  # a row cut short by the interruption is scored again
-    return max(0, data[:data.rfind(b"\n") + 1].count(b"\n") - 1)
 
 
 def _train_models(data, train_idx, out, run_refs, c: DetectorConfig, device, progress):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.util
+import itertools
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -349,9 +350,10 @@ class CsvRows:
     first_line: int = 2  # the file's line number of cells[0] (for messages)
 
 
-def csv_chunks(path: str, rows: int):
-    """A CSV file as CsvRows of at most `rows` rows each, read as it goes (memory bounded by one chunk). A header is
-    the first row unless every cell of it is a number (then the columns are x0, x1, ...)."""
+def csv_chunks(path: str, rows: int, skip: int = 0):
+    """A CSV file as CsvRows of at most `rows` rows each, read as it goes (memory bounded by one chunk), from row `skip`
+    on (rows done before: read past, not typed). A header is the first row unless every cell of it is a number (then
+    the columns are x0, x1, ...)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a byte-order mark
             reader = (r for r in csv.reader(f) if r)
@@ -363,15 +365,18 @@ def csv_chunks(path: str, rows: int):
                 columns, pending, first = [f"x{i}" for i in range(len(header))], [header], 1
             except ValueError:
                 columns, pending, first = header, [], 2
-            start, sent = 0, False
-            for row in reader:
-                pending.append(row)
-                if len(pending) == rows:
-                    yield _csv_rows(path, columns, pending, start, first)
-                    start, pending, sent = start + rows, [], True
-            if pending:
-                yield _csv_rows(path, columns, pending, start, first)
-            elif not sent:
+            start, chunk, seen = skip, [], False
+            for i, row in enumerate(itertools.chain(pending, reader)):
+                seen = True
+                if i < skip:
+                    continue
+                chunk.append(row)
+                if len(chunk) == rows:
+                    yield _csv_rows(path, columns, chunk, start, first)
+                    start, chunk = start + rows, []
+            if chunk:
+                yield _csv_rows(path, columns, chunk, start, first)
+            elif not seen:
                 raise DiffusekitError(f"{path} has a header but no rows")
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DiffusekitError(f"cannot read {path}: {e}") from None
