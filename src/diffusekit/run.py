@@ -12,6 +12,7 @@ was trained on; batching, per-sample seeds, progress bars and the checks on resu
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from .checkpoint import (is_diffusers_folder, load_checkpoint, read_json, read_run_config, save_samples, write_json_atomic,
+from .checkpoint import (PartialCsv, is_diffusers_folder, load_checkpoint, read_json, read_run_config, save_samples, write_json_atomic,
                          writer_lock)
 from .config import check
-from .data import as_data, read_images, to_model_space
+from .data import CsvRows, as_data, check_columns, csv_chunks, read_images, to_model_space
 from .data.codecs import ImageCodec, codec_from_dict
 from .errors import DiffusekitError
 from .inverse import AvgPool, Identity, Mask, Measurement, RestoreConfig, consistency, parse_kernel, parse_mask, restore
@@ -31,7 +33,7 @@ from .likelihood import FlowConfig, NLLConfig, bits_per_dim, decode, encode, nll
 from .metrics import psnr, ssim
 from .model import ModelConfig, build_denoiser
 from .precond import MeanDenoiser, unconditional
-from .runtime import map_batches, pick_device
+from .runtime import is_main_process, map_batches, pick_device
 from .samplers import SampleConfig, sample, sampling_defaults
 from .schedules import grid_name
 from .train import DISTILL_SETTINGS, TrainConfig, Trainer
@@ -205,6 +207,10 @@ class Run:
         typed and checked against what the run was trained on; its first n samples (0: all). labels: the data's
         labels, where the data do not carry them (an array, a DataFrame)."""
         check(isinstance(n, int) and n >= 0, f"n must be >= 0 (0: all), got {n}", "n")
+        if isinstance(data, (str, os.PathLike)) and str(data).endswith(".csv") and self.kind == "vector":
+            data = next(csv_chunks(os.fspath(data), 1 << 62))  # typed by the run's codec, as nll_csv reads it
+        if isinstance(data, CsvRows):
+            return self._rows_to_model_space(data, n, unseen, labels)
         size = tuple(self.model_config.in_shape[1:]) if self.kind == "image" else None
         target = self.codec.target
         d = as_data(data, image_size=size, categorical=[*getattr(self.codec, "categories", {}),
@@ -218,17 +224,34 @@ class Run:
             d = replace(d, x=d.x[:n], labels=None if d.labels is None else d.labels[:n])
         return to_model_space(d, self.codec, self.model_config.in_shape, "the run was trained on", unseen), d.labels
 
+    def _rows_to_model_space(self, rows: CsvRows, n, unseen, labels):
+        """Rows of a CSV (read in parts: `data.csv_chunks`) typed by this run's codec, as the whole file would be."""
+        check(self.kind == "vector", "rows of a CSV are data for a run of tables; this run models images", "data")
+        cells, columns = rows.cells[:n or None], list(rows.columns)
+        target = self.codec.target
+        if target and target["column"] in columns:  # its target column: the labels, in the run's classes
+            j = columns.index(target["column"])
+            found = self._class_index([str(v) for v in cells[:, j]])
+            labels = found if labels is None else labels
+            cells, columns = np.delete(cells, j, 1), columns[:j] + columns[j + 1:]
+        check_columns(columns, self.codec.columns, "the run was trained on")
+        x = self.codec.encode(cells, unseen=unseen, row0=rows.start + 1)
+        return x, None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)[:len(x)]
+
+    def _class_index(self, values) -> torch.Tensor:
+        """The class indices of a target column's values, with a one-line error for a class never trained on."""
+        name, lookup = self.codec.target["column"], {v: k for k, v in enumerate(self.class_names)}
+        bad = next((v for v in values if v not in lookup), None)
+        check(bad is None, f"column {name!r}: class {bad!r} was not in the training data (classes: "
+              f"{', '.join(self.class_names[:10])})", "data")
+        return torch.tensor([lookup[v] for v in values], dtype=torch.long)
+
     def _split_target(self, d, keep_labels: bool):
         """A table holding the run's target column: the other columns, and (keep_labels) its values as labels."""
         name = self.codec.target["column"]
         j = d.codec.columns.index(name)
-        lookup = {v: k for k, v in enumerate(self.class_names)}
-        values = [str(v) for v in d.codec.decode(d.x)[:, j]]
-        bad = next((v for v in values if v not in lookup), None)
-        check(bad is None, f"column {name!r}: class {bad!r} was not in the training data (classes: "
-              f"{', '.join(self.class_names[:10])})", "data")
+        labels = self._class_index([str(v) for v in d.codec.decode(d.x)[:, j]]) if keep_labels else d.labels
         x, codec = d.codec.split(d.x, name)
-        labels = torch.tensor([lookup[v] for v in values], dtype=torch.long) if keep_labels else d.labels
         return replace(d, x=x, codec=codec, labels=labels)
 
     def to_user(self, x: torch.Tensor, labels=None):
@@ -379,11 +402,76 @@ class Run:
                   f"class_labels: the data have labels outside the run's {self.num_classes} classes", "class_labels")
         t0 = time.time()
         r = nll(self.denoiser, self.model_config, self.codec, x, c, labels=labels if class_labels else None,
-                device=self.device, progress=progress)
+                device=self.device, progress=progress, start=getattr(data, "start", 0))
         check_finite(r["nats"], "likelihoods")
         units = ("8-bit images, uniformly dequantized (discrete-data bound)" if self.kind == "image"
                  else "data units (the codec's standardization undone)")
         return Likelihood(r["nats"].numpy(), r["nfe"].numpy(), c.method, x[0].numel(), units, time.time() - t0)
+
+    def nll_csv(self, path, out=None, *, methods=None, n: int = 0, class_labels=False, resume=False,
+                chunk_rows: int = 10_000, progress=False) -> dict:
+        """`nll` of a table's CSV of any length, read and measured `chunk_rows` rows at a time (memory does not grow
+        with the file; each row's probes are its own, so the values are those of the whole file), its per-row values
+        written to the CSV `out` as they go (checkpoint.PartialCsv: resume continues an interrupted run). methods:
+        {"ode" | "elbo": NLLConfig options} (default exact). Returns {"n", "dims", "units", "resumed_at", and per method
+        ("exact", "elbo") the summary of `Likelihood.summary`}: means over every row, evaluations over those measured
+        now."""
+        self._needs_denoiser("the likelihood")
+        methods = methods or {"ode": {}}
+        check(set(methods) <= {"ode", "elbo"} and methods, "methods are ode and elbo", "methods")
+        check(out is not None or not resume, "resume continues the per-row values written to out: give out", "resume")
+        check(isinstance(chunk_rows, int) and chunk_rows >= 1, f"chunk_rows must be at least 1, got {chunk_rows}",
+              "chunk_rows")
+        names = {m: "exact" if m == "ode" else "elbo" for m in methods}
+        sums = {k: np.zeros(4) for k in names.values()}  # rows, sum and sum of squares of nats, rows measured now
+        nfe = dict.fromkeys(names.values(), 0.0)
+        stream = PartialCsv(out, resume) if out is not None else None
+        done = stream.done if stream else 0
+        for part in stream.written(chunk_rows) if stream else ():
+            for k, acc in sums.items():
+                v = part[f"{k}_nats"].astype(float).to_numpy()
+                acc[:3] += (len(v), v.sum(), (v * v).sum())
+        t0, dims, wanted = time.time(), None, n or float("inf")
+        main = is_main_process()
+        total = min(wanted, sum(1 for _ in open(path, "rb"))) if progress and main else None  # a bar, not a count
+        bar = tqdm(total=total, initial=done, disable=not (progress and main), desc="nll", unit="row")
+        try:
+            for chunk in csv_chunks(str(path), chunk_rows, skip=done):
+                if chunk.start >= wanted:
+                    break
+                results = {names[m]: self.nll(chunk, n=int(min(len(chunk.cells), wanted - chunk.start)),
+                                              class_labels=class_labels, **{**opts, "method": m})
+                           for m, opts in methods.items()}
+                bar.update(len(next(iter(results.values())).nats))
+                for k, r in results.items():
+                    sums[k] += (len(r.nats), r.nats.sum(), (r.nats ** 2).sum(), len(r.nats))
+                    nfe[k] += float(r.nfe.sum())
+                    dims = r.dims
+                if stream:
+                    stream.write(["index"] + [f"{k}_{u}" for k in results for u in ("nats", "bits_per_dim")],
+                                 [[str(chunk.start + i)] + [f"{float(v):.6f}" for r in results.values()
+                                                            for v in (r.nats[i], r.bits_per_dim[i])]
+                                  for i in range(len(next(iter(results.values())).nats))])
+        except DiffusekitError as e:
+            raise (stream.stopped(e, int(next(iter(sums.values()))[0])) if stream else e) from None
+        finally:
+            bar.close()
+        rows = int(next(iter(sums.values()))[0])
+        check(rows > 0, f"{path} has no rows to measure", "data")
+        if stream:
+            stream.finish()
+        dims = dims or self.model_config.in_shape[0]
+        report = {"n": rows, "dims": dims, "units": "data units (the codec's standardization undone)",
+                  "resumed_at": done if resume else None}
+        for k, (count, total, squares, now) in sums.items():
+            mean = total / count
+            se = math.sqrt(max(0.0, squares - count * mean * mean) / (count - 1) / count) if count > 1 else None
+            per_bit = dims * math.log(2)
+            mean = float(mean)
+            report[k] = {"nll_nats": mean, "nll_nats_se": se, "bits_per_dim": mean / per_bit,
+                         "bits_per_dim_se": None if se is None else se / per_bit,
+                         "nfe_per_sample": nfe[k] / now if now else float("nan"), "seconds": round(time.time() - t0, 2)}
+        return report
 
     def encode(self, data, *, n: int = 0, progress=False, **options) -> Latents:
         """Data (its first n samples; 0: all) -> latent noise of unit variance by the probability-flow ODE, so that

@@ -109,9 +109,20 @@ def cmd_nll(a):
         check_outputs([("--csv", a.csv, "file")], inputs=[a.data], runs=[a.run])
     ode, elbo = given(a, "estimator", "probes", "rtol", "atol"), given(a, "levels")
     methods = {"ode": ode, "elbo": elbo} if a.method == "both" else {a.method: {**ode, **elbo}}
-    results = {("exact" if m == "ode" else "elbo"): run.nll(
-        a.data, n=a.n, class_labels=a.class_labels, method=m, seed=a.seed, batch_size=a.batch_size,
-        progress=not a.no_progress and not a.json, **opts) for m, opts in methods.items()}
+    methods = {m: {**opts, "method": m, "seed": a.seed, "batch_size": a.batch_size} for m, opts in methods.items()}
+    progress = not a.no_progress and not a.json
+    if run.kind == "vector" and str(a.data).endswith(".csv"):  # streamed: any length, per-row values as they go
+        report = run.nll_csv(a.data, a.csv, methods=methods, n=a.n, class_labels=a.class_labels, resume=a.resume,
+                             progress=progress)
+        if rank == 0:
+            report = {"run": str(a.run), "data": a.data, **report}
+            print(json.dumps(report) if a.json else nll_text(report, [k for k in report if k in ("exact", "elbo")],
+                                                             a.csv))
+        return
+    check(not a.resume, "--resume continues the per-sample values of a table's CSV, written as they go; these "
+          "samples are measured at once", "resume")
+    results = {("exact" if m == "ode" else "elbo"): run.nll(a.data, n=a.n, class_labels=a.class_labels,
+                                                            progress=progress, **opts) for m, opts in methods.items()}
     if rank != 0:
         return
     first = next(iter(results.values()))

@@ -148,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--class-labels", action="store_true", help="conditional model: p(x | the data's labels)")
     n.add_argument("--json", action="store_true", help="print one JSON object")
-    n.add_argument("--csv", help="write per-sample values to this CSV")
+    n.add_argument("--csv", help="write per-sample values to this CSV (a table's CSV: as they go, in CSV.partial)")
+    n.add_argument("--resume", action="store_true", help="continue the per-sample values of a table's CSV that an "
+                   "interrupted run left in CSV.partial")
     n.set_defaults(func=c.cmd_nll)
 
     for name, fn, what in (("encode", c.cmd_encode, "data -> latent noise (probability-flow ODE)"),

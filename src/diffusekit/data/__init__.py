@@ -97,9 +97,6 @@ def to_model_space(data: Data, codec, in_shape, what: str = "the model was train
     if data.codec.kind != codec.kind:
         raise DiffusekitError(f"this data holds {data.codec.kind}s but the run models {codec.kind}s")
     if codec.kind == "vector":  # the model's codec checks the columns' values (categories included)
-        if len(data.codec.columns) != len(codec.columns) and "run" in what:
-            raise DiffusekitError(f"the data have rows of {len(data.codec.columns)} columns; this run models "
-                                  f"{len(codec.columns)} ({', '.join(codec.columns)})")
         check_columns(data.codec.columns, codec.columns, what)
         return codec.encode(data.codec.decode(data.x), unseen=unseen)
     if tuple(data.x.shape[1:]) != tuple(in_shape):
@@ -139,6 +136,9 @@ def check_columns(got, expected, what: str):
     """A table's columns must be `expected`, by name and in order (they are read by position): say which differ."""
     if list(got) == list(expected):
         return
+    if len(got) != len(expected) and "run" in what:
+        raise DiffusekitError(f"the data have rows of {len(got)} columns; this run models {len(expected)} "
+                              f"({', '.join(expected)})")
     missing, extra = [c for c in expected if c not in got], [c for c in got if c not in expected]
     diff = "; ".join(s for s in (missing and f"missing {', '.join(map(repr, missing))}",
                                  extra and f"unexpected {', '.join(map(repr, extra))}") if s)
