@@ -142,24 +142,39 @@ class PartialCsv:
     """A CSV output written as it goes, chunk by chunk: rows are appended to OUT.partial (each chunk closed before the
     next is made: a kill loses at most the chunk being made), renamed to OUT by `finish`. resume: continue an
     interrupted OUT.partial (cut back to its last whole line; `done` rows are in it, `header` its first line); without
-    resume an existing OUT.partial is refused, as it holds an interrupted run's rows. Under torchrun rank 0 alone
-    writes; every rank learns `done` and `header`."""
+    resume an existing OUT.partial is refused, as it holds an interrupted run's rows. settings: what the rows depend
+    on (JSON-able), kept beside them in OUT.partial.json: a resume with other settings is refused. Under torchrun rank
+    0 alone writes; every rank learns `done` and `header`."""
 
-    def __init__(self, out, resume: bool):
+    def __init__(self, out, resume: bool, settings: dict | None = None):
         from .runtime import is_main_process, on_main
 
         self.out, self.partial, self.main = Path(out), Path(f"{out}.partial"), is_main_process()
-        self.done, self.header = on_main(lambda: self._open(resume))
+        self.settings_file = Path(f"{self.partial}.json")
+        self.done, self.header = on_main(lambda: self._open(resume, settings))
 
-    def _open(self, resume):
+    def _open(self, resume, settings):
         p = self.partial
         if not resume:
             if p.exists():
                 raise DiffusekitError(f"{p} holds the rows of an interrupted run: resume to continue it, or remove it "
                                       f"(nothing was changed)", "resume")
+            if settings is not None:
+                write_text_atomic(self.settings_file, json.dumps(settings))
             return 0, None
         if not p.is_file():
             raise DiffusekitError(f"nothing to resume: no {p} (an interrupted run leaves it)", "resume")
+        if settings is not None:
+            settings = json.loads(json.dumps(settings))  # compared as read back
+            try:
+                before = read_json(self.settings_file)
+            except (OSError, ValueError):
+                before = None
+            differ = sorted(k for k in {*settings, *(before or {})} if (before or {}).get(k) != settings.get(k))
+            if before is None or differ:
+                raise DiffusekitError(f"{p} was made with other settings ({', '.join(differ) or 'unknown: no '}"
+                                      f"{'' if differ else str(self.settings_file)}): resume with the same ones, or "
+                                      f"remove it", *differ)
         with open(p, "rb+") as f:
             data = f.read()
             whole = data[:data.rfind(b"\n") + 1]
@@ -189,6 +204,7 @@ class PartialCsv:
         if n == 0:
             if self.main:
                 self.partial.unlink(missing_ok=True)
+                self.settings_file.unlink(missing_ok=True)
             return error
         return DiffusekitError(f"{error} ({n} rows before it are in {self.partial}: correct the input from that row on "
                                f"and resume)", *error.params)
@@ -196,6 +212,7 @@ class PartialCsv:
     def finish(self):
         if self.main:
             os.replace(self.partial, self.out)
+            self.settings_file.unlink(missing_ok=True)
 
 
 def _cells(rows, exact: bool):

@@ -425,7 +425,10 @@ class Run:
         names = {m: "exact" if m == "ode" else "elbo" for m in methods}
         sums = {k: np.zeros(4) for k in names.values()}  # rows, sum and sum of squares of nats, rows measured now
         nfe = dict.fromkeys(names.values(), 0.0)
-        stream = PartialCsv(out, resume) if out is not None else None
+        configs = [NLLConfig.from_dict({**methods[m], "method": m}).to_dict() for m in sorted(methods)]
+        settings = {"class_labels": class_labels, **{k: [c[k] for c in configs] for k in configs[0]
+                                                     if k != "batch_size"}}  # by parameter name, one per method
+        stream = PartialCsv(out, resume, settings) if out is not None else None
         done = stream.done if stream else 0
         for part in stream.written(chunk_rows) if stream else ():
             for k, acc in sums.items():
