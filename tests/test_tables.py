@@ -315,3 +315,37 @@ def test_target_column_draws_rows_of_one_class(target_run, tmp_path, capsys):
     write(tmp_path / "purple.csv", [["0.0", "purple", "0.0"]])
     e(capsys, cli("nll", d / "run", "--data", tmp_path / "purple.csv"), "class 'purple'")
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_rows_are_written_as_they_are_drawn_and_an_interrupted_run_resumes(target_run, tmp_path, capsys,
+                                                                           monkeypatch):
+    from diffusekit import samplers
+    from diffusekit.checkpoint import save_samples
+    from diffusekit.run import load
+
+    run = load(target_run / "run")
+    save_samples(tmp_path / "whole.csv", run.sample(230, seed=4))  # at once
+    run.sample_csv(230, tmp_path / "parts.csv", seed=4, chunk_rows=100)
+    # row i from its own seed, the target classes drawn once: the file is the one written at once
+    assert (tmp_path / "parts.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    calls, draw = [], samplers.sample
+
+    def dies(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return draw(*a, **k)
+
+    monkeypatch.setattr("diffusekit.run.sample", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run.sample_csv(230, tmp_path / "r.csv", seed=4, chunk_rows=100)
+    monkeypatch.setattr("diffusekit.run.sample", draw)
+    assert not (tmp_path / "r.csv").exists()
+    assert len((tmp_path / "r.csv.partial").read_text().splitlines()) == 201
+    args = ["sample", target_run / "run", "--n", 230, "--seed", 4, "--out", tmp_path / "r.csv", "--no-progress"]
+    one_line_error(capsys, cli(*args), "interrupted run", "--resume")
+    one_line_error(capsys, cli(*args[:-1], "--steps", 7, "--resume"), "other settings", "--steps")
+    assert cli(*args, "--resume") == 0 and "wrote 230 samples" in capsys.readouterr().out
+    assert (tmp_path / "r.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    assert not (tmp_path / "r.csv.partial").exists() and not (tmp_path / "r.csv.partial.json").exists()
+    one_line_error(capsys, cli(*args, "--grid", tmp_path / "g.png", "--resume"), "--resume", "drawn at once")

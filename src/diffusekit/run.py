@@ -11,6 +11,7 @@ was trained on; batching, per-sample seeds, progress bars and the checks on resu
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -277,26 +278,60 @@ class Run:
         callback: sees every step's state (model space). return_labels: also return the labels used. A
         distilled run samples with its own defaults (samplers.CONSISTENCY_SAMPLING) where options do not say."""
         c = self._sample_config(options)
-        target = self.codec.target
-        if where is not None:
-            check(label is None and labels is None, "give where or label(s), not both", "where")
-            label = self.class_of(where)
-        if labels is None and label is None and target:  # a table's target: its classes in the training proportions
-            labels = torch.multinomial(torch.tensor(target["weights"]), n, replacement=True,
-                                       generator=torch.Generator().manual_seed(c.seed))
-        if labels is None:
-            labels = self.model_config.pick_labels(n, c.seed, label)
-        else:
-            check(label is None, "give label (one class for all) or labels (one per sample), not both", "label")
-            labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-            check(self.num_classes > 0 and labels.shape == (n,) and 0 <= int(labels.min()) and
-                  int(labels.max()) < self.num_classes, f"labels must be {n} classes of 0..{self.num_classes - 1}",
-                  "labels")
+        labels = self._sample_labels(n, c.seed, label, labels, where)
         x = sample(self.denoiser, self.model_config, n, c, labels=labels, device=self.device, callback=callback,
                    progress=progress, tuned=self.grids)
         check_finite(x, "samples")
         out = self.to_user(x, labels)
         return (out, None if labels is None else labels.numpy()) if return_labels else out
+
+    def sample_csv(self, n: int, out, *, label=None, labels=None, where=None, resume=False, chunk_rows: int = 10_000,
+                   progress=False, **options) -> dict:
+        """`sample` of a table, n rows of any number written to the CSV `out` as they are drawn, `chunk_rows` at a time
+        (memory does not grow with n; row i is drawn from its own seed, so the file is the one `sample` writes at
+        once); checkpoint.PartialCsv: resume continues an interrupted run. Returns {"n", "resumed_at"}."""
+        check(self.kind == "vector", "sample_csv writes the rows of a table; this run models images", "out")
+        check(isinstance(chunk_rows, int) and chunk_rows >= 1, f"chunk_rows must be at least 1, got {chunk_rows}",
+              "chunk_rows")
+        c = self._sample_config(options)
+        labels = self._sample_labels(n, c.seed, label, labels, where)
+        settings = {"n": n, **{k: v for k, v in c.to_dict().items() if k != "batch_size"},
+                    "labels": None if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest()}
+        stream = PartialCsv(out, resume, settings)
+        with tqdm(total=n, initial=stream.done, disable=not progress, desc="sampling", unit="row") as bar:
+            for start in range(stream.done, n, chunk_rows):
+                part = None if labels is None else labels[start:start + chunk_rows]
+                x = sample(self.denoiser, self.model_config, min(chunk_rows, n - start), c, labels=part,
+                           device=self.device, tuned=self.grids, start=start)
+                try:
+                    check_finite(x, "samples")
+                except DiffusekitError as e:
+                    raise stream.stopped(e, start) from None
+                frame = self.to_user(x, part)
+                stream.write(list(frame.columns), frame.to_numpy(), exact=True)
+                bar.update(len(x))
+        stream.finish()
+        return {"n": n, "resumed_at": stream.done if resume else None}
+
+    def _sample_labels(self, n, seed, label, labels, where):
+        """The class of each of n samples (None: unconditional): `label` for all, `labels`, `where`'s class, a
+        table's target classes in their training proportions, or classes drawn from the seed."""
+        check(isinstance(n, int) and n >= 1, f"n must be at least 1, got {n}", "n")
+        target = self.codec.target
+        if where is not None:
+            check(label is None and labels is None, "give where or label(s), not both", "where")
+            label = self.class_of(where)
+        if labels is None and label is None and target:  # a table's target: its classes in the training proportions
+            return torch.multinomial(torch.tensor(target["weights"]), n, replacement=True,
+                                     generator=torch.Generator().manual_seed(seed))
+        if labels is None:
+            return self.model_config.pick_labels(n, seed, label)
+        check(label is None, "give label (one class for all) or labels (one per sample), not both", "label")
+        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        check(self.num_classes > 0 and labels.shape == (n,) and 0 <= int(labels.min()) and
+              int(labels.max()) < self.num_classes, f"labels must be {n} classes of 0..{self.num_classes - 1}",
+              "labels")
+        return labels
 
     def class_of(self, where: dict) -> int:
         """The class index that {column: value} names: the value of a table's target column."""

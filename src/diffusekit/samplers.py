@@ -407,9 +407,10 @@ class SampleConfig(KnobOptions):
 
 
 def sample(denoiser, model_config, n: int, config: SampleConfig, *, labels=None, device="cpu", callback=None,
-           progress=False, tuned: dict | None = None):
+           progress=False, tuned: dict | None = None, start: int = 0):
     """n samples in model space ([n, *in_shape], on the CPU). labels: LongTensor [n] for a conditional model. Sample i
-    is drawn from its own generator (seed, i): the same whatever the batch size. tuned: the model's fitted grids."""
+    is drawn from its own generator (seed, start + i): the same whatever the batch size, and drawn in parts (start:
+    the index of the first) the same as at once. tuned: the model's fitted grids."""
     c = config
     check(isinstance(n, int) and n >= 1, f"n must be at least 1, got {n}", "n")
     check(c.guidance == 1.0 or model_config.num_classes > 0, "guidance needs a class-conditional model", "guidance")
@@ -424,4 +425,4 @@ def sample(denoiser, model_config, n: int, config: SampleConfig, *, labels=None,
             return generate(D, fn, (len(idx), *model_config.in_shape), sigmas, seeds=seeds,
                             temperature=c.temperature, callback=callback, device=device, **c.knobs).float()
 
-    return map_batches(batch, n, c.batch_size, seed=c.seed, desc="sampling", progress=progress)
+    return map_batches(batch, n, c.batch_size, seed=c.seed, desc="sampling", progress=progress, start=start)

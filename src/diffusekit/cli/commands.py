@@ -75,6 +75,12 @@ def cmd_sample(a):
         column, eq, value = a.where.partition("=")
         check(eq == "=" and column, f"--where must be COLUMN=VALUE, got {a.where!r}", "where")
         where = {column: value}
+    if run.kind == "vector" and str(a.out).endswith(".csv") and not (a.grid or a.report):  # written as drawn
+        run.sample_csv(a.n, a.out, label=a.label, where=where, resume=a.resume, progress=not a.no_progress, **options)
+        print(f"wrote {a.n} samples to {a.out}")
+        return
+    check(not a.resume, "--resume continues the rows of a table's --out FILE.csv, written as they are drawn (without "
+          "--grid or --report); these samples are drawn at once", "resume")
     x, labels = run.sample(a.n, label=a.label, where=where, return_labels=True, progress=not a.no_progress, **options)
     if a.out:
         save_samples(a.out, x, labels)

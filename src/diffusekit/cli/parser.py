@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (default 1: none)")
     knob_options(s)
     s.add_argument("--report", action="store_true", help="also print the mean exact NLL of the samples")
+    s.add_argument("--resume", action="store_true", help="continue the rows of a table's --out FILE.csv (written as "
+                   "they are drawn) that an interrupted run left in FILE.csv.partial")
     s.set_defaults(func=c.cmd_sample)
 
     g = sub.add_parser("tune-steps", help="fit the sampling grid to a run for each step count (sample uses them)")
