@@ -213,3 +213,50 @@ def test_nll_of_a_csv_streams_as_the_whole_file_and_resumes(toy_run, tmp_path, c
     np.testing.assert_allclose(pd.read_csv(tmp_path / "b.csv"), got, atol=1e-4)  # another batch size: rounding
     one_line_error(capsys, cli(*args, "--resume"), "nothing to --resume")
     one_line_error(capsys, cli("nll", toy_run, "--data", "toy:gmm8:64", "--resume"), "--resume", "a table's CSV")
+
+
+def test_encode_of_a_csv_streams_its_latents_and_decodes_back(toy_run, tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from diffusekit.run import Run, load
+
+    g = np.random.default_rng(5)
+    pd.DataFrame(g.normal(0, 2, (90, 2)), columns=["x0", "x1"]).to_csv(tmp_path / "rows.csv", index=False)
+    run = load(toy_run)
+    whole = run.encode(tmp_path / "rows.csv", method="ddim", steps=10)
+    r = run.encode_csv(tmp_path / "rows.csv", tmp_path / "z.csv", chunk_rows=40, method="ddim", steps=10)
+    got = pd.read_csv(tmp_path / "z.csv")
+    assert list(got.columns) == ["index", "z0", "z1"] and r["n"] == 90 and r["nfe_per_sample"] == 10
+    np.testing.assert_allclose(got[["z0", "z1"]].to_numpy(), whole.latents, atol=1e-5)  # batched rounding apart
+    calls, encode = [], Run.encode
+
+    def dies(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return encode(self, *a, **k)
+
+    monkeypatch.setattr(Run, "encode", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run.encode_csv(tmp_path / "rows.csv", tmp_path / "y.csv", chunk_rows=40, method="ddim", steps=10)
+    monkeypatch.setattr(Run, "encode", encode)
+    args = ["encode", toy_run, "--data", tmp_path / "rows.csv", "--out", tmp_path / "y.csv", "--method", "ddim",
+            "--steps", 10, "--no-progress"]
+    one_line_error(capsys, cli(*args[:-3], "--steps", 12, "--resume"), "other settings", "--steps")
+    assert cli(*args, "--resume") == 0 and "wrote 90 latents" in capsys.readouterr().out
+    resumed = pd.read_csv(tmp_path / "y.csv")
+    assert (resumed[:40] == got[:40]).all().all()  # kept as written
+    np.testing.assert_allclose(resumed, got, atol=1e-5)  # the rest in other chunks: batched rounding apart
+    # decoded as the same latents from an .npz are
+    assert cli("encode", toy_run, "--data", tmp_path / "rows.csv", "--out", tmp_path / "z.npz", "--method", "ddim",
+               "--steps", 10, "--no-progress") == 0
+    for z in ("z.csv", "z.npz"):
+        assert cli("decode", toy_run, "--latents", tmp_path / z, "--out", tmp_path / f"{z}.back.csv", "--method",
+                   "ddim", "--steps", 10, "--no-progress") == 0
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "z.csv.back.csv"), pd.read_csv(tmp_path / "z.npz.back.csv"),
+                               atol=1e-4)
+    one_line_error(capsys, cli("encode", toy_run, "--data", "toy:gmm8:64", "--out", tmp_path / "t.csv"),
+                   "--out FILE.npz")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    one_line_error(capsys, cli("decode", toy_run, "--latents", tmp_path / "bad.csv", "--out", tmp_path / "o.csv"),
+                   "not latents")

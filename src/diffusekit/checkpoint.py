@@ -21,8 +21,11 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
-from .errors import DiffusekitError
+from .data import csv_chunks
+from .errors import DiffusekitError, check
+from .runtime import is_main_process, on_main
 
 try:
     import fcntl
@@ -143,15 +146,40 @@ class PartialCsv:
     next is made: a kill loses at most the chunk being made), renamed to OUT by `finish`. resume: continue an
     interrupted OUT.partial (cut back to its last whole line; `done` rows are in it, `header` its first line); without
     resume an existing OUT.partial is refused, as it holds an interrupted run's rows. settings: what the rows depend
-    on (JSON-able), kept beside them in OUT.partial.json: a resume with other settings is refused. Under torchrun rank
-    0 alone writes; every rank learns `done` and `header`."""
+    on (JSON-able), kept beside them in OUT.partial.json: a resume with other settings is refused. out None: nothing is
+    written (the rows are made for what they add up to). Under torchrun rank 0 alone writes; every rank learns `done`
+    and `header`."""
 
     def __init__(self, out, resume: bool, settings: dict | None = None):
-        from .runtime import is_main_process, on_main
+        check(out is not None or not resume, "resume continues rows written to a file: give out", "resume")
+        self.out, self.main = out and Path(out), is_main_process() and out is not None
+        self.partial, self.settings_file = Path(f"{out}.partial"), Path(f"{out}.partial.json")
+        self.done, self.header = on_main(lambda: self._open(resume, settings)) if out is not None else (0, None)
 
-        self.out, self.partial, self.main = Path(out), Path(f"{out}.partial"), is_main_process()
-        self.settings_file = Path(f"{self.partial}.json")
-        self.done, self.header = on_main(lambda: self._open(resume, settings))
+    def fill(self, path, chunk_rows: int, make, *, n: int = 0, exact=False, progress=False, desc="rows") -> int:
+        """The rows of the CSV at `path` after those done (its first n; 0: all), chunk by chunk (`data.csv_chunks`):
+        make(chunk) -> (header, rows) is written as it comes. Returns the rows done in all. A DiffusekitError (a bad
+        row) keeps the rows before it (`stopped`); OUT is complete at the end (`finish`)."""
+        check(isinstance(chunk_rows, int) and chunk_rows >= 1, f"chunk_rows must be at least 1, got {chunk_rows}",
+              "chunk_rows")
+        check(isinstance(n, int) and n >= 0, f"n must be >= 0 (0: all), got {n}", "n")
+        wanted, done = n or float("inf"), self.done
+        total = min(wanted, sum(1 for _ in open(path, "rb"))) if progress and is_main_process() else None  # a bar
+        with tqdm(total=total, initial=done, disable=total is None, desc=desc, unit="row") as bar:
+            try:
+                for chunk in csv_chunks(str(path), chunk_rows, skip=done):
+                    if chunk.start >= wanted:
+                        break
+                    chunk.cells = chunk.cells[:int(min(len(chunk.cells), wanted - chunk.start))]
+                    header, rows = make(chunk)
+                    self.write(header, rows, exact)
+                    done += len(rows)
+                    bar.update(len(rows))
+            except DiffusekitError as e:
+                raise self.stopped(e, done) from None
+        check(done > 0, f"{path} has no rows", "data")
+        self.finish()
+        return done
 
     def _open(self, resume, settings):
         p = self.partial
@@ -201,6 +229,8 @@ class PartialCsv:
     def stopped(self, error: DiffusekitError, n: int) -> DiffusekitError:
         """The error that stopped the stream after n rows: with none written OUT.partial is removed, else kept for a
         resume and the message says so."""
+        if self.out is None:
+            return error
         if n == 0:
             if self.main:
                 self.partial.unlink(missing_ok=True)

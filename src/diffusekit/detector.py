@@ -32,9 +32,8 @@ from .data import CsvRows, Data, as_data, check_columns, csv_chunks, split_colum
 from .errors import DiffusekitError
 from .evaluate import SHIPPED, WEIGHTS_DIR, features, load_classifier
 from .run import Run, train
-from .runtime import is_main_process, map_batches
+from .runtime import map_batches
 from .viz import line_plot
-from tqdm.auto import tqdm
 
 REFERENCE_FILE = "reference.safetensors"
 NEIGHBOUR_SCORES = {"representation": "neighbours", "input": "input_neighbours"}  # reference space -> score
@@ -449,8 +448,6 @@ class AnomalyDetector:
         interrupted run continues with resume=True. Returns {"n", "flagged", "fpr", "fpr_note", "unseen_rows",
         "unseen", "resumed_at"}."""
         check(self.kind == "vector", "score_csv streams the rows of a table; this detector scores images", "data")
-        check(isinstance(chunk_rows, int) and chunk_rows >= 1, f"chunk_rows must be at least 1, got {chunk_rows}",
-              "chunk_rows")
         rate, note = flag_rate(fpr, self.info["n_calibration"])
         stream = PartialCsv(out, resume)
         summary = {"n": 0, "flagged": 0, "unseen_rows": 0, "unseen": 0, "fpr": rate, "fpr_note": note,
@@ -461,20 +458,13 @@ class AnomalyDetector:
                   f"{rate:.4g} ({flag}): resume with that fpr", "fpr")
             for part in stream.written(chunk_rows):
                 _add_counts(summary, part[flag].astype(int), part.get("unseen_categories", ()))
-        main = is_main_process()  # under torchrun every rank scores its share of each chunk; rank 0 writes
-        total = sum(1 for _ in open(path, "rb")) if progress and main else None  # lines: a bar, not an exact count
-        try:
-            with tqdm(total=total, initial=stream.done, disable=not (progress and main), desc="scoring",
-                      unit="row") as bar:
-                for chunk in csv_chunks(str(path), chunk_rows, skip=stream.done):
-                    df = self.score(chunk, rate, batch_size=batch_size)
-                    stream.write(*scores_table(df, chunk.start))
-                    _add_counts(summary, df["flag"], df.get("unseen_categories", ()))
-                    bar.update(len(df))
-        except DiffusekitError as e:  # bad rows: what was scored before them is kept for a resume, said so
-            raise stream.stopped(e, summary["n"]) from None
-        check(summary["n"] > 0, f"{path} has no rows to score", "data")
-        stream.finish()
+
+        def score(chunk):  # under torchrun every rank scores a share of each chunk; rank 0 writes
+            df = self.score(chunk, rate, batch_size=batch_size)
+            _add_counts(summary, df["flag"], df.get("unseen_categories", ()))
+            return scores_table(df, chunk.start)
+
+        stream.fill(path, chunk_rows, score, progress=progress, desc="scoring")
         return summary
 
     def report(self, data, *, labels=None, label_column=None, fpr: float = 0.01, batch_size=256,

@@ -34,12 +34,18 @@ from .likelihood import FlowConfig, NLLConfig, bits_per_dim, decode, encode, nll
 from .metrics import psnr, ssim
 from .model import ModelConfig, build_denoiser
 from .precond import MeanDenoiser, unconditional
-from .runtime import is_main_process, map_batches, pick_device
+from .runtime import map_batches, pick_device
 from .samplers import SampleConfig, sample, sampling_defaults
 from .schedules import grid_name
 from .train import DISTILL_SETTINGS, TrainConfig, Trainer
 from .tune import fit_grids
 from .viz import image_grid
+
+
+def latents_table(latents: np.ndarray, start: int = 0) -> tuple[list, list]:
+    """Latents of table rows [N, D] as a CSV's header (index, z0, z1, ...) and rows (indices from `start`)."""
+    return (["index"] + [f"z{j}" for j in range(latents.shape[1])],
+            [[str(start + i), *map(float, z)] for i, z in enumerate(latents)])
 
 
 def check_finite(x: torch.Tensor, what: str):
@@ -454,58 +460,38 @@ class Run:
         self._needs_denoiser("the likelihood")
         methods = methods or {"ode": {}}
         check(set(methods) <= {"ode", "elbo"} and methods, "methods are ode and elbo", "methods")
-        check(out is not None or not resume, "resume continues the per-row values written to out: give out", "resume")
-        check(isinstance(chunk_rows, int) and chunk_rows >= 1, f"chunk_rows must be at least 1, got {chunk_rows}",
-              "chunk_rows")
-        names = {m: "exact" if m == "ode" else "elbo" for m in methods}
-        sums = {k: np.zeros(4) for k in names.values()}  # rows, sum and sum of squares of nats, rows measured now
-        nfe = dict.fromkeys(names.values(), 0.0)
         configs = [NLLConfig.from_dict({**methods[m], "method": m}).to_dict() for m in sorted(methods)]
         settings = {"class_labels": class_labels, **{k: [c[k] for c in configs] for k in configs[0]
                                                      if k != "batch_size"}}  # by parameter name, one per method
-        stream = PartialCsv(out, resume, settings) if out is not None else None
-        done = stream.done if stream else 0
-        for part in stream.written(chunk_rows) if stream else ():
+        stream = PartialCsv(out, resume, settings)
+        names = {m: "exact" if m == "ode" else "elbo" for m in methods}
+        sums = {k: np.zeros(4) for k in names.values()}  # rows, sum and sum of squares of nats, rows measured now
+        nfe, t0, dims = dict.fromkeys(names.values(), 0.0), time.time(), None
+        for part in stream.written(chunk_rows):
             for k, acc in sums.items():
                 v = part[f"{k}_nats"].astype(float).to_numpy()
                 acc[:3] += (len(v), v.sum(), (v * v).sum())
-        t0, dims, wanted = time.time(), None, n or float("inf")
-        main = is_main_process()
-        total = min(wanted, sum(1 for _ in open(path, "rb"))) if progress and main else None  # a bar, not a count
-        bar = tqdm(total=total, initial=done, disable=not (progress and main), desc="nll", unit="row")
-        try:
-            for chunk in csv_chunks(str(path), chunk_rows, skip=done):
-                if chunk.start >= wanted:
-                    break
-                results = {names[m]: self.nll(chunk, n=int(min(len(chunk.cells), wanted - chunk.start)),
-                                              class_labels=class_labels, **{**opts, "method": m})
-                           for m, opts in methods.items()}
-                bar.update(len(next(iter(results.values())).nats))
-                for k, r in results.items():
-                    sums[k] += (len(r.nats), r.nats.sum(), (r.nats ** 2).sum(), len(r.nats))
-                    nfe[k] += float(r.nfe.sum())
-                    dims = r.dims
-                if stream:
-                    stream.write(["index"] + [f"{k}_{u}" for k in results for u in ("nats", "bits_per_dim")],
-                                 [[str(chunk.start + i)] + [f"{float(v):.6f}" for r in results.values()
-                                                            for v in (r.nats[i], r.bits_per_dim[i])]
-                                  for i in range(len(next(iter(results.values())).nats))])
-        except DiffusekitError as e:
-            raise (stream.stopped(e, int(next(iter(sums.values()))[0])) if stream else e) from None
-        finally:
-            bar.close()
-        rows = int(next(iter(sums.values()))[0])
-        check(rows > 0, f"{path} has no rows to measure", "data")
-        if stream:
-            stream.finish()
+
+        def measure(chunk):
+            nonlocal dims
+            results = {names[m]: self.nll(chunk, class_labels=class_labels, **{**opts, "method": m})
+                       for m, opts in methods.items()}
+            for k, r in results.items():
+                sums[k] += (len(r.nats), r.nats.sum(), (r.nats ** 2).sum(), len(r.nats))
+                nfe[k] += float(r.nfe.sum())
+                dims = r.dims
+            return (["index"] + [f"{k}_{u}" for k in results for u in ("nats", "bits_per_dim")],
+                    [[str(chunk.start + i)] + [f"{float(v):.6f}" for r in results.values()
+                                               for v in (r.nats[i], r.bits_per_dim[i])] for i in range(len(chunk.cells))])
+
+        rows = stream.fill(path, chunk_rows, measure, n=n, progress=progress, desc="nll")
         dims = dims or self.model_config.in_shape[0]
         report = {"n": rows, "dims": dims, "units": "data units (the codec's standardization undone)",
-                  "resumed_at": done if resume else None}
+                  "resumed_at": stream.done if resume else None}
         for k, (count, total, squares, now) in sums.items():
-            mean = total / count
+            mean = float(total / count)
             se = math.sqrt(max(0.0, squares - count * mean * mean) / (count - 1) / count) if count > 1 else None
             per_bit = dims * math.log(2)
-            mean = float(mean)
             report[k] = {"nll_nats": mean, "nll_nats_se": se, "bits_per_dim": mean / per_bit,
                          "bits_per_dim_se": None if se is None else se / per_bit,
                          "nfe_per_sample": nfe[k] / now if now else float("nan"), "seconds": round(time.time() - t0, 2)}
@@ -522,6 +508,25 @@ class Run:
                              progress=progress)
         check_finite(z, "latents")
         return Latents(z.numpy(), x.numpy(), c.method, float(nfe.sum()) / max(1, len(x)), time.time() - t0)
+
+    def encode_csv(self, path, out, *, n: int = 0, resume=False, chunk_rows: int = 10_000, progress=False,
+                   **options) -> dict:
+        """`encode` of a table's CSV of any length (its first n rows; 0: all), `chunk_rows` rows at a time, the latents
+        written to the CSV `out` as they go (`latents_table`; checkpoint.PartialCsv: resume continues an interrupted
+        run). Returns {"n", "method", "nfe_per_sample" (of the rows encoded now), "seconds", "resumed_at"}."""
+        c = FlowConfig.from_dict(options)
+        stream = PartialCsv(out, resume, {k: v for k, v in c.to_dict().items() if k != "batch_size"})
+        nfe, now, t0 = 0.0, 0, time.time()
+
+        def carry(chunk):
+            nonlocal nfe, now
+            z = self.encode(chunk, **options)
+            nfe, now = nfe + z.nfe_per_sample * len(z), now + len(z)
+            return latents_table(z.latents, chunk.start)
+
+        rows = stream.fill(path, chunk_rows, carry, n=n, exact=True, progress=progress, desc="encoding")
+        return {"n": rows, "method": c.method, "nfe_per_sample": nfe / max(1, now), "seconds": time.time() - t0,
+                "resumed_at": stream.done if resume else None}
 
     def decode(self, latents, *, model_space=False, progress=False, **options):
         """Latent noise (a `Latents` or an array of the model's shape) -> data in its units (model_space: the

@@ -16,6 +16,7 @@ from PIL import Image
 from ..anomaly import UNSEEN_PENALTY
 from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic, write_text_atomic
 from ..detector import AnomalyDetector, scores_counts, scores_table
+from ..data import csv_chunks
 from ..errors import DiffusekitError, check
 from ..evaluate import evaluate, memorisation
 from ..run import GRIDS_FILE, Latents, Run, distill, load, train
@@ -159,9 +160,18 @@ def flow_options(a) -> dict:
 
 
 def cmd_encode(a):
-    check_suffix("--out", a.out, ".npz")
+    check_suffix("--out", a.out, ".npz", ".csv")
     run = open_run(a)
+    check(a.out.endswith(".npz") or (run.kind == "vector" and str(a.data).endswith(".csv")), "--out FILE.csv holds "
+          "the latents of a table's CSV, written as they go; give --out FILE.npz", "out")
+    check(a.out.endswith(".csv") or not a.resume, "--resume continues the latents of a table's CSV written to --out "
+          "FILE.csv", "resume")
     check_outputs([("--out", a.out, "file")], inputs=[a.data], runs=[a.run])
+    if a.out.endswith(".csv"):  # streamed: any length, written as they go
+        z = run.encode_csv(a.data, a.out, n=a.n, resume=a.resume, progress=not a.no_progress, **flow_options(a))
+        print(f"wrote {z['n']} latents (unit variance, {run.model_config.in_shape[0]} values each) to {a.out} "
+              f"[{z['method']}, {z['nfe_per_sample']:.0f} network calls/sample, {z['seconds']:.0f} s]")
+        return
     z = run.encode(a.data, n=a.n, progress=not a.no_progress, **flow_options(a))
     save_npz_atomic(a.out, latents=z.latents, source=z.source, method=np.array(z.method))
     print(f"wrote {len(z)} latents (unit variance, shape {tuple(z.latents.shape[1:])}) to {a.out} "
@@ -169,7 +179,8 @@ def cmd_encode(a):
 
 
 def cmd_decode(a):
-    check(a.latents.endswith(".npz"), f"--latents must be an .npz file written by diffusekit encode, got {a.latents!r}")
+    check(a.latents.endswith((".npz", ".csv")), f"--latents must be an .npz or .csv file written by diffusekit encode, "
+          f"got {a.latents!r}")
     run = open_run(a)
     check_outputs([("--out", a.out, samples_out(a.out, run.kind))], inputs=[a.latents], runs=[a.run])
     z = read_latents(a.latents)
@@ -184,6 +195,14 @@ def cmd_decode(a):
 
 
 def read_latents(path) -> Latents:
+    if path.endswith(".csv"):  # a table's latents (Run.encode_csv): index, z0, z1, ...
+        rows = next(csv_chunks(path, 1 << 62))
+        try:
+            check(rows.columns[0] == "index" and len(rows.columns) > 1, "")
+            return Latents(rows.cells[:, 1:].astype(np.float64).astype(np.float32))
+        except (DiffusekitError, ValueError):
+            raise DiffusekitError(f"{path}: not latents written by diffusekit encode (columns index, z0, z1, ...: "
+                                  f"numbers)") from None
     try:
         with np.load(path) as f:
             check("latents" in f, f"{path} has no 'latents' array (write it with diffusekit encode)")

@@ -162,9 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "encode":
             q.add_argument("--data", "--images", dest="data", required=True, help="data spec: .npz, folder, .csv, ...")
             q.add_argument("--n", "--n-samples", dest="n", type=int, default=0, help="first N samples (0: all)")
-            q.add_argument("--out", required=True, help="latents .npz (latents, source)")
+            q.add_argument("--out", required=True, help="latents .npz (latents, source), or for a table's CSV a .csv "
+                           "(index, z0, z1, ...) written as they go")
+            q.add_argument("--resume", action="store_true", help="continue the latents of a .csv --out that an "
+                           "interrupted run left in OUT.partial")
         else:
-            q.add_argument("--latents", required=True, help=".npz written by encode (or any 'latents' array)")
+            q.add_argument("--latents", required=True, help=".npz or .csv written by encode (or any 'latents' array)")
             q.add_argument("--out", required=True, help=".npz, a folder for PNGs, or .csv (vectors)")
         q.add_argument("--method", choices=["ode", "ddim"], default=None, help="adaptive ODE (default), or DDIM (fast)")
         q.add_argument("--steps", type=int, default=None, help="ddim steps (default 50)")
