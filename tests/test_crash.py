@@ -225,6 +225,16 @@ def test_a_failing_write_is_one_line_and_keeps_the_previous_checkpoint(tmp_path)
                        capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(4096))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert not [p.name for p in tmp_path.iterdir() if "big.csv" in p.name]
+    # rows written as they are drawn: the disk fills in the second chunk; the first is kept, a resume completes the file
+    many = [*CLI, "sample", str(run), "--n", "15000", "--no-progress"]
+    r = subprocess.run([*many, "--out", str(tmp_path / "many.csv")], env=ENV, capture_output=True, text=True,
+                       timeout=300, preexec_fn=_file_size_limit(450_000))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "10000 rows are done" in r.stderr and "--resume" in r.stderr
+    subprocess.run([*many, "--out", str(tmp_path / "many.csv"), "--resume"], env=ENV, check=True, timeout=300)
+    subprocess.run([*many, "--out", str(tmp_path / "straight.csv")], env=ENV, check=True, timeout=300)
+    assert (tmp_path / "many.csv").read_text() == (tmp_path / "straight.csv").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if "many" in p.name) == ["many.csv"]
 
 
 def _children(pid: int) -> list[int]:

@@ -100,7 +100,7 @@ def test_bad_likelihood_input(digits_run, toy_run, tmp_path, capsys):
     e(capsys, cli("decode", toy_run, "--latents", tmp_path / "absent.npz", "--out", tmp_path / "o.csv"), "cannot read")
     np.savez(tmp_path / "complex.npz", latents=np.ones((2, 2)) + 1j)
     e(capsys, cli("decode", toy_run, "--latents", tmp_path / "complex.npz", "--out", tmp_path / "o.csv"), "complex")
-    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "three.csv", "--out", tmp_path / "o.csv"), "must be an .npz")
+    e(capsys, cli("decode", toy_run, "--latents", tmp_path / "three.csv", "--out", tmp_path / "o.csv"), "not latents written by diffusekit encode")
     e(capsys, cli("info", tmp_path / "three.csv"), "is a file, not a run directory")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     e(capsys, cli("decode", toy_run, "--latents", tmp_path / "junk.npz", "--out", tmp_path / "o.csv"), "cannot read")

@@ -220,11 +220,14 @@ class PartialCsv:
     def write(self, header, rows, exact=False):
         """One chunk's rows (cells as for write_csv_atomic), after the header when the file is new."""
         if self.main:
-            with open(self.partial, "a", newline="") as f:
-                w = csv.writer(f, lineterminator="\n")
-                if f.tell() == 0:
-                    w.writerow(header)
-                w.writerows(_cells(rows, exact))
+            try:
+                with open(self.partial, "a", newline="") as f:
+                    w = csv.writer(f, lineterminator="\n")
+                    if f.tell() == 0:
+                        w.writerow(header)
+                    w.writerows(_cells(rows, exact))
+            except OSError as e:  # a full disk: a resume cuts the file back to its last whole row
+                raise DiffusekitError(f"cannot write {self.partial}: {e.strerror or e}") from None
 
     def stopped(self, error: DiffusekitError, n: int) -> DiffusekitError:
         """The error that stopped the stream after n rows: with none written OUT.partial is removed, else kept for a
@@ -236,8 +239,8 @@ class PartialCsv:
                 self.partial.unlink(missing_ok=True)
                 self.settings_file.unlink(missing_ok=True)
             return error
-        return DiffusekitError(f"{error} ({n} rows before it are in {self.partial}: correct the input from that row on "
-                               f"and resume)", *error.params)
+        return DiffusekitError(f"{error} ({n} rows are done in {self.partial}: resume once the cause is fixed)",
+                               *error.params, "resume")
 
     def finish(self):
         if self.main:

@@ -311,10 +311,10 @@ class Run:
                            device=self.device, tuned=self.grids, start=start)
                 try:
                     check_finite(x, "samples")
+                    frame = self.to_user(x, part)
+                    stream.write(list(frame.columns), frame.to_numpy(), exact=True)
                 except DiffusekitError as e:
                     raise stream.stopped(e, start) from None
-                frame = self.to_user(x, part)
-                stream.write(list(frame.columns), frame.to_numpy(), exact=True)
                 bar.update(len(x))
         stream.finish()
         return {"n": n, "resumed_at": stream.done if resume else None}
