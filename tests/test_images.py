@@ -180,3 +180,39 @@ def test_presets_scale_with_the_resolution(colour_folder, tmp_path, capsys):
     assert dk.load(tmp_path / "run").model_config.overrides["channel_mults"] == [1, 2, 2]
     assert cli("train", "--data", "toy:moons:100", "--out", tmp_path / "t", "--checkpointing", "--steps", 1) != 0
     one_line_error(capsys, 1, "--checkpointing")
+
+
+def test_a_folder_too_big_for_memory_trains_read_batch_by_batch_as_one_held_in_memory(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    import diffusekit.data as data
+
+    g = np.random.default_rng(0)
+    for k, cls in enumerate(["cats", "dogs"]):
+        (tmp_path / "pets" / cls).mkdir(parents=True)
+        for i in range(12):  # sizes and modes differ: each is fitted and made colour as the whole folder says
+            h, w = 10 + i % 3, 12 + k
+            a = g.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(a[..., 0] if i % 4 == 0 else a).save(tmp_path / "pets" / cls / f"{i}.png")
+    folder = str(tmp_path / "pets")
+    whole = load_data(folder, lazy=True)  # small: held in memory
+    assert isinstance(whole.x, torch.Tensor)
+    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 0)
+    lazy = load_data(folder, lazy=True)
+    assert isinstance(lazy.x, data.LazyImages) and lazy.x.shape == tuple(whole.x.shape) and len(lazy) == 24
+    assert lazy.class_names == whole.class_names and torch.equal(lazy.labels, whole.labels)
+    idx = torch.tensor([3, 17, 0, 3])
+    assert torch.equal(lazy.x[idx], whole.x[idx])
+    kw = dict(steps=12, preset="tiny", batch_size=8, seed=1, sample_every=0, progress=False)
+    reads, getitem = [], data.LazyImages.__getitem__
+    monkeypatch.setattr(data.LazyImages, "__getitem__", lambda self, i: reads.append(len(i)) or getitem(self, i))
+    dk.train(folder, tmp_path / "lazy", **kw)
+    assert reads == [8] * 12  # one batch read per step
+    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 2 << 30)
+    dk.train(folder, tmp_path / "held", **kw)
+    a, b = (load_file(tmp_path / run / "last" / "model.safetensors") for run in ("lazy", "held"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (tmp_path / "pets" / "dogs" / "bad.png").write_text("not an image")
+    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 0)
+    with pytest.raises(DiffusekitError, match="cannot read image .*bad.png"):
+        load_data(folder, lazy=True)

@@ -287,7 +287,7 @@ class Trainer:
               f"({self.world * cfg.grad_accum})", "batch_size")
         self.out = Path(cfg.out)
         self.data = load_data(cfg.data, cfg.image_size or None, categorical=[cfg.target] if cfg.target else (),
-                              image_fit=cfg.image_fit)
+                              image_fit=cfg.image_fit, lazy=True)  # batches are drawn by index: a big folder is read per batch
         if cfg.target:
             self.data = with_target(self.data, cfg.target)
         if len(self.data) == 0:

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import DiffusekitError
 from .codecs import ImageCodec, VectorCodec, codec_from_dict, is_missing, parse_times, to_numbers  # noqa: F401
-from .images import IMAGE_EXTS, image_files, parse_size, read_image_files
+from .images import IMAGE_EXTS, check_fit, LazyImages, image_files, image_headers, parse_size, read_image_files
 from .toys import TOYS, toy_data
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -42,11 +42,13 @@ class Data:
 MAX_CLASSES = 10_000
 
 
-def load_data(spec: str, image_size=None, categorical=(), image_fit: str = "crop") -> Data:
+def load_data(spec: str, image_size=None, categorical=(), image_fit: str = "crop", lazy: bool = False) -> Data:
     """Load a data spec; raises DiffusekitError with a one-line message on any problem. categorical: CSV columns
     read as categories whatever their cells look like (new rows for a model whose column is categorical: a batch
     may hold only its number-like levels). image_size, image_fit: a folder's images fitted to this size (N,
-    "WIDTHxHEIGHT" or (height, width); default: their smallest side, square) by "crop" or "pad" (images.fit)."""
+    "WIDTHxHEIGHT" or (height, width); default: their smallest side, square) by "crop" or "pad" (images.fit).
+    lazy: a folder whose images, decoded, would take more than IN_MEMORY_BYTES is read as it is indexed
+    (images.LazyImages: training draws batches by index); its files' headers are read at once."""
     name, _, rest = spec.partition(":")
     if spec == "digits":
         return _digits()
@@ -61,7 +63,7 @@ def load_data(spec: str, image_size=None, categorical=(), image_fit: str = "crop
     if spec.endswith(".csv"):
         return _csv(spec, set(categorical))
     if os.path.isdir(spec):
-        return _image_folder(spec, parse_size(image_size), image_fit)
+        return _image_folder(spec, parse_size(image_size), image_fit, lazy)
     if spec.endswith("/") or os.path.sep in spec or os.path.exists(spec):
         raise DiffusekitError(f"data {spec!r} not found or not a folder, .npz or .csv")
     raise DiffusekitError(f"unknown data spec {spec!r}; use digits, toy:{{{','.join(TOYS)}}}, fashion-mnist[:DIR], mnist, "
@@ -441,7 +443,10 @@ def _is_number(v) -> bool:
         return False
 
 
-def _image_folder(root: str, size, fit_how: str) -> Data:
+IN_MEMORY_BYTES = 2 << 30  # a folder whose decoded images take more is read lazily where the caller allows it
+
+
+def _image_folder(root: str, size, fit_how: str, lazy: bool = False) -> Data:
     def images_under(folder):
         return [os.path.join(dp, n) for dp, dns, ns in sorted(os.walk(folder)) for n in sorted(ns)
                 if n.lower().endswith(IMAGE_EXTS) and not n.startswith(".") and "/." not in dp[len(root):]]
@@ -460,6 +465,15 @@ def _image_folder(root: str, size, fit_how: str) -> Data:
         labels += [label] * len(found)
     if not files:
         raise DiffusekitError(f"no images ({', '.join(IMAGE_EXTS)}) in {root}")
-    a = read_image_files(files, "smallest" if size is None else size, fit_how, root)
     has_labels = subdirs and all(lab is not None for lab in labels)
-    return _images(a, labels if has_labels else None, subdirs if has_labels else [])
+    labels, names = (labels, subdirs) if has_labels else (None, [])
+    if lazy:
+        check_fit(fit_how)
+        grey, side = image_headers(files)
+        size = size or (side, side)
+        if len(files) * size[0] * size[1] * (1 if grey else 3) * 4 > IN_MEMORY_BYTES:
+            codec = ImageCodec(1 if grey else 3, size)
+            return Data(LazyImages(files, size, fit_how, grey, codec), torch.tensor(labels, dtype=torch.long)
+                        if labels is not None else None, codec, list(names))
+    a = read_image_files(files, "smallest" if size is None else size, fit_how, root)
+    return _images(a, labels, names)

@@ -56,11 +56,15 @@ def to_8bit(im: Image.Image, grey: bool) -> Image.Image:
     return im.convert("L" if grey else "RGB")
 
 
+def check_fit(how: str):
+    if how not in FITS:
+        raise DiffusekitError(f"image_fit must be one of {', '.join(FITS)}, got {how!r}", "image_fit")
+
+
 def fit(im: Image.Image, size: tuple[int, int], how: str = "crop") -> Image.Image:
     """im resized to size (height, width), keeping its aspect ratio: "crop" fills the frame and cuts the centre out;
     "pad" fits it inside and fills the rest with the mean colour of the image's border."""
-    if how not in FITS:
-        raise DiffusekitError(f"image_fit must be one of {', '.join(FITS)}, got {how!r}", "image_fit")
+    check_fit(how)
     (h, w), (W, H) = size, im.size
     if (H, W) == (h, w):
         return im
@@ -84,12 +88,12 @@ def image_files(folder: str) -> list[str]:
                   if n.lower().endswith(IMAGE_EXTS) and not n.startswith("."))
 
 
-def read_image_files(paths, size=None, how: str = "crop", where: str = "") -> np.ndarray:
-    """Image files as uint8 N x H x W x C: one channel when every file is grey, else RGB. size (see `parse_size`):
-    each image fitted to it (`fit`); "smallest": a square of their smallest side; None: they must all have one size
-    already."""
+def read_image_files(paths, size=None, how: str = "crop", where: str = "", grey: bool | None = None) -> np.ndarray:
+    """Image files as uint8 N x H x W x C: one channel when every file is grey (or as `grey` says), else RGB. size (see
+    `parse_size`): each image fitted to it (`fit`); "smallest": a square of their smallest side; None: they must all
+    have one size already."""
     images = [open_image(p) for p in paths]
-    grey = all(im.mode in GREY_MODES for im in images)
+    grey = all(im.mode in GREY_MODES for im in images) if grey is None else grey
     images = [to_8bit(im, grey) for im in images]
     size = parse_size(min(min(im.size) for im in images) if size == "smallest" else size)
     if size is not None:
@@ -99,3 +103,35 @@ def read_image_files(paths, size=None, how: str = "crop", where: str = "") -> np
                               f"{', '.join(sorted({f'{w}x{h}' for w, h in (im.size for im in images)}))}")
     a = np.stack([np.asarray(im) for im in images])
     return a[..., None] if grey else a
+
+
+def image_headers(paths) -> tuple[bool, int]:
+    """(every file is grey, the smallest side of any) from the files' headers alone (no pixels are decoded), with a
+    one-line error for a file that is not an image."""
+    grey, side = True, None
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                grey, side = grey and im.mode in GREY_MODES, min(side or min(im.size), *im.size)
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise DiffusekitError(f"cannot read image {p}: {e}") from None
+    return grey, side
+
+
+class LazyImages:
+    """Image files read when indexed, for a folder too large to hold decoded: x[idx] is the model-space batch
+    [B, C, H, W] that `read_image_files` and the codec would give for those files; len and shape as a tensor's."""
+
+    def __init__(self, files, size, how, grey, codec):
+        self.files, self.size, self.how, self.grey, self.codec = files, size, how, grey, codec
+
+    def __len__(self):
+        return len(self.files)
+
+    @property
+    def shape(self):
+        return (len(self.files), *self.codec.shape)
+
+    def __getitem__(self, idx):
+        picked = [self.files[i] for i in np.atleast_1d(np.asarray(idx)).tolist()]
+        return self.codec.encode(read_image_files(picked, self.size, self.how, grey=self.grey))
