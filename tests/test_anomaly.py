@@ -161,7 +161,7 @@ def test_breast_cancer_end_to_end(tmp_path, capsys):
     assert info["stats"]["profile_one_sided"]
     # the nearest-neighbour score in the residual MLP's representation: every training and fit row is a reference
     assert info["stats"]["neighbours"]["n_reference"] == info["n_train"] + info["n_fit"], info["stats"]["neighbours"]
-    assert (tmp_path / "det" / "reference.safetensors").is_file() and "neighbours" in info["stats"]["weights"]
+    assert (tmp_path / "det" / info["reference"]).is_file() and "neighbours" in info["stats"]["weights"]
     assert rep["auroc_per_component"]["neighbours"] > 0.8, rep
     assert len({json.loads((tmp_path / "det" / r / "config.json").read_text())["train"]["seed"] for r in info["runs"]}) == 3
     e = one_line_error
@@ -392,11 +392,12 @@ def test_images_scores_maps_and_features(digits_detector, tmp_path, capsys):
                                "--resume", "--no-progress"), "--resume continues the scores of a CSV table")
     assert (tmp_path / "s.csv").read_bytes() == before
     # a detector folder without its reference, or with a spoiled one: one line, nothing written
-    for spoil, needle in ((lambda f: f.unlink(), "lacks reference.safetensors"),
+    ref = json.loads((d / "det" / "detector.json").read_text())["reference"]
+    for spoil, needle in ((lambda f: f.unlink(), f"lacks {ref}"),
                           (lambda f: f.write_bytes(b"not a tensor file"), "corrupt"),
                           (lambda f: save_file({"other": torch.zeros(2, 2)}, str(f)), "holds no 'representation'")):
         shutil.copytree(d / "det", tmp_path / "det3")
-        spoil(tmp_path / "det3" / "reference.safetensors")
+        spoil(tmp_path / "det3" / ref)
         one_line_error(capsys, cli("anomaly", "score", tmp_path / "det3", "--data", tmp_path / "test.npz", "--out",
                                    tmp_path / "s3.csv", "--no-progress"), needle)
         assert not (tmp_path / "s3.csv").exists()
@@ -513,6 +514,26 @@ def test_refit_reproduces_the_fit_and_checks_the_data(toy_detector, tmp_path):
     after = json.loads(f.read_text())
     assert np.allclose(before["calibration"], after["calibration"]) and before["stats"]["weights"] == pytest.approx(
         after["stats"]["weights"])
+    # a refit stopped after writing its reference, before detector.json: the detector is the previous one, whole
+    rows = pd.DataFrame(data.codec.decode(data.x[:50]), columns=data.codec.columns)
+    scores = Detector.load(tmp_path / "det").score(rows)
+    (tmp_path / "det" / after["reference"]).rename(tmp_path / "det" / "reference.safetensors")  # an older detector's name
+    after.pop("reference")
+    f.write_text(json.dumps(after))
+    import diffusekit.detector as detector
+
+    def stopped(*a):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(detector, "write_json_atomic", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            Detector.load(tmp_path / "det").refit(data)
+    assert len(list((tmp_path / "det").glob("reference*.safetensors"))) == 2 and "reference" not in json.loads(f.read_text())
+    again = Detector.load(tmp_path / "det").score(rows)
+    assert np.array_equal(again["score"], scores["score"])
+    Detector.load(tmp_path / "det").refit(data)  # completed: the one reference it names is left
+    assert [p.name for p in (tmp_path / "det").glob("reference*.safetensors")] == [json.loads(f.read_text())["reference"]]
 
 
 def test_an_ensemble_is_the_mean_denoiser(tmp_path, capsys):

@@ -11,6 +11,7 @@ and turns scores into tables and reports in the data's own terms.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import shutil
 import tempfile
@@ -93,6 +94,10 @@ def _check_info(info):
         raise ValueError("stats.per_dim_mean and stats.per_dim_std must be of one length, the spreads positive")
     if info["kind"] == "vector" and not info.get("columns"):
         raise ValueError("a table detector must name its columns")
+    ref = info.get("reference", REFERENCE_FILE)
+    if not (isinstance(ref, str) and ref.startswith("reference") and ref.endswith(".safetensors") and "/" not in ref
+            and "\\" not in ref):
+        raise ValueError(f"reference must name a reference*.safetensors file of the detector's folder, got {ref!r}")
 
 
 @dataclass
@@ -181,7 +186,7 @@ class AnomalyDetector:
         self.features = _feature_fn(info["data"], run, self.device) if info["features"] else None
         self.reference = None  # the nearest-neighbour scores' normal samples (`_load_reference`)
         if "neighbours" in info.get("stats", {}):  # no stats yet while fitting
-            self.reference = _load_reference(self.path / REFERENCE_FILE, self.device)
+            self.reference = _load_reference(self.path / info.get("reference", REFERENCE_FILE), self.device)
 
     @property
     def stats(self):
@@ -327,7 +332,10 @@ class AnomalyDetector:
         info["calibration"] = sorted(self.combined({name: v[k:] for name, v in raw.items()},
                                                    [(i - k, c, v) for i, c, v in unseen if i >= k])[0].tolist())
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path / "detector.json", info)
+        write_json_atomic(self.path / "detector.json", info)  # the switch to the new reference: all or nothing
+        for old in self.path.glob("reference*.safetensors"):
+            if old.name != info.get("reference", REFERENCE_FILE):
+                old.unlink(missing_ok=True)
 
     def _fit_reference(self, data, held, x_held, rep_held, batch_size):
         """Choose the nearest-neighbour score's reference, a seeded subset of at most MAX_REFERENCE of the normal
@@ -354,7 +362,12 @@ class AnomalyDetector:
         self_index = torch.full((k,), -1, dtype=torch.long)
         self_index[fit_pick] = torch.arange(len(ref["representation"]) - len(fit_pick), len(ref["representation"]))
         self.path.mkdir(parents=True, exist_ok=True)
-        save_tensors_atomic(self.path / REFERENCE_FILE, {space: r.half() for space, r in ref.items()})
+        stored = {space: r.half() for space, r in ref.items()}
+        # named by content and named in detector.json, written before it: a refit stopped between the two leaves the
+        # detector on its previous reference, whole
+        digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in stored.values())).hexdigest()[:16]
+        self.info["reference"] = f"reference-{digest}.safetensors"
+        save_tensors_atomic(self.path / self.info["reference"], stored)
         self.reference = {space: r.half().float().to(self.device) for space, r in ref.items()}  # scored as stored
         held_rows = {"representation": rep_held, "input": x_held}
         return {NEIGHBOUR_SCORES[space]: torch.cat([
