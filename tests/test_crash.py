@@ -109,15 +109,16 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-KILLS = 20
-
-
-def test_killed_at_any_moment_resumes_to_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize("steps, kills, kw", [
+    (1000, 20, ["--data", "toy:gmm8", "--ckpt-every", "25", "--batch-size", "64"]),
+    # a class-conditional U-Net on images, its EMA and labels' dropout among what must come back
+    (150, 6, ["--data", "digits", "--preset", "tiny", "--ckpt-every", "10", "--batch-size", "32"])], ids=["toy", "digits"])
+def test_killed_at_any_moment_resumes_to_the_uninterrupted_weights(tmp_path, steps, kills, kw):
     """SIGKILL at random moments of a run's life, many of them while a checkpoint is being written; every resume
     starts, and the weights after the budget equal those of a run never interrupted, bit for bit. The moments are
     drawn after each process's first checkpoint write begins (its writes are slowed to 0.6 s), so that every process
     is killed before it finishes, whatever this machine's speed."""
-    steps, kw = 1000, ["--data", "toy:gmm8", "--ckpt-every", "25", "--batch-size", "64", "--no-progress"]
+    KILLS, kw = kills, [*kw, "--no-progress"]
     whole = tmp_path / "whole"
     subprocess.run([*CLI, "train", "--out", str(whole), "--steps", str(steps), *kw], env=ENV, check=True,
                    capture_output=True, timeout=300)
@@ -146,7 +147,7 @@ def test_killed_at_any_moment_resumes_to_the_uninterrupted_weights(tmp_path):
         err = p.stderr.read()
         assert p.returncode in (0, -signal.SIGKILL), err  # every start (and resume) worked
         assert resumes < 3 * KILLS, "no progress"
-    assert kills == KILLS and mid_write >= 5 and resumes >= KILLS - 1, (kills, mid_write, resumes)
+    assert kills == KILLS and mid_write >= KILLS // 4 and resumes >= KILLS - 1, (kills, mid_write, resumes)
     print(f"{kills} kills, {mid_write} during a checkpoint write, {resumes} resumes, all started")
     assert not [p.name for p in run.iterdir() if ".tmp-" in p.name or p.name.endswith(".old")]
     for stem in ("model", "ema", "optimizer"):
