@@ -2,10 +2,12 @@
 in chunks) against the number of rows, beside the whole file scored at once (`AnomalyDetector.score`).
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/robustness/stream_rss.py --rows 10000 100000 1000000
+    python benchmarks/robustness/stream_rss.py --rows 1000000 --whole-up-to 0 --nproc 2   # sharded over torchrun
 
 A detector is fit (500 steps, one model) on 3,000 normal rows of a ten-column table (the gmm8 ring beside eight
 Gaussian columns); each CSV holds that many rows drawn the same way plus 1% off the ring. Every measurement is one
-fresh process; peak RSS is its ru_maxrss. Writes benchmarks/results/stream_rss.json.
+fresh process (with --nproc N: torchrun's N, each scoring a share of every chunk); peak RSS is the largest ru_maxrss
+of them. Writes benchmarks/results/stream_rss.json (--nproc N: stream_rss_nprocN.json).
 """
 from __future__ import annotations
 
@@ -53,16 +55,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     p.add_argument("--whole-up-to", type=int, default=1_000_000, help="also score files up to this size at once")
+    p.add_argument("--nproc", type=int, default=1, help="score streamed under torchrun with this many processes")
     a = p.parse_args()
+    launch = [sys.executable, "-m", "diffusekit"] if a.nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={a.nproc}", "-m", "diffusekit"]
     tmp = Path(tempfile.mkdtemp(prefix="stream-rss-"))
     write(tmp / "normal.csv", rows(3000, 0))
     subprocess.run([sys.executable, "-m", "diffusekit", "anomaly", "fit", "--data", str(tmp / "normal.csv"), "--out",
                     str(tmp / "det"), "--steps", "500", "--models", "1", "--no-progress"], check=True)
-    out = {"command": " ".join(sys.argv), "threads": 1, "results": []}
+    out = {"command": " ".join(sys.argv), "threads": 1, "processes": a.nproc, "results": []}
     for n in a.rows:
         write(tmp / "big.csv", rows(n, 1))
-        mib, sec = peak([sys.executable, "-m", "diffusekit", "anomaly", "score", str(tmp / "det"), "--data",
-                         str(tmp / "big.csv"), "--out", str(tmp / "s.csv"), "--no-progress"])
+        mib, sec = peak([*launch, "anomaly", "score", str(tmp / "det"), "--data", str(tmp / "big.csv"), "--out",
+                         str(tmp / "s.csv"), "--no-progress"])
         r = {"rows": n, "file_mib": round((tmp / "big.csv").stat().st_size / 2**20, 1), "streamed_peak_rss_mib":
              round(mib, 1), "streamed_seconds": round(sec, 1)}
         if n <= a.whole_up_to:
@@ -71,7 +76,8 @@ def main():
         print(json.dumps(r), flush=True)
         out["results"].append(r)
         (tmp / "s.csv").unlink()
-    (RESULTS / "stream_rss.json").write_text(json.dumps(out, indent=1) + "\n")
+    name = "stream_rss.json" if a.nproc == 1 else f"stream_rss_nproc{a.nproc}.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
