@@ -1,6 +1,7 @@
 """Nothing lost: one writer at a time, readers beside a training run, kills at any moment (issue 30)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,3 +283,61 @@ def test_temporaries_of_dead_writers_are_removed_by_the_next_write(tmp_path):
     other.write_text("in progress")
     write_text_atomic(tmp_path / "out.csv", "a\n1\n")
     assert not stale.exists() and other.exists() and (tmp_path / "out.csv").read_text() == "a\n1\n"
+
+
+def test_every_writing_command_killed_leaves_its_output_absent_or_whole(tmp_path):
+    """Each command that writes files, SIGKILLed at a random moment of its run: its output is absent or whole (a
+    streamed CSV may also leave OUT.partial, which --resume completes), and the next run of the command leaves
+    nothing half-written behind."""
+    import numpy as np
+
+    from diffusekit.checkpoint import read_json
+
+    toy, digits, rows = tmp_path / "toy", tmp_path / "digits", tmp_path / "rows.csv"
+    for run, kw in ((toy, ["--data", "toy:gmm8", "--steps", "200"]),
+                    (digits, ["--data", "digits", "--preset", "tiny", "--steps", "20", "--batch-size", "32"])):
+        subprocess.run([*CLI, "train", "--out", str(run), *kw, "--no-progress"], env=ENV, check=True,
+                       capture_output=True, timeout=300)
+    g = np.random.default_rng(0)
+    rows.write_text("x0,x1\n" + "\n".join(f"{a:.5f},{b:.5f}" for a, b in g.normal(0, 2, (4000, 2))) + "\n")
+    o = lambda name: str(tmp_path / name)  # noqa: E731
+
+    def lines(path):
+        return len(Path(path).read_text().splitlines())
+
+    writers = {  # command, its output, whether it streams, what a whole output is
+        "sample .npz": ([*CLI, "sample", str(toy), "--n", "8000", "--out", o("s.npz")], o("s.npz"), False,
+                        lambda p: np.load(p)["arr_0"].shape == (8000, 2)),
+        "sample .csv": ([*CLI, "sample", str(toy), "--n", "25000", "--out", o("s.csv")], o("s.csv"), True,
+                        lambda p: lines(p) == 25001),  # three chunks: a kill may leave one or two
+        "encode .npz": ([*CLI, "encode", str(toy), "--data", str(rows), "--out", o("z.npz"), "--method", "ddim",
+                         "--steps", "30"], o("z.npz"), False, lambda p: np.load(p)["latents"].shape == (4000, 2)),
+        "encode .csv": ([*CLI, "encode", str(toy), "--data", str(rows), "--out", o("z.csv"), "--method", "ddim",
+                         "--steps", "30"], o("z.csv"), True, lambda p: lines(p) == 4001),
+        "nll --csv": ([*CLI, "nll", str(toy), "--data", str(rows), "--n", "0", "--method", "elbo", "--levels", "16",
+                       "--csv", o("v.csv")], o("v.csv"), True, lambda p: lines(p) == 4001),
+        "tune-steps": ([*CLI, "tune-steps", str(toy), "--steps", "4", "6", "--n", "128"], str(toy / "grids.json"),
+                       False, lambda p: set(read_json(p)["grids"]) == {"4", "6"}),
+        "export": ([*CLI, "export", str(digits), o("exp")], o("exp"), False,
+                   lambda p: load_run(p, device="cpu").kind == "image"),
+    }
+    rng = torch.Generator().manual_seed(2)
+    for name, (cmd, out, streams, whole) in writers.items():
+        t = time.time()
+        subprocess.run([*cmd, "--no-progress"] if name != "export" else cmd, env=ENV, check=True,
+                       capture_output=True, timeout=300)
+        took = time.time() - t
+        print(f"{name}: {took:.1f} s")
+        assert whole(out), name
+        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+        p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(took * (0.4 + 0.55 * float(torch.rand(1, generator=rng))))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert not os.path.exists(out) or whole(out), name  # never a damaged output
+        if not os.path.exists(out) or name != "export":  # export writes a new folder only
+            again = [*cmd, "--resume"] if streams and os.path.exists(out + ".partial") else cmd
+            r = subprocess.run(again, env=ENV, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0 and whole(out), (name, r.stderr[-500:])
+        left = [str(q) for q in tmp_path.rglob("*") if ".tmp-" in q.name or q.name.endswith((".partial", ".partial.json"))]
+        assert not left, (name, left)
