@@ -358,8 +358,23 @@ def test_out_of_memory_is_one_line(monkeypatch, capsys):
         cli("info", "anything")
 
 
-def test_evaluate_needs_four_samples(tmp_path, capsys):
+def test_evaluate_says_what_a_handful_of_samples_cannot_support(tmp_path, capsys):
+    from diffusekit.data import load_data
+
+    d = load_data("digits")
     few = tmp_path / "few.npz"
-    np.savez(few, arr_0=np.zeros((3, 8, 8, 1), np.uint8))
-    one_line_error(capsys, cli("evaluate", few, "--reference", "digits"), "at least 4")
+    np.savez(few, arr_0=d.codec.decode(d.x[:3]))
+    assert cli("evaluate", few, "--reference", "digits") == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_samples"] == 3 and r["fcd"] > 0 and r["fcd_se"] > 0 and r["precision"] is None
+    assert any("precision and recall need more than 3" in n for n in r["notes"])
+    assert any("biased upward" in n for n in r["notes"]) and sum(r["label_distribution"].values()) == 1
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x0,x1\n0.1,0.2\n-1.5,3.0\n")
+    assert cli("evaluate", rows, "--reference", "toy:gmm8:500") == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["energy_distance"] > 0 and "the energy distance of 2 samples" in r["notes"][0]
+    assert r["detection_auroc"] is None and "detection AUROC needs 10 rows" in r["notes"][1]
+    np.savez(few, arr_0=d.codec.decode(d.x[:1]))
+    one_line_error(capsys, cli("evaluate", few, "--reference", "digits"), "at least 2 samples")
     one_line_error(capsys, cli("evaluate", few, "--reference", "digits", "--bootstrap", 0), "--bootstrap")

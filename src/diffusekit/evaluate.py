@@ -168,17 +168,25 @@ class Evaluator:
         """samples: a path (.npz / image folder) or an array in user units (uint8 images, float vectors)."""
         is_path = isinstance(samples, (str, os.PathLike))
         a = read_samples(samples) if is_path else np.asarray(samples)
-        if len(a) < 4:  # k-NN precision/recall with k = 3 needs 4 points
-            raise DiffusekitError(f"need at least 4 samples to evaluate, got {len(a)}")
+        n = len(a)
+        if n < 2:  # a distance between distributions needs a spread on both sides
+            raise DiffusekitError(f"need at least 2 samples to evaluate, got {n}")
         out = {"samples": str(samples) if is_path else "array", "reference": self.spec,
-               "n_samples": int(len(a)), "n_reference": int(len(self.f_ref) if self.is_image else len(self.ref_x))}
+               "n_samples": int(n), "n_reference": int(len(self.f_ref) if self.is_image else len(self.ref_x))}
+        notes = []  # what few samples cannot support, said rather than refused
+        if n < SMALL_SAMPLE:
+            notes.append(f"{'FCD' if self.is_image else 'the energy distance'} of {n} samples is biased upward (the "
+                         f"bias falls as 1/n): compare runs at the same n, within their standard errors")
         if self.is_image:
             if a.ndim == 2:
                 raise DiffusekitError(f"samples are vectors (shape {a.shape}) but {self.spec} holds images")
             f, labels = features(self.model, self.ref.codec.encode(a))  # encode checks size, channels, range
             f_ref = self.f_ref
             kid, kid_std = kernel_inception_distance(f, f_ref)
-            prec, rec = precision_recall(f_ref[:len(f)], f)  # equal set sizes, as in Kynkaanniemi et al.
+            prec, rec = (None, None) if n <= KNN_K else precision_recall(f_ref[:len(f)], f, k=KNN_K)  # equal sizes,
+            # as in Kynkaanniemi et al.
+            if prec is None:
+                notes.append(f"precision and recall need more than {KNN_K} samples (k-NN with k = {KNN_K})")
             counts = torch.bincount(labels, minlength=self.meta["num_classes"]).tolist()
             out.update({
                 "fcd": frechet_distance(f, f_ref), "fcd_se": bootstrap_se(frechet_distance, f, f_ref, self.n_boot),
@@ -196,7 +204,7 @@ class Evaluator:
                 "energy_distance_se": bootstrap_se(energy_distance, x, self.ref_x, self.n_boot),
                 **marginals(codec, codec.decode(x), codec.decode(self.ref_x)),
             })
-        return out
+        return {**out, "notes": notes} if notes else out
 
     def headline(self, result: dict) -> float:
         """The one figure to rank checkpoints by (lower is better): FCD, or energy distance for vectors."""
@@ -218,6 +226,10 @@ def marginals(codec, a, b) -> dict:
     return out
 
 
+KNN_K = 3  # neighbours of the k-NN precision and recall
+SMALL_SAMPLE = 500  # fewer samples: the distances carry a bias of the order of their spread over n
+
+
 def evaluate(samples, reference_spec: str, training=None, holdout=None, target=None, **kw) -> dict:
     """Quality figures of `samples` (path or array) against a data spec (see Evaluator); with `training` (the data
     the model was trained on, as `data.as_data` takes it) also the memorisation report's summary. A table also gets
@@ -228,7 +240,9 @@ def evaluate(samples, reference_spec: str, training=None, holdout=None, target=N
           "target")
     out = ev(samples)
     if not ev.is_image:
-        out.update(table_report(samples, ev.ref, holdout=holdout, target=target))
+        rep = table_report(samples, ev.ref, holdout=holdout, target=target)
+        notes = out.pop("notes", []) + rep.pop("notes", [])
+        out.update(rep, **({"notes": notes} if notes else {}))
     if training is not None:
         out["memorisation"] = memorisation(samples, training).summary()
     return out

@@ -47,6 +47,9 @@ def table_report(samples, reference, *, holdout=None, target=None, max_rows: int
     out = {"n_synthetic": len(syn_rows), "n_reference": len(real_rows), **shapes_and_trends(codec, real_rows, syn_rows)}
     x_real, x_syn = (codec.encode(a, unseen=[]).numpy() for a in (real_rows, syn_rows))
     out["detection_auroc"] = detection_auroc(x_real, x_syn, seed)
+    if out["detection_auroc"] is None:
+        out["notes"] = [f"the detection AUROC needs {2 * DETECTION_FOLDS} rows of each set ({DETECTION_FOLDS}-fold "
+                        f"cross-validation); {min(len(x_real), len(x_syn))} here"]
     if holdout is not None:
         hold_rows = _subset(_typed_like(holdout, ref), max_rows, g)
         out.update(privacy(codec, real_rows, syn_rows, hold_rows, g))
@@ -144,12 +147,18 @@ def _trees(classify: bool, seed: int):
     return (HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor)(random_state=seed)
 
 
-def detection_auroc(x_real: np.ndarray, x_syn: np.ndarray, seed: int = 0, folds: int = 5) -> float:
-    """C2ST: 5-fold cross-validated AUROC of boosted trees telling real (0) from synthetic (1) rows, equal counts."""
+DETECTION_FOLDS = 5
+
+
+def detection_auroc(x_real: np.ndarray, x_syn: np.ndarray, seed: int = 0, folds: int = DETECTION_FOLDS) -> float | None:
+    """C2ST: cross-validated AUROC of boosted trees telling real (0) from synthetic (1) rows, equal counts; None with
+    fewer than 2 rows of each set per fold."""
     from sklearn.metrics import roc_auc_score
 
     g = np.random.default_rng(seed)
     n = min(len(x_real), len(x_syn))
+    if n < 2 * folds:
+        return None
     x = np.concatenate([x_real[g.permutation(len(x_real))[:n]], x_syn[g.permutation(len(x_syn))[:n]]])
     y = np.r_[np.zeros(n), np.ones(n)]
     fold = g.permutation(2 * n) % folds
