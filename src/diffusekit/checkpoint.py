@@ -394,6 +394,15 @@ def save_samples(path, decoded, labels=None):
     """Samples in user units: `.npz` (arr_0, and arr_1 labels), a `.csv` (a table: a DataFrame or rows), or a folder
     of PNGs (images; the class in each name when labelled). Files are written atomically."""
     path = str(path)
+    if isinstance(decoded, list):  # text: one sample per line (.jsonl: one JSON string per line, exact)
+        if path.endswith(".jsonl"):
+            write_text_atomic(path, "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in decoded))
+        elif path.endswith(".txt"):  # samples holding line breaks are separated by an empty line
+            sep = "\n\n" if any("\n" in t for t in decoded) else "\n"
+            write_text_atomic(path, sep.join(decoded) + "\n")
+        else:
+            raise DiffusekitError(f"text is written as .txt or .jsonl, got {path!r}", "out")
+        return
     is_table = type(decoded).__name__ == "DataFrame"
     if path.endswith(".npz"):
         values = decoded.to_numpy() if is_table else decoded

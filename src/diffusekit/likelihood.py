@@ -35,6 +35,7 @@ from .config import Config, check, check_choice
 from .errors import DiffusekitError
 from .precond import unconditional
 from .runtime import gather, map_batches, shard
+from .masked import masked_nll
 from .samplers import PerSampleNoise, ode_derivative
 from .schedules import karras_sigmas
 
@@ -202,6 +203,8 @@ def to_data_units(nll_model: torch.Tensor, codec, d: int) -> torch.Tensor:
     dequantization), the density of the unstandardized values for vectors."""
     if codec.kind == "image":
         return nll_model - d * math.log(LEVEL_WIDTH)
+    if codec.kind == "text":  # tokens: nats of the characters themselves
+        return nll_model
     return nll_model - codec.log_det_scale()
 
 
@@ -258,13 +261,18 @@ def nll(denoiser, model_config, codec, x, config: NLLConfig, *, labels=None, dev
     Images without `dequantize`: the continuous density of the 0..255 pixel values (the same change of variables,
     no bound)."""
     c = config
-    if not torch.isfinite(x).all():
+    if x.is_floating_point() and not torch.isfinite(x).all():
         raise DiffusekitError("data contain NaN or infinite values")
     n, d = x.shape[0], x[0].numel()
     rtol, atol = c.tolerances
     mine, rank, world = shard(n)
 
     def batch(idx, seeds):
+        if codec.kind == "text":  # masked diffusion's bound, on stratified masking levels
+            levels = c.levels or 32
+            lab = None if labels is None else labels[idx].to(device)
+            return {"nats": masked_nll(denoiser, x[idx].to(device), levels, seeds, lab).cpu().double(),
+                    "nfe": torch.full((len(idx),), float(levels), dtype=torch.float64)}
         noise = PerSampleNoise(seeds)
         xb = x[idx].to(device)
         if c.dequantize and codec.kind == "image":

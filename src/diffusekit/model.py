@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import Config, check, check_choice
-from .nets import MLP_PRESETS, UNET_PRESETS, build_net
+from .nets import PRESETS, build_net
 from .precond import PARAMETERIZATIONS, Denoiser
 from .schedules import VP_TABLES, alpha_bar_to_sigma, vp_table
 
 
 @dataclass
 class ModelConfig(Config):
-    kind: str  # "image" or "vector"
+    kind: str  # "image", "vector" or "text"
     in_shape: list
     preset: str = "small"
     parameterization: str = "edm"
@@ -29,10 +29,13 @@ class ModelConfig(Config):
     # a diffusers scheduler's noise table (a model loaded from diffusers): {"alpha_bars": [...], "timestep_spacing",
     # "steps_offset"}; it replaces vp_schedule
     scheduler: dict | None = None
+    vocab: int = 0  # text: the token ids of the data (the codec's), MASK being the next one
+    never: list = field(default_factory=list)  # text: token ids the model never produces (UNK; PAD inside a window)
 
     def validate(self):
-        check_choice("kind", self.kind, ("image", "vector"))
-        check_choice("preset", self.preset, UNET_PRESETS if self.kind == "image" else MLP_PRESETS)
+        check_choice("kind", self.kind, tuple(PRESETS))
+        check_choice("preset", self.preset, PRESETS[self.kind])
+        check(self.kind != "text" or self.vocab >= 3, f"a text model needs its vocabulary size, got {self.vocab}")
         check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         check_choice("time_conditioning", self.time_conditioning, ("log", "vp"))
         check_choice("vp_schedule", self.vp_schedule, VP_TABLES)
@@ -66,6 +69,12 @@ class ModelConfig(Config):
 
 
 def build_denoiser(cfg: ModelConfig) -> Denoiser:
+    if cfg.kind == "text":  # masked diffusion: the network's log-probabilities of the clean tokens
+        from .masked import TokenDenoiser
+
+        net = build_net("text", cfg.preset, in_shape=cfg.in_shape, num_classes=cfg.num_classes, dropout=cfg.dropout,
+                        overrides=cfg.overrides, vocab=cfg.vocab)
+        return TokenDenoiser(net, cfg.vocab, forbid=cfg.never)
     vp = cfg.time_conditioning == "vp"
     net = build_net(cfg.kind, cfg.preset, in_shape=cfg.in_shape, num_classes=cfg.num_classes,
                     emb_scale=1.0 if vp else 250.0, dropout=cfg.dropout, overrides=cfg.overrides,

@@ -28,6 +28,7 @@ from .checkpoint import (PartialCsv, is_diffusers_folder, load_checkpoint, read_
 from .config import check
 from .data import CsvRows, as_data, check_columns, csv_chunks, read_images, to_model_space
 from .data.codecs import ImageCodec, codec_from_dict
+from .data.text import read_texts
 from .errors import DiffusekitError
 from .inverse import AvgPool, Identity, Mask, Measurement, RestoreConfig, consistency, parse_kernel, parse_mask, restore
 from .likelihood import FlowConfig, NLLConfig, bits_per_dim, decode, encode, nll, summarize
@@ -218,6 +219,10 @@ class Run:
             data = next(csv_chunks(os.fspath(data), 1 << 62))  # typed by the run's codec, as nll_csv reads it
         if isinstance(data, CsvRows):
             return self._rows_to_model_space(data, n, unseen, labels)
+        if self.kind == "text":
+            texts = read_texts(data, self.codec)
+            x = self.codec.encode(texts[:n or None], unseen)
+            return x, None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)[:len(x)]
         size = tuple(self.model_config.in_shape[1:]) if self.kind == "image" else None
         target = self.codec.target
         d = as_data(data, image_size=size, categorical=[*getattr(self.codec, "categories", {}),
@@ -355,6 +360,8 @@ class Run:
     def sampling(self, **options) -> str:
         """What `sample` with these options runs, in words: sampler, steps and the grid it resolves to."""
         c = self._sample_config(options)
+        if self.kind == "text":
+            return f"unmasking, {c.steps} step{'s' * (c.steps != 1)} (temperature {c.temperature:g})"
         grid = grid_name(c.grid, c.steps, self.grids, c.rho, c.sigma_min, c.sigma_max)
         knobs = "".join(f", {k} {v:g}" for k, v in c.knobs.items())
         return f"sampler {c.sampler}{knobs}, {c.steps} step{'s' * (c.steps != 1)}, " + ("the run's tuned grid" if grid == "tuned"
@@ -362,6 +369,11 @@ class Run:
 
     def _sample_config(self, options: dict) -> SampleConfig:
         given = {k: v for k, v in options.items() if v is not None and not (k == "sampler" and v == "auto")}
+        if self.kind == "text":  # unmasking, one position per step by default
+            odd = sorted(k for k in given if k not in ("steps", "temperature", "seed", "batch_size"))
+            check(not odd, f"{', '.join(odd)}: text samples by unmasking; it takes steps, temperature, seed and "
+                  f"batch_size", *odd)
+            return SampleConfig.from_options(**{"steps": self.model_config.in_shape[0], **given})
         defaults = sampling_defaults(self.objective)  # its grid belongs to its sampler: another sampler takes neither
         if given.get("sampler", defaults.get("sampler")) != defaults.get("sampler"):
             defaults = {}
@@ -434,6 +446,10 @@ class Run:
         (method ode | elbo, ...). class_labels: -ln p(x | the data's labels) for a conditional run (labels: those
         labels, where the data do not carry them)."""
         self._needs_denoiser("the likelihood")
+        if self.kind == "text":  # the bound of masked diffusion; there is no ODE for tokens
+            check(options.get("method", "elbo") == "elbo", "text's likelihood is masked diffusion's bound: method elbo "
+                  "(there is no probability-flow ODE for tokens)", "method")
+            options = {**options, "method": "elbo"}
         c = NLLConfig.from_dict(options)
         x, labels = self.to_model_space(data, n, labels=labels)
         if class_labels:
@@ -445,8 +461,9 @@ class Run:
         r = nll(self.denoiser, self.model_config, self.codec, x, c, labels=labels if class_labels else None,
                 device=self.device, progress=progress, start=getattr(data, "start", 0))
         check_finite(r["nats"], "likelihoods")
-        units = ("8-bit images, uniformly dequantized (discrete-data bound)" if self.kind == "image"
-                 else "data units (the codec's standardization undone)")
+        units = {"image": "8-bit images, uniformly dequantized (discrete-data bound)",
+                 "text": "characters (bits per character: an upper bound, masked diffusion's ELBO)"}.get(
+            self.kind, "data units (the codec's standardization undone)")
         return Likelihood(r["nats"].numpy(), r["nfe"].numpy(), c.method, x[0].numel(), units, time.time() - t0)
 
     def nll_csv(self, path, out=None, *, methods=None, n: int = 0, class_labels=False, resume=False,

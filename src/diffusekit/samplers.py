@@ -52,6 +52,12 @@ class PerSampleNoise:
             raise ValueError(f"batch of {shape[0]} but {len(self.generators)} per-sample generators")
         return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype) for g in self.generators]).to(device)
 
+    def rand(self, shape, dtype=torch.float64, device="cpu"):
+        """U[0, 1) draws, sample i's from its generator."""
+        if shape[0] != len(self.generators):
+            raise ValueError(f"batch of {shape[0]} but {len(self.generators)} per-sample generators")
+        return torch.stack([torch.rand(shape[1:], generator=g, dtype=dtype) for g in self.generators]).to(device)
+
 
 def randn_like(x, generator=None):
     if generator is None:
@@ -414,6 +420,17 @@ def sample(denoiser, model_config, n: int, config: SampleConfig, *, labels=None,
     c = config
     check(isinstance(n, int) and n >= 1, f"n must be at least 1, got {n}", "n")
     check(c.guidance == 1.0 or model_config.num_classes > 0, "guidance needs a class-conditional model", "guidance")
+    if model_config.kind == "text":  # tokens: the masked model's unmasking, `steps` of it
+        from .masked import sample_tokens
+
+        check(c.guidance == 1.0, "guidance is not implemented for text", "guidance")
+
+        def unmask(idx, seeds):
+            z = torch.full((len(idx), *model_config.in_shape), model_config.vocab, dtype=torch.long, device=device)
+            return sample_tokens(denoiser, z, c.steps, seeds=seeds, temperature=c.temperature, callback=callback,
+                                 labels=None if labels is None else labels[idx].to(device))
+
+        return map_batches(unmask, n, c.batch_size, seed=c.seed, desc="sampling", progress=progress, start=start)
     fn = get_sampler(c.sampler)
     sigmas = sigma_grid(model_config, c.steps, c.grid, c.rho, c.sigma_min, c.sigma_max, tuned)
 

@@ -31,6 +31,7 @@ from .data import load_data, with_target
 from .data.images import FITS, parse_size
 from .errors import DiffusekitError
 from .losses import NOISES, OBJECTIVES, WEIGHTINGS, ConsistencyLoss, DiffusionLoss, check_q, noise_distribution
+from .masked import MaskedDiffusionLoss
 from .model import ModelConfig, build_denoiser
 from .nets import UNET_PRESETS, scaled_preset
 from .runtime import init_distributed, pick_device, seed_device
@@ -207,7 +208,8 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
                        overrides={**(scaled_preset(cfg.preset, data.codec.shape[1:]) if data.codec.kind == "image"
                                      and cfg.channel_mults is None and cfg.attn_resolutions is None else {}),
                                   **net_overrides(cfg, data.codec.kind)},
-                       augment_dim=AUGMENT_DIM if cfg.augment == "edm" else 0)
+                       augment_dim=AUGMENT_DIM if cfg.augment == "edm" else 0,
+                       **({"vocab": data.codec.tokens, "never": data.codec.never} if data.codec.kind == "text" else {}))
     if cfg.noise == "vp":
         mcfg.use_vp_range()
     return mcfg
@@ -323,6 +325,8 @@ class Trainer:
                                    self.mcfg.sigma_max)
         self.loss = ConsistencyLoss(noise, cfg.ct_q) if cfg.objective == "consistency" else \
             DiffusionLoss(noise, weighting, self.mcfg.sigma_data, cfg.min_snr_gamma)
+        if self.mcfg.kind == "text":  # tokens: masked diffusion's bound, drawn and called as the others are
+            self.loss = MaskedDiffusionLoss()
         self.sampling = SampleConfig.from_options(**sampling_defaults(cfg.objective))
         self.step, self.elapsed, self._perm, self.spent = 0, 0.0, (None, None), 0.0
         self.evaluator, self.best = None, float("inf")
@@ -501,6 +505,9 @@ class Trainer:
         x = sample(ema_denoiser, self.mcfg, n, self.sampling, labels=labels, device=self.device)
         path.parent.mkdir(parents=True, exist_ok=True)
         nrow = self.mcfg.num_classes if self.mcfg.num_classes and n % self.mcfg.num_classes == 0 else None
+        if self.mcfg.kind == "text":  # samples as lines of text
+            write_text_atomic(path.with_suffix(".txt"), "\n".join(self.data.codec.decode(x)) + "\n")
+            return
         image = picture(self.data.codec.decode(x), self.mcfg.kind, nrow=nrow)
         image.save(path)
         if self.board is not None:

@@ -114,6 +114,7 @@ def cmd_nll(a):
     run = open_run(a)
     if rank == 0:
         check_outputs([("--csv", a.csv, "file")], inputs=[a.data], runs=[a.run])
+    a.method = a.method or ("elbo" if run.kind == "text" else "ode")
     ode, elbo = given(a, "estimator", "probes", "rtol", "atol"), given(a, "levels")
     methods = {"ode": ode, "elbo": elbo} if a.method == "both" else {a.method: {**ode, **elbo}}
     methods = {m: {**opts, "method": m, "seed": a.seed, "batch_size": a.batch_size} for m, opts in methods.items()}
@@ -148,8 +149,9 @@ def nll_text(report, results, csv_path) -> str:
     lines = []
     for name in results:
         r = report[name]
+        per = "char" if report["units"].startswith("characters") else "dim"
         lines.append(f"{'exact NLL (ODE)' if name == 'exact' else 'ELBO bound'}: {r['bits_per_dim']:.4f}"
-                     f"{pm(r['bits_per_dim_se'], '.4f')} bits/dim, {r['nll_nats']:.2f}{pm(r['nll_nats_se'], '.2f')} "
+                     f"{pm(r['bits_per_dim_se'], '.4f')} bits/{per}, {r['nll_nats']:.2f}{pm(r['nll_nats_se'], '.2f')} "
                      f"nats/sample (n={report['n']}, {r['nfe_per_sample']:.0f} "
                      f"{'ODE' if name == 'exact' else 'network'} evaluations/sample, {r['seconds']:.0f} s)")
     return "\n".join(lines + [f"units: {report['units']}" + (f"; per-sample values in {csv_path}" if csv_path else "")])

