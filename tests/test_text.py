@@ -120,3 +120,11 @@ def test_train_sample_and_nll_of_text_through_the_command_line(tmp_path, capsys)
     e(capsys, cli("sample", run, "--n", 2, "--out", tmp_path / "s3.txt", "--sampler", "heun"), "unmasking")
     (tmp_path / "new.txt").write_text("the zebra\n")
     e(capsys, cli("nll", run, "--data", tmp_path / "new.txt"), "never had")
+    # infilling: the marked characters filled, the others kept
+    (tmp_path / "holes.txt").write_text("the c_t sat\non a __t\n")
+    assert cli("infill", run, "--data", tmp_path / "holes.txt", "--out", tmp_path / "filled.txt", "--no-progress") == 0
+    filled = (tmp_path / "filled.txt").read_text().splitlines()
+    assert [len(t) for t in filled] == [11, 8] and filled[0][:5] == "the c" and filled[0][6:] == "t sat"
+    assert filled[1][:5] == "on a " and "_" not in "".join(filled) and set("".join(filled)) <= set("the catsondgrm ")
+    (tmp_path / "whole.txt").write_text("the cat\n")
+    e(capsys, cli("infill", run, "--data", tmp_path / "whole.txt", "--out", tmp_path / "f.txt"), "nothing to fill")

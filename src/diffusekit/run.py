@@ -29,6 +29,7 @@ from .config import check
 from .data import CsvRows, as_data, check_columns, csv_chunks, read_images, to_model_space
 from .data.codecs import ImageCodec, codec_from_dict
 from .data.text import read_texts
+from .masked import sample_tokens
 from .errors import DiffusekitError
 from .inverse import AvgPool, Identity, Mask, Measurement, RestoreConfig, consistency, parse_kernel, parse_mask, restore
 from .likelihood import FlowConfig, NLLConfig, bits_per_dim, decode, encode, nll, summarize
@@ -343,6 +344,22 @@ class Run:
               int(labels.max()) < self.num_classes, f"labels must be {n} classes of 0..{self.num_classes - 1}",
               "labels")
         return labels
+
+    def infill(self, texts, *, mask: str = "_", progress=False, **options) -> list:
+        """Text with its `mask` characters filled by the model (the inpainting of text): texts as `data.text.read_texts`
+        takes them (a list of strings, a file of lines, a text:FILE spec). options: steps (default: one position a
+        step), temperature, seed, batch_size, as for `sample`."""
+        check(self.kind == "text", "infill fills characters of text; this run models " + self.kind + "s", "run")
+        check(isinstance(mask, str) and len(mask) == 1, f"mask is one character, got {mask!r}", "mask")
+        z = self.codec.encode(read_texts(texts, self.codec), masked=mask)
+        z[z == -1] = self.model_config.vocab
+        holes = int((z == self.model_config.vocab).sum(1).max())
+        check(holes > 0, f"no {mask!r} in the text: nothing to fill", "mask")
+        c = self._sample_config({"steps": holes, **{k: v for k, v in options.items() if v is not None}})
+        out = map_batches(lambda idx, seeds: sample_tokens(self.denoiser, z[idx].to(self.device), c.steps, seeds=seeds,
+                                                           temperature=c.temperature),
+                          len(z), c.batch_size, seed=c.seed, desc="infilling", progress=progress)
+        return self.codec.decode(out)
 
     def class_of(self, where: dict) -> int:
         """The class index that {column: value} names: the value of a table's target column."""

@@ -267,6 +267,15 @@ def write_restoration(out, r):
         save_samples(str(Path(out) / "std"), (np.clip(r.std, 0, 0.5) * 510).round().astype(np.uint8))
 
 
+def cmd_infill(a):
+    run = open_run(a)
+    check_outputs([("--out", a.out, samples_out(a.out, "text"))], inputs=[a.data], runs=[a.run])
+    filled = run.infill(a.data, mask=a.mask, progress=not a.no_progress,
+                        **given(a, "steps", "temperature", "seed", "batch_size"))
+    save_samples(a.out, filled)
+    print(f"wrote {len(filled)} filled texts to {a.out}")
+
+
 def cmd_anomaly_fit(a):
     options = given(a, "minutes", "steps", "models", "preset", "holdout", "seed", "features", "batch_size")
     det = AnomalyDetector.fit(a.data, a.out, runs=a.run, device=a.device, progress=not a.no_progress, **options)

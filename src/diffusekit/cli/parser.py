@@ -175,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
         ode_options(q)
         q.set_defaults(func=fn)
 
+    f = sub.add_parser("infill", help="fill the masked characters of text with a text run (the inpainting of text)")
+    run_options(f, 256)
+    f.add_argument("--data", required=True, help="a file of lines, or text:FILE (windows of the run's length)")
+    f.add_argument("--mask", default="_", help="the character that marks what to fill (default _)")
+    f.add_argument("--out", required=True, help="FILE.txt or FILE.jsonl: the filled text")
+    f.add_argument("--steps", type=int, default=None, help="default: one character a step")
+    f.add_argument("--temperature", type=float, default=None, help="default 1; 0: the most likely characters")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=c.cmd_infill)
+
     for name, what in (("inpaint", "fill masked pixels"), ("upscale", "super-resolution by an integer factor"),
                        ("denoise", "remove Gaussian noise of known sigma"), ("deblur", "undo a known blur (+ noise)")):
         r = sub.add_parser(name, help=f"{what} with any trained image model")

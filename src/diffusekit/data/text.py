@@ -44,9 +44,10 @@ class TextCodec:
     def fit(cls, texts, length: int, mode: str) -> "TextCodec":
         return cls(sorted(set().union(*map(set, texts))), length, mode)
 
-    def encode(self, texts, unseen: list | None = None) -> torch.Tensor:
+    def encode(self, texts, unseen: list | None = None, masked: str | None = None) -> torch.Tensor:
         """Strings (each at most `length` characters) -> LongTensor [N, length]. A character absent from the vocabulary
-        is an error, unless `unseen` is a list: then it becomes UNK and (row, position, character) is appended."""
+        is an error, unless `unseen` is a list: then it becomes UNK and (row, position, character) is appended.
+        masked: a character that marks positions to fill, given the id -1."""
         out = np.full((len(texts), self.length), PAD, dtype=np.int64)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
@@ -55,7 +56,7 @@ class TextCodec:
                 raise DiffusekitError(f"row {i + 1} has {len(t)} characters; the model reads at most {self.length} "
                                       f"(its window): cut or split the line")
             for j, c in enumerate(t):
-                k = self._index.get(c)
+                k = -1 if c == masked else self._index.get(c)
                 if k is None:
                     if unseen is None:
                         raise DiffusekitError(f"row {i + 1} holds the character {c!r}, which the training text never "
