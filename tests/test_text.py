@@ -128,3 +128,29 @@ def test_train_sample_and_nll_of_text_through_the_command_line(tmp_path, capsys)
     assert filled[1][:5] == "on a " and "_" not in "".join(filled) and set("".join(filled)) <= set("the catsondgrm ")
     (tmp_path / "whole.txt").write_text("the cat\n")
     e(capsys, cli("infill", run, "--data", tmp_path / "whole.txt", "--out", tmp_path / "f.txt"), "nothing to fill")
+
+
+def test_anomalous_lines_are_flagged_with_the_characters_least_expected(tmp_path, capsys):
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    paths = ["/index.html", "/login", "/static/app.js", "/api/items", "/about"]
+
+    def line():
+        return f"{rng.choice(['GET', 'GET', 'POST'])} {rng.choice(paths)} {rng.choice([200, 200, 302, 404])}"
+
+    (tmp_path / "normal.log").write_text("\n".join(line() for _ in range(600)) + "\n")
+    odd = ["GET /index.html 200 200 200 200", "POST /etc/passwd 200", "GET /login?id=1 OR 1=1 200"]
+    (tmp_path / "test.log").write_text("\n".join([line() for _ in range(30)] + odd) + "\n")
+    det = tmp_path / "det"
+    assert cli("anomaly", "fit", "--data", f"lines:{tmp_path / 'normal.log'}:40", "--out", det, "--steps", 150,
+               "--preset", "tiny", "--no-progress") == 0
+    assert cli("anomaly", "score", det, "--data", tmp_path / "test.log", "--out", tmp_path / "s.csv", "--fpr", 0.05,
+               "--no-progress") == 0
+    s = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert {"least_expected", "unseen_characters"} <= set(s.columns)
+    assert s["score"][30:].min() > s["score"][:30].max()  # each odd line above every normal one
+    assert s["flag_at_fpr_0.05"][30:].all() and s["flag_at_fpr_0.05"][:30].sum() <= 4
+    assert "'?'" in s["unseen_characters"][32] and s["unseen_characters"][30] == ""
+    one_line_error(capsys, cli("anomaly", "fit", "--data", f"text:{tmp_path / 'normal.log'}:16", "--out",
+                               tmp_path / "d2", "--steps", 5), "lines:FILE")

@@ -148,6 +148,10 @@ def representation(run, x, seeds):
     """The network's representation [N, F] of x noised to REPRESENTATION_LEVEL (per-sample seeds), or None when
     its network has none (a diffusers U-Net)."""
     m = run.model_config
+    if m.kind == "text":  # tokens: the states of the sequence as it is, averaged over positions
+        from .data.text import UNK
+
+        return run.denoiser.net.representation(torch.where(x == UNK, run.denoiser.mask, x)).mean(1).float()
     labels = None if m.num_classes == 0 else torch.full((len(x),), m.num_classes, dtype=torch.long, device=x.device)
     s = REPRESENTATION_LEVEL * m.sigma_data
     rep = run.denoiser.representation(x + s * _noise(x, seeds), s, labels)
@@ -176,6 +180,8 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progre
     ranks and gathered: every rank returns every sample's scores, the same as one process's."""
     m, device = run.model_config, run.device
     mine, rank, world = shard(len(x))
+    if run.codec.kind == "text":
+        return _text_scores(run, x, seed, batch_size, progress, with_representation, start, mine, rank, world)
     D = unconditional(run.denoiser, m)
     levels = noise_levels(m)
     starts = (0.25 * m.sigma_data, 0.6 * m.sigma_data)
@@ -212,6 +218,35 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progre
                                                            seed=seed, batch_size=batch_size), device=device,
                   start=start)
         out["likelihood"] = lik["bits_per_dim"].double()
+    return _finite(out)
+
+
+TEXT_LEVELS = 16  # masking levels of a text score: the profile's, and the bound's average
+
+
+def _text_scores(run, x, seed, batch_size, progress, with_representation, start, mine, rank, world) -> dict:
+    """Masked diffusion's scores of token sequences: the bound's integrand at TEXT_LEVELS masking levels (the
+    profile, log nats per character), their mean (likelihood, the ELBO in bits per character), each position's
+    -log p (per_dim: the characters least expected), and the mean of the network's states (representation)."""
+    from .data.text import UNK
+    from .masked import masked_profile
+
+    def batch(idx, _):
+        xb = x[idx].to(run.device)
+        seeds = [sample_seeds(seed, 1, start + i, stream=ANOMALY_STREAM)[0] for i in idx.tolist()]
+        per_level, per_pos = masked_profile(run.denoiser, xb, TEXT_LEVELS, seeds, unknown=UNK)
+        out = {"profile": per_level.clamp_min(1e-6).log(), "per_dim": per_pos,
+               "likelihood": per_level.mean(1) / math.log(2)}
+        if with_representation:
+            out["representation"] = representation(run, xb, seeds)
+        return out
+
+    mapped = map_batches(batch, len(x), batch_size, indices=mine, desc="scoring", progress=progress and rank == 0)
+    return _finite({k: v.double() if k != "representation" else v for k, v in
+                    gather(mapped, mine, len(x), world).items()})
+
+
+def _finite(out: dict) -> dict:
     bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
     if bad:  # the inputs were checked: the model's outputs are not (calibration would flag everything, or nothing)
         raise DiffusekitError(f"the model's {', '.join(bad)} scores are not finite (NaN or infinite): is the run's "

@@ -29,6 +29,7 @@ from .anomaly import (ANOMALY_STREAM, NEIGHBOURS, REPRESENTATION_LEVEL, MAX_REFE
                       neighbour_distance, per_dim_z, raw_scores, representation)
 from .checkpoint import PartialCsv, read_json, save_samples, save_tensors_atomic, write_json_atomic, writer_lock
 from .config import Config, check
+from .data.text import read_texts
 from .data import CsvRows, Data, as_data, check_columns, csv_chunks, split_column, to_model_space
 from .errors import DiffusekitError
 from .evaluate import SHIPPED, WEIGHTS_DIR, features, load_classifier
@@ -239,6 +240,8 @@ class AnomalyDetector:
         c = DetectorConfig.from_dict(options)
         spec = str(data) if isinstance(data, (str, Path)) else "data"
         data = as_data(data)
+        check(data.codec.kind != "text" or data.codec.mode == "lines", "anomalies in text are lines unlike the normal "
+              "ones: give lines:FILE (one sequence per line)", "data")
         out = Path(tempfile.mkdtemp(prefix="diffusekit-detector-")) if out is None else Path(out)
         if c.features and (data.codec.kind != "image" or spec.split(":")[0] not in SHIPPED):
             raise DiffusekitError(f"features needs images of a data set with a shipped classifier "
@@ -322,7 +325,7 @@ class AnomalyDetector:
                          with_representation=True)  # absent for networks without one (a diffusers U-Net)
         if "representation" in raw:
             raw.update(self._fit_reference(data, held, x, raw.pop("representation"), batch_size))
-        table = self.run.codec.kind == "vector"
+        table = self.run.codec.kind != "image"  # tables and lines: one-sided profile, equal weights
         info["stats"] = fit_stats({name: v[:k] for name, v in raw.items()}, profile_one_sided=table,
                                   weights="equal" if table else "least-variance")
         if self.reference is not None:
@@ -382,6 +385,10 @@ class AnomalyDetector:
         run = self.run
         what = "the detector was fit on" if "calibration" in self.info else "its model was trained on"
         unseen = []
+        if run.codec.kind == "text":  # lines in the model's window; a character it never saw is scored apart (UNK)
+            texts = data.codec.decode(data.x) if isinstance(data, Data) else read_texts(data, run.codec)
+            x = run.codec.encode(texts, unseen=unseen)
+            return x, [(i, j, ch) for i, j, ch in unseen]
         if isinstance(data, (str, Path)) and str(data).endswith(".csv") and run.codec.kind == "vector":
             data = next(csv_chunks(str(data), 1 << 62))  # typed by the model's codec, as score_csv reads it
         if isinstance(data, CsvRows):  # text cells typed by the model's codec, as the whole file would be
@@ -445,6 +452,17 @@ class AnomalyDetector:
             table["top_columns"] = ["; ".join(f"{cols[j]} {float(r['per_column_z'][i, j]):+.1f}" for j in t.tolist())
                                     for i, t in enumerate(top)]
             table["unseen_categories"] = ["; ".join(by_row.get(i, [])) for i in range(len(x))]
+        if self.kind == "text":  # the characters least expected (1-based positions; "end": the line's end came early or late)
+            texts = self.run.codec.decode(x)
+            z = r["per_dim_z"]
+            top = torch.argsort(z, dim=1, descending=True)[:, :3]
+            table["least_expected"] = ["; ".join(
+                f"{j + 1} {repr(texts[i][j]) if j < len(texts[i]) else 'end'} {float(z[i, j]):+.1f}"
+                for j in t.tolist()) for i, t in enumerate(top)]
+            seen = {}
+            for i, j, ch in unseen:
+                seen.setdefault(i, []).append(f"{j + 1} {ch!r}")
+            table["unseen_characters"] = ["; ".join(seen.get(i, [])) for i in range(len(x))]
         df = pd.DataFrame(table)
         df.index.name = "index"
         df.attrs.update(fpr=rate, fpr_note=note)
@@ -516,7 +534,7 @@ def scores_table(df, start: int = 0) -> tuple[list, list]:
     """A scores DataFrame (Detector.score) as the scores file's header and rows: index (from `start`), score,
     p_value, flag_at_fpr_<rate>, the z-scores, and for tables top_columns and unseen_categories."""
     head = ["index", "score", "p_value", f"flag_at_fpr_{df.attrs['fpr']:.4g}"] + [c for c in df if c.startswith("z_")]
-    text = [c for c in ("top_columns", "unseen_categories") if c in df]
+    text = [c for c in ("top_columns", "unseen_categories", "least_expected", "unseen_characters") if c in df]
     rows = [[str(start + i), f"{r.score:.6g}", f"{r.p_value:.6g}", str(int(r.flag))]
             + [f"{getattr(r, c):.4g}" for c in head[4:]] + [getattr(r, c) for c in text]
             for i, r in enumerate(df.itertuples())]
@@ -540,11 +558,13 @@ def _train_models(data, train_idx, out, run_refs, c: DetectorConfig, device, pro
     """Write the training rows and train one run per ref on them (seeds seed + 1000 k); their folders."""
     out.mkdir(parents=True, exist_ok=True)
     kind = data.codec.kind
-    train_file = out / ("normal_train.npz" if kind == "image" else "normal_train.csv")
+    train_file = out / {"image": "normal_train.npz", "vector": "normal_train.csv", "text": "normal_train.txt"}[kind]
     user = data.codec.decode(data.x[train_idx])
     if kind == "vector":
         user = pd.DataFrame(user, columns=data.codec.columns)
     save_samples(train_file, user)
+    if kind == "text":  # one line each, in the window of the data
+        train_file = f"lines:{train_file}:{data.codec.length}"
     minutes = 3.0 if c.minutes is None else c.minutes
     for k, ref in enumerate(run_refs):
         budget = {"steps": c.steps} if c.steps else {"minutes": minutes / len(run_refs)}

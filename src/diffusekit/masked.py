@@ -112,3 +112,28 @@ def masked_nll(denoiser, x0, levels: int, seeds, labels=None) -> torch.Tensor:
         u = noise.rand((n, L), device=device)
         total += masked_loss(denoiser, x0, t.float(), u.float(), labels).double() * L
     return total / levels
+
+
+@torch.no_grad()
+def masked_profile(denoiser, x0, levels: int, seeds, unknown: int | None = None, labels=None):
+    """What an anomaly score reads off masked diffusion, for sequences x0 [N, L] on `levels` stratified masking
+    levels: (the bound's integrand at each level, in nats per token [N, levels]; each position's mean -log p(x_i | z_t)
+    over the levels that masked it [N, L], 0 where none did). Tokens equal to `unknown` (characters the model never
+    saw) stay masked and count nowhere: they are scored apart."""
+    noise, device = PerSampleNoise(seeds), x0.device
+    n, L = x0.shape
+    known = x0 != unknown if unknown is not None else torch.ones_like(x0, dtype=torch.bool)
+    offsets = noise.rand((n, levels), device=device)
+    per_level = torch.zeros(n, levels, dtype=torch.float64, device=device)
+    ce_sum = torch.zeros(n, L, dtype=torch.float64, device=device)
+    count = torch.zeros(n, L, dtype=torch.float64, device=device)
+    for k in range(levels):
+        t = ((k + offsets[:, k]) / levels).clamp_min(T_MIN)
+        masked = (noise.rand((n, L), device=device) < t[:, None]) & known
+        z = torch.where(masked | ~known, torch.full_like(x0, denoiser.mask), x0)
+        ce = -denoiser(z, labels).gather(-1, torch.where(known, x0, 0)[..., None])[..., 0].double()
+        ce = torch.where(masked, ce, 0.0)
+        per_level[:, k] = ce.sum(1) / t / known.sum(1).clamp_min(1)
+        ce_sum += ce
+        count += masked
+    return per_level, torch.where(count > 0, ce_sum / count.clamp_min(1), 0.0)
