@@ -154,3 +154,20 @@ def test_anomalous_lines_are_flagged_with_the_characters_least_expected(tmp_path
     assert "'?'" in s["unseen_characters"][32] and s["unseen_characters"][30] == ""
     one_line_error(capsys, cli("anomaly", "fit", "--data", f"text:{tmp_path / 'normal.log'}:16", "--out",
                                tmp_path / "d2", "--steps", 5), "lines:FILE")
+
+
+def test_text_trains_under_torchrun_as_in_one_process(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    (tmp_path / "c.txt").write_text("the cat sat on the mat and the dog ran off " * 40)
+    args = ["train", "--data", f"text:{tmp_path / 'c.txt'}:16", "--preset", "tiny", "--steps", "12", "--batch-size",
+            "8", "--sample-every", "0", "--no-progress", "--out"]
+    assert cli(*args, tmp_path / "one") == 0
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                        "diffusekit", *args, str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = (load_file(tmp_path / d / "last" / "model.safetensors") for d in ("one", "two"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)  # the gradients' all-reduce rounds, nothing more
