@@ -210,3 +210,26 @@ def test_diffusekit_serve_process(models, tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+
+
+def test_server_text_and_lines(tmp_path):
+    (tmp_path / "c.txt").write_text("the cat sat on the mat and the dog ran off " * 30)
+    run = dk.train(f"text:{tmp_path / 'c.txt'}:16", out=tmp_path / "run", steps=10, preset="tiny", batch_size=16,
+                   progress=False)
+    lines = [f"GET /{p} {s}" for p, s in zip(["a", "bb", "login", "x"] * 60, [200, 404, 302] * 80)]
+    (tmp_path / "normal.log").write_text("\n".join(lines) + "\n")
+    det = dk.AnomalyDetector.fit(f"lines:{tmp_path / 'normal.log'}:24", out=tmp_path / "det", steps=20, preset="tiny")
+    with serving(run, ui=False) as url, httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/sample", json={"n": 3, "steps": 4, "seed": 1})
+        assert r.status_code == 200 and r.json()["texts"] == run.sample(3, steps=4, seed=1)
+        r = c.post("/nll", json={"texts": ["the cat sat on t", "he mat and the d"], "levels": 4})
+        assert r.status_code == 200 and len(r.json()["bits_per_dim"]) == 2 and r.json()["mean_bits_per_dim"] > 0
+        for body, needle in (({"rows": [{"a": 1}]}, "send 'texts'"), ({"texts": [1, 2]}, "strings"),
+                             ({"texts": ["short"]}, "windows of 16"), ({"texts": ["the cat sat on \u00e9"]}, "never had")):
+            r = c.post("/nll", json=body)
+            assert r.status_code == 400 and needle in r.json()["detail"], (body, r.text)
+    with serving(det, ui=False) as url, httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/score", json={"texts": ["GET /a 200", "GET /a?id=1 OR 1=1 200"], "fpr": 0.1})
+        items = r.json()["items"]
+        assert r.status_code == 200 and items[1]["score"] > items[0]["score"] and "'?'" in items[1]["unseen_characters"]
+        assert items[0]["least_expected"].count(";") == 2

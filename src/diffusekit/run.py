@@ -28,7 +28,7 @@ from .checkpoint import (PartialCsv, is_diffusers_folder, load_checkpoint, read_
 from .config import check
 from .data import CsvRows, as_data, check_columns, csv_chunks, read_images, to_model_space
 from .data.codecs import ImageCodec, codec_from_dict
-from .data.text import read_texts
+from .data.text import PAD, read_texts
 from .masked import sample_tokens
 from .errors import DiffusekitError
 from .inverse import AvgPool, Identity, Mask, Measurement, RestoreConfig, consistency, parse_kernel, parse_mask, restore
@@ -469,6 +469,10 @@ class Run:
             options = {**options, "method": "elbo"}
         c = NLLConfig.from_dict(options)
         x, labels = self.to_model_space(data, n, labels=labels)
+        if self.kind == "text" and self.codec.mode == "text":  # windows of a document: a shorter text has no density
+            short = (x == PAD).any(1).nonzero().flatten()
+            check(len(short) == 0, f"this run reads windows of {self.codec.length} characters; text {int(short[0]) + 1 if len(short) else 0} "
+                  f"is shorter (measure whole windows, or train on lines:FILE for lines)", "data")
         if class_labels:
             check(labels is not None, "class_labels: the data have no labels", "class_labels")
             check(self.num_classes > 0, "class_labels: this run is unconditional", "class_labels")

@@ -122,25 +122,29 @@ class Service:
         answer = {"labels": None if labels is None else labels.tolist()}
         if self.run.kind == "vector":
             return {**answer, "rows": json.loads(out.to_json(orient="records"))}
+        if self.run.kind == "text":
+            return {**answer, "texts": out}
         return {**answer, "images": [encode_png(im) for im in out]}
 
     def score(self, body: dict) -> dict:
         check(self.detector is not None, "this server holds a run, not a detector; serve a detector folder to score",
               "path")
         fpr = body.get("fpr", 0.01)
-        _options({k: v for k, v in body.items() if k not in ("rows", "images")}, (), allowed=("fpr",))
+        _options({k: v for k, v in body.items() if k not in ("rows", "images", "texts")}, (), allowed=("fpr",))
         data = self._items(body)
         df = self.call(self.detector.score, data, fpr=fpr)
-        keep = [c for c in ("score", "p_value", "flag", "top_columns", "unseen_categories") if c in df]
+        keep = [c for c in ("score", "p_value", "flag", "top_columns", "unseen_categories", "least_expected",
+                            "unseen_characters") if c in df]
         note = {"fpr_note": df.attrs["fpr_note"]} if df.attrs["fpr_note"] else {}
         return {"fpr": df.attrs["fpr"], **note, "items": json.loads(df[keep].to_json(orient="records"))}
 
     def nll(self, body: dict) -> dict:
         data = self._items(body)
-        options = _options({k: v for k, v in body.items() if k not in ("rows", "images")},
+        options = _options({k: v for k, v in body.items() if k not in ("rows", "images", "texts")},
                            ("labels", "class_labels", "progress"))
         lik = self.call(self.run.nll, data, **options)
         s = lik.summary()
+        # text: bits per character
         return {"bits_per_dim": lik.bits_per_dim.tolist(), "mean_bits_per_dim": s["bits_per_dim"],
                 "mean_bits_per_dim_se": s["bits_per_dim_se"], "method": lik.method, "units": lik.units}
 
@@ -153,13 +157,15 @@ class Service:
 
     def _items(self, body: dict):
         """The request's rows (a table) or images, as data the library reads, checked for kind and count."""
-        key = "rows" if self.run.kind == "vector" else "images"
-        other = "images" if key == "rows" else "rows"
-        check(other not in body, f"this model is of {'tables' if key == 'rows' else 'images'}: send {key!r}, "
-              f"not {other!r}", key)
+        key = {"vector": "rows", "image": "images", "text": "texts"}[self.run.kind]
+        for other in {"rows", "images", "texts"} - {key}:
+            check(other not in body, f"this model is of {self.run.kind}s: send {key!r}, not {other!r}", key)
         items = body.get(key)
         check(isinstance(items, list) and 1 <= len(items) <= self.limits.max_items,
               f"{key} must be a list of 1-{self.limits.max_items} items", key)
+        if key == "texts":
+            check(all(isinstance(t, str) for t in items), "texts must be strings", key)
+            return items
         if key == "images":
             return decode_images(items, self.run.codec.channels)
         check(all(isinstance(r, dict) for r in items), "rows must be objects mapping column names to values", key)
