@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -60,6 +61,18 @@ def test_csv_of_any_cells_is_read_or_refused(tmp_path, rows, encoding):
     if data is not None:
         assert np.isfinite(data.x.numpy()).all()
     _read_or_refuse(lambda: list(csv_chunks(str(path), 3)))
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(lambda t: t.encode("utf-8")),
+                 st.text(max_size=300).map(lambda t: t.encode("utf-16"))),
+       st.sampled_from(["text:{}", "text:{}:4", "lines:{}", "lines:{}:6", "text:{}:0", "lines:{}:99999"]))
+def test_text_files_of_any_bytes_are_read_or_refused(tmp_path, raw, spec):
+    path = tmp_path / "t.txt"
+    path.write_bytes(raw)
+    data = _read_or_refuse(load_data, spec.format(path))
+    if data is not None:  # what was read decodes back to the file's own characters
+        assert data.x.dtype == torch.long and set("".join(data.codec.decode(data.x))) <= set(path.read_text("utf-8-sig"))
 
 
 def test_csv_huge_fields_and_many_columns(tmp_path):
