@@ -120,6 +120,13 @@ def test_train_sample_and_nll_of_text_through_the_command_line(tmp_path, capsys)
     e(capsys, cli("sample", run, "--n", 2, "--out", tmp_path / "s3.txt", "--sampler", "heun"), "unmasking")
     (tmp_path / "new.txt").write_text("the zebra\n")
     e(capsys, cli("nll", run, "--data", tmp_path / "new.txt"), "never had")
+    # the Gaussian tasks say what text takes instead
+    for args in (("encode", run, "--data", f"text:{tmp_path / 'c.txt'}", "--out", tmp_path / "z.npz"),
+                 ("tune-steps", run, "--steps", 4), ("export", run, tmp_path / "exp"),
+                 ("distill", run, "--out", tmp_path / "d", "--steps", 2),
+                 ("evaluate", tmp_path / "s.txt", "--reference", f"text:{tmp_path / 'c.txt'}:24")):
+        e(capsys, cli(*args), "text")
+    assert not (tmp_path / "z.npz").exists() and not (tmp_path / "exp").exists() and not (tmp_path / "d").exists()
     # infilling: the marked characters filled, the others kept
     (tmp_path / "holes.txt").write_text("the c_t sat\non a __t\n")
     assert cli("infill", run, "--data", tmp_path / "holes.txt", "--out", tmp_path / "filled.txt", "--no-progress") == 0

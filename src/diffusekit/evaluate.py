@@ -153,6 +153,9 @@ class Evaluator:
                                   "n_boot")
         self.spec, self.n_boot = reference_spec, n_boot
         self.ref = load_data(reference_spec)
+        if self.ref.codec.kind == "text":
+            raise DiffusekitError("evaluate measures images and tables; text is measured by its bits per character "
+                                  "(nll) and by an autoregressive model's (benchmarks/text/bpc.py)", "reference")
         self.is_image = isinstance(self.ref.codec, ImageCodec)
         g = torch.Generator().manual_seed(0)
         ref_x = self.ref.x

@@ -194,6 +194,11 @@ class Run:
         """diffusion, or consistency for a run distilled by consistency tuning (`distill`)."""
         return self.config.get("train", {}).get("objective", "diffusion")
 
+    def _needs_gaussian(self, task: str):
+        """Tasks written on the denoiser of Gaussian diffusion (the ODE, restoration, grids): not for masked text."""
+        check(self.kind != "text", f"{task} is for the Gaussian diffusion of images and tables; this run models text "
+              f"(masked diffusion: sample, infill, nll, anomaly)", "run")
+
     def _needs_denoiser(self, task: str):
         """Likelihoods and encodings integrate the probability-flow ODE of a denoiser (a posterior mean); a consistency
         model's D is the path's end instead."""
@@ -401,6 +406,7 @@ class Run:
         """Fit a sampling grid to this model for each step count (`tune.fit_grids`: GITS-style dynamic programming on a
         fine teacher solution) and store them with the run (grids.json, for these weights), so that `sample` with
         these steps uses them by default. Returns {steps: (sigmas, summed local error)}."""
+        self._needs_gaussian("tune_steps")
         check(not isinstance(self.denoiser, MeanDenoiser), "tune_steps fits the grids of one run, stored in its folder; "
               "this is an ensemble of runs", "run")
         with writer_lock(self.path, "tune-steps"):
@@ -538,6 +544,7 @@ class Run:
     def encode(self, data, *, n: int = 0, progress=False, **options) -> Latents:
         """Data (its first n samples; 0: all) -> latent noise of unit variance by the probability-flow ODE, so that
         `decode` gives it back. options: `likelihood.FlowConfig` (method ode | ddim, steps, rtol, atol, batch_size)."""
+        self._needs_gaussian("encoding")
         self._needs_denoiser("encoding")
         c = FlowConfig.from_dict(options)
         x, _ = self.to_model_space(data, n)
@@ -569,6 +576,7 @@ class Run:
     def decode(self, latents, *, model_space=False, progress=False, **options):
         """Latent noise (a `Latents` or an array of the model's shape) -> data in its units (model_space: the
         float tensor before decoding). options: as for `encode`."""
+        self._needs_gaussian("decoding")
         self._needs_denoiser("decoding")
         c = FlowConfig.from_dict(options)
         z = latents.latents if isinstance(latents, Latents) else latents
@@ -616,7 +624,7 @@ class Run:
         `inverse.RestoreConfig` (method, n_samples, sampler, steps, temperature, seed, zeta, resample, batch_size)
         and sampler knobs; the method defaults to tweedie for denoise, else repaint. truth: the clean images, for
         PSNR and SSIM."""
-        check(self.kind == "image", f"{task} needs an image model; this run models vectors", "run")
+        check(self.kind == "image", f"{task} needs an image model; this run models {self.kind}s", "run")
         check(task in self.TASKS, f"task must be one of {', '.join(self.TASKS)}, got {task!r}", "task")
         c = RestoreConfig.from_options(**{"method": "tweedie" if task == "denoise" else "repaint", **options})
         op, y, sigma_y = self._measurement(task, read_images(images), mask, factor, kernel, sigma, c.seed)
@@ -682,6 +690,7 @@ class Run:
         """Write this run in another library's format: "diffusers" (a DDIMPipeline folder that diffusers'
         DiffusionPipeline.from_pretrained loads; diffusers_io.export_diffusers). Returns the folder."""
         check(format == "diffusers", f"format must be diffusers, got {format!r}", "format")
+        self._needs_gaussian("export")
         try:
             from .diffusers_io import export_diffusers
         except ImportError:
@@ -703,10 +712,13 @@ class Run:
         lines = [
             f"run          {self.path.resolve()}",
             f"data         {t.get('data')}  ({m.kind}, shape {tuple(m.in_shape)}{classes})",
+            f"model        {m.preset} token transformer, {n_params / 1e6:.2f}M parameters, {m.vocab} tokens and MASK"
+            if m.kind == "text" else
             f"model        {m.preset} {'U-Net' if m.kind == 'image' else 'residual MLP'}, {n_params / 1e6:.2f}M "
             f"parameters, {m.parameterization} parameterization, sigma_data {m.sigma_data}, sigma in "
             f"[{m.sigma_min:.3g}, {m.sigma_max:.3g}]",
-            "objective    " + (f"consistency tuning (ct_q {t.get('ct_q')}), " if self.objective == "consistency" else
+            "objective    " + ("masked diffusion (MDLM bound), " if m.kind == "text" else
+                                  f"consistency tuning (ct_q {t.get('ct_q')}), " if self.objective == "consistency" else
                                   f"noise {t.get('noise')}, weighting {t.get('weighting')}, ") + f"lr {t.get('lr')}, batch "
             f"{t.get('batch_size')}",
             f"trained      {state['step']} steps, {state['nimg']} images, {state['elapsed'] / 60:.1f} min",
@@ -774,6 +786,8 @@ def distill(run, out, *, progress=True, **settings) -> Run:
           f"(its data and settings)", "run")
     saved = dict(read_run_config(src).get("train", {}))
     check(saved.get("objective", "diffusion") == "diffusion", f"{src} is already a consistency model", "run")
+    check(read_run_config(src).get("codec", {}).get("kind") != "text", "distill tunes the Gaussian diffusion of images "
+          "and tables to a few calls; this run models text", "run")
     kept = {k: v for k, v in saved.items() if k not in ("data", "out", "steps", "minutes", "init_from", "eval_every",
                                                           "sample_every", "tensorboard", *DISTILL_SETTINGS)}
     return train(saved["data"], out, progress=progress, **{**kept, **DISTILL_SETTINGS, "init_from": str(src), **settings})
