@@ -143,6 +143,7 @@ def to_texts(x: torch.Tensor) -> list:
     return ["".join(" " if k == 0 else chr(96 + k) for k in row.tolist()) for row in x]
 
 
+@torch.no_grad()
 def samples_and_infilling(run, ar_path: Path, preset: str, test_x: torch.Tensor, train_text: str) -> dict:
     ar = load_autoregressive(ar_path, preset, "ema")
     g = torch.Generator().manual_seed(3)
