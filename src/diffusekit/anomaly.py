@@ -205,8 +205,7 @@ def raw_scores(run, x, *, seed=0, batch_size=256, features=None, draws=1, progre
                 rep = representation(run, xb, seeds)
         return acc if rep is None else {**acc, "representation": rep}
 
-    mapped = map_batches(batch, len(x), batch_size, indices=mine, desc="scoring", progress=progress and rank == 0)
-    out = {k: v.double() if k != "representation" else v for k, v in gather(mapped, mine, len(x), world).items()}
+    out = _scored(batch, len(x), batch_size, mine, world, progress and rank == 0)
     if run.codec.kind == "image":  # the ELBO (16 stratified levels; 784 dimensions average its noise) less complexity
         lik = nll(run.denoiser, m, run.codec, x, NLLConfig(method="elbo", levels=16, seed=seed, batch_size=batch_size),
                   device=device, start=start)
@@ -241,9 +240,13 @@ def _text_scores(run, x, seed, batch_size, progress, with_representation, start,
             out["representation"] = representation(run, xb, seeds)
         return out
 
-    mapped = map_batches(batch, len(x), batch_size, indices=mine, desc="scoring", progress=progress and rank == 0)
-    return _finite({k: v.double() if k != "representation" else v for k, v in
-                    gather(mapped, mine, len(x), world).items()})
+    return _finite(_scored(batch, len(x), batch_size, mine, world, progress and rank == 0))
+
+
+def _scored(batch, n, batch_size, mine, world, progress) -> dict:
+    """batch over this rank's samples `mine`, gathered from every rank in sample order; scores as float64."""
+    mapped = map_batches(batch, n, batch_size, indices=mine, desc="scoring", progress=progress)
+    return {k: v.double() if k != "representation" else v for k, v in gather(mapped, mine, n, world).items()}
 
 
 def _finite(out: dict) -> dict:

@@ -387,8 +387,7 @@ class AnomalyDetector:
         unseen = []
         if run.codec.kind == "text":  # lines in the model's window; a character it never saw is scored apart (UNK)
             texts = data.codec.decode(data.x) if isinstance(data, Data) else read_texts(data, run.codec)
-            x = run.codec.encode(texts, unseen=unseen)
-            return x, [(i, j, ch) for i, j, ch in unseen]
+            return run.codec.encode(texts, unseen=unseen), unseen
         if isinstance(data, (str, Path)) and str(data).endswith(".csv") and run.codec.kind == "vector":
             data = next(csv_chunks(str(data), 1 << 62))  # typed by the model's codec, as score_csv reads it
         if isinstance(data, CsvRows):  # text cells typed by the model's codec, as the whole file would be

@@ -244,7 +244,7 @@ class Run:
 
     def _rows_to_model_space(self, rows: CsvRows, n, unseen, labels):
         """Rows of a CSV (read in parts: `data.csv_chunks`) typed by this run's codec, as the whole file would be."""
-        check(self.kind == "vector", "rows of a CSV are data for a run of tables; this run models images", "data")
+        check(self.kind == "vector", f"rows of a CSV are data for a run of tables; this run models {self.kind}s", "data")
         cells, columns = rows.cells[:n or None], list(rows.columns)
         target = self.codec.target
         if target and target["column"] in columns:  # its target column: the labels, in the run's classes
@@ -307,7 +307,7 @@ class Run:
         """`sample` of a table, n rows of any number written to the CSV `out` as they are drawn, `chunk_rows` at a time
         (memory does not grow with n; row i is drawn from its own seed, so the file is the one `sample` writes at
         once); checkpoint.PartialCsv: resume continues an interrupted run. Returns {"n", "resumed_at"}."""
-        check(self.kind == "vector", "sample_csv writes the rows of a table; this run models images", "out")
+        check(self.kind == "vector", f"sample_csv writes the rows of a table; this run models {self.kind}s", "out")
         check(isinstance(chunk_rows, int) and chunk_rows >= 1, f"chunk_rows must be at least 1, got {chunk_rows}",
               "chunk_rows")
         c = self._sample_config(options)
@@ -784,9 +784,10 @@ def distill(run, out, *, progress=True, **settings) -> Run:
     src = Path(run)
     check(not is_diffusers_folder(src), f"{src} is a diffusers folder: distill needs a run trained by diffusekit "
           f"(its data and settings)", "run")
-    saved = dict(read_run_config(src).get("train", {}))
+    config = read_run_config(src)
+    saved = dict(config.get("train", {}))
     check(saved.get("objective", "diffusion") == "diffusion", f"{src} is already a consistency model", "run")
-    check(read_run_config(src).get("codec", {}).get("kind") != "text", "distill tunes the Gaussian diffusion of images "
+    check(config.get("codec", {}).get("kind") != "text", "distill tunes the Gaussian diffusion of images "
           "and tables to a few calls; this run models text", "run")
     kept = {k: v for k, v in saved.items() if k not in ("data", "out", "steps", "minutes", "init_from", "eval_every",
                                                           "sample_every", "tensorboard", *DISTILL_SETTINGS)}
