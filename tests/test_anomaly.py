@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from diffusekit.anomaly import flag_rate, conformal_p_values, min_variance_weights, normal_scores
 from diffusekit.errors import DiffusekitError
 from diffusekit.detector import AnomalyDetector
-from test_cli import cli, one_line_error
+from test_cli import cli, interrupted, one_line_error
 
 e = one_line_error
 
@@ -690,15 +690,8 @@ def test_a_csv_is_scored_in_chunks_as_the_whole_file_and_an_interrupted_run_resu
     assert s["n"] == len(rows) and s["flagged"] == int(whole["flag"].sum()) == int(got["flag_at_fpr_0.05"].sum())
     assert not (tmp_path / "s.csv.partial").exists()
     # interrupted after two chunks: the rows scored so far are kept, the scores file is not written
-    calls, score = [], AnomalyDetector.score
-
-    def dies(self, *a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return score(self, *a, **k)
-
-    monkeypatch.setattr(AnomalyDetector, "score", dies)
+    score = AnomalyDetector.score
+    monkeypatch.setattr(AnomalyDetector, "score", interrupted(score, 3))
     with pytest.raises(KeyboardInterrupt):
         det.score_csv(tmp_path / "big.csv", tmp_path / "r.csv", fpr=0.05, chunk_rows=500)
     monkeypatch.setattr(AnomalyDetector, "score", score)

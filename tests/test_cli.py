@@ -26,6 +26,18 @@ def digits_run(tmp_path_factory):
     return out
 
 
+def interrupted(fn, at: int):
+    """fn, raising KeyboardInterrupt at its at-th call: a run stopped mid-stream."""
+    calls = []
+
+    def wrapper(*a, **k):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return fn(*a, **k)
+    return wrapper
+
+
 def one_line_error(capsys, code, *needles):
     err = capsys.readouterr().err.strip()
     assert code != 0

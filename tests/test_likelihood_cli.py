@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from test_cli import cli, one_line_error
+from test_cli import cli, interrupted, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -190,15 +190,8 @@ def test_nll_of_a_csv_streams_as_the_whole_file_and_resumes(toy_run, tmp_path, c
     assert r["elbo"]["nll_nats_se"] == pytest.approx(s["nll_nats_se"], rel=1e-4)
     assert r["elbo"]["nfe_per_sample"] == 4 and not (tmp_path / "a.csv.partial").exists()
     # stopped in the third chunk: the first 100 rows are kept; the CLI resumes to the same file
-    calls, nll = [], Run.nll
-
-    def dies(self, *a, **k):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return nll(self, *a, **k)
-
-    monkeypatch.setattr(Run, "nll", dies)
+    nll = Run.nll
+    monkeypatch.setattr(Run, "nll", interrupted(nll, 5))
     with pytest.raises(KeyboardInterrupt):
         run.nll_csv(tmp_path / "rows.csv", tmp_path / "b.csv", methods=methods, chunk_rows=50)
     monkeypatch.setattr(Run, "nll", nll)
@@ -228,15 +221,8 @@ def test_encode_of_a_csv_streams_its_latents_and_decodes_back(toy_run, tmp_path,
     got = pd.read_csv(tmp_path / "z.csv")
     assert list(got.columns) == ["index", "z0", "z1"] and r["n"] == 90 and r["nfe_per_sample"] == 10
     np.testing.assert_allclose(got[["z0", "z1"]].to_numpy(), whole.latents, atol=1e-5)  # batched rounding apart
-    calls, encode = [], Run.encode
-
-    def dies(self, *a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return encode(self, *a, **k)
-
-    monkeypatch.setattr(Run, "encode", dies)
+    encode = Run.encode
+    monkeypatch.setattr(Run, "encode", interrupted(encode, 2))
     with pytest.raises(KeyboardInterrupt):
         run.encode_csv(tmp_path / "rows.csv", tmp_path / "y.csv", chunk_rows=40, method="ddim", steps=10)
     monkeypatch.setattr(Run, "encode", encode)

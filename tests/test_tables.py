@@ -10,7 +10,7 @@ import torch
 from diffusekit.data import load_data
 from diffusekit.data.codecs import VectorCodec, codec_from_dict
 from diffusekit.errors import DiffusekitError
-from test_cli import cli, one_line_error
+from test_cli import cli, interrupted, one_line_error
 
 MEANS = {"red": 0.0, "blue": 3.0, "green": -3.0}
 
@@ -328,15 +328,8 @@ def test_rows_are_written_as_they_are_drawn_and_an_interrupted_run_resumes(targe
     run.sample_csv(230, tmp_path / "parts.csv", seed=4, chunk_rows=100)
     # row i from its own seed, the target classes drawn once: the file is the one written at once
     assert (tmp_path / "parts.csv").read_text() == (tmp_path / "whole.csv").read_text()
-    calls, draw = [], samplers.sample
-
-    def dies(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return draw(*a, **k)
-
-    monkeypatch.setattr("diffusekit.run.sample", dies)
+    draw = samplers.sample
+    monkeypatch.setattr("diffusekit.run.sample", interrupted(draw, 3))
     with pytest.raises(KeyboardInterrupt):
         run.sample_csv(230, tmp_path / "r.csv", seed=4, chunk_rows=100)
     monkeypatch.setattr("diffusekit.run.sample", draw)
