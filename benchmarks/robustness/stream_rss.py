@@ -7,7 +7,9 @@ in chunks) against the number of rows, beside the whole file scored at once (`An
 A detector is fit (500 steps, one model) on 3,000 normal rows of a ten-column table (the gmm8 ring beside eight
 Gaussian columns); each CSV holds that many rows drawn the same way plus 1% off the ring. Every measurement is one
 fresh process (with --nproc N: torchrun's N, each scoring a share of every chunk); peak RSS is the largest ru_maxrss
-of them. Writes benchmarks/results/stream_rss.json (--nproc N: stream_rss_nprocN.json).
+of them; the resident memory of the largest is also sampled every two seconds, and its largest value reported for each
+tenth of the scores written (flat if memory does not grow with the file). Writes benchmarks/results/stream_rss.json
+(--nproc N: stream_rss_nprocN.json).
 """
 from __future__ import annotations
 
@@ -42,13 +44,52 @@ def write(path: Path, x: np.ndarray):
             np.savetxt(f, x[start:start + 100_000], delimiter=",", fmt="%.6g")
 
 
-def peak(cmd) -> tuple[float, float]:
-    """(peak RSS in MiB of the child, seconds)."""
+def peak(cmd, written: Path | None = None) -> tuple[float, float, list]:
+    """(peak RSS in MiB of the child or of its largest descendant, seconds, trace). With `written` (the output being
+    written) the trace holds [seconds, MiB written, largest RSS of the processes in MiB] every two seconds."""
     probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    t = time.time()
-    out = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True).stdout
-    return int(out.strip().splitlines()[-1]) / 1024, time.time() - t
+    t, trace = time.time(), []
+    child = subprocess.Popen([sys.executable, "-c", probe, *cmd], stdout=subprocess.PIPE, text=True)
+    while child.poll() is None:
+        time.sleep(2)
+        if written is not None and written.exists():
+            rss = [_rss_mib(q) for q in _descendants(child.pid)]
+            trace.append([round(time.time() - t), round(written.stat().st_size / 2**20, 2), max(rss, default=0)])
+    out = child.stdout.read()
+    assert child.returncode == 0, f"{cmd} failed"
+    return int(out.strip().splitlines()[-1]) / 1024, time.time() - t, trace
+
+
+def _descendants(pid: int) -> list[int]:
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    found, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        found.append(q)
+        todo += [c for c, p in parent.items() if p == q]
+    return found
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("VmRSS"))
+        return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def by_tenth(trace: list) -> list:
+    """The largest RSS seen while the output was in each tenth of its final size (the last tenth: to the end)."""
+    final = max((w for _, w, _ in trace), default=0) or 1
+    return [max((r for _, w, r in trace if k <= 10 * w / final < k + 1 or (k == 9 and w >= final)), default=None)
+            for k in range(10)]
 
 
 def main():
@@ -66,12 +107,12 @@ def main():
     out = {"command": " ".join(sys.argv), "threads": 1, "processes": a.nproc, "results": []}
     for n in a.rows:
         write(tmp / "big.csv", rows(n, 1))
-        mib, sec = peak([*launch, "anomaly", "score", str(tmp / "det"), "--data", str(tmp / "big.csv"), "--out",
-                         str(tmp / "s.csv"), "--no-progress"])
+        mib, sec, trace = peak([*launch, "anomaly", "score", str(tmp / "det"), "--data", str(tmp / "big.csv"),
+                                "--out", str(tmp / "s.csv"), "--no-progress"], tmp / "s.csv.partial")
         r = {"rows": n, "file_mib": round((tmp / "big.csv").stat().st_size / 2**20, 1), "streamed_peak_rss_mib":
-             round(mib, 1), "streamed_seconds": round(sec, 1)}
+             round(mib, 1), "streamed_seconds": round(sec, 1), "rss_mib_by_tenth_of_output": by_tenth(trace)}
         if n <= a.whole_up_to:
-            mib, sec = peak([sys.executable, "-c", WHOLE, str(tmp / "det"), str(tmp / "big.csv")])
+            mib, sec, _ = peak([sys.executable, "-c", WHOLE, str(tmp / "det"), str(tmp / "big.csv")])
             r.update(whole_peak_rss_mib=round(mib, 1), whole_seconds=round(sec, 1))
         print(json.dumps(r), flush=True)
         out["results"].append(r)

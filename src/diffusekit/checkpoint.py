@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .data import csv_chunks
 from .errors import DiffusekitError, check
-from .runtime import is_main_process, on_main
+from .runtime import is_main_process, on_main, release_memory
 
 try:
     import fcntl
@@ -175,6 +175,8 @@ class PartialCsv:
                     self.write(header, rows, exact)
                     done += len(rows)
                     bar.update(len(rows))
+                    del chunk, rows
+                    release_memory()
             except DiffusekitError as e:
                 raise self.stopped(e, done) from None
         check(done > 0, f"{path} has no rows", "data")
@@ -203,12 +205,13 @@ class PartialCsv:
                 raise DiffusekitError(f"{p} was made with other settings ({', '.join(differ) or 'unknown: no '}"
                                       f"{'' if differ else str(self.settings_file)}): resume with the same ones, or "
                                       f"remove it", *differ)
-        with open(p, "rb+") as f:
-            data = f.read()
-            whole = data[:data.rfind(b"\n") + 1]
-            f.truncate(len(whole))  # a row cut short by the interruption is made again
-        header = next(csv.reader(io.StringIO(whole.decode("utf-8", "replace"))), None)
-        return max(0, whole.count(b"\n") - 1), header
+        with open(p, "rb+") as f:  # read in blocks: the file may be far larger than memory
+            f.truncate(_last_line_end(f))  # a row cut short by the interruption is made again
+            f.seek(0)
+            header = next(csv.reader(io.StringIO(f.read(1 << 20).decode("utf-8", "replace"))), None)
+            f.seek(0)
+            lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+        return max(0, lines - 1), header
 
     def written(self, chunk_rows: int):
         """The rows already in OUT.partial (a resumed run's), as DataFrames of text cells of at most chunk_rows rows."""
@@ -246,6 +249,19 @@ class PartialCsv:
         if self.main:
             os.replace(self.partial, self.out)
             self.settings_file.unlink(missing_ok=True)
+
+
+def _last_line_end(f) -> int:
+    """The offset just past the last newline of the binary file f (0 if it has none), read backwards in blocks."""
+    end = f.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - (1 << 20))
+        f.seek(start)
+        i = f.read(end - start).rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        end = start
+    return 0
 
 
 def _cells(rows, exact: bool):

@@ -2,6 +2,10 @@
 process, per-sample seeds, and the batch loop every task runs its work through."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import math
 import os
 
 import numpy as np
@@ -77,18 +81,51 @@ def shard(n: int) -> tuple[list[int], int, int]:
 def gather(values: dict | None, indices, n: int, world: int) -> dict:
     """Per-sample values {name: [len(indices), ...]} of every rank, back in sample order (on every rank). values None:
     this rank has no samples."""
-    if world > 1:
-        parts = [None] * world
-        dist.all_gather_object(parts, (indices, values and {k: v.cpu() for k, v in values.items()}))
+    if world > 1:  # tensors through all_gather: pickled ones (all_gather_object) grow the heap call after call
+        specs = [None] * world
+        dist.all_gather_object(specs, (len(indices), values and {k: (tuple(v.shape[1:]), v.dtype)
+                                                                 for k, v in values.items()}))
+        counts = [c for c, _ in specs]
+        spec = next(s for _, s in specs if s is not None)
+        idx = _all_gather_rows(torch.as_tensor(indices, dtype=torch.long), counts)
+        vals = {k: _all_gather_rows(values[k].cpu() if values else torch.empty((0, *shape), dtype=dtype), counts)
+                for k, (shape, dtype) in spec.items()}
+        parts = [(idx[r], {k: v[r] for k, v in vals.items()}) for r in range(world) if counts[r]]
     else:
         parts = [(indices, values)]
-    parts = [(idx, vals) for idx, vals in parts if vals is not None]
     first = parts[0][1]
     out = {k: torch.empty((n, *v.shape[1:]), dtype=v.dtype) for k, v in first.items()}
     for idx, vals in parts:
         for k, v in vals.items():
             out[k][torch.as_tensor(idx, dtype=torch.long)] = v.cpu()
     return out
+
+
+def _all_gather_rows(t: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    """Every rank's t (counts[rank] rows, the same trailing shape and dtype on every rank), sent as bytes padded to
+    the longest (any dtype goes through gloo)."""
+    row = torch.empty((), dtype=t.dtype).element_size() * math.prod(t.shape[1:])
+    buf = torch.zeros(max(1, max(counts) * row), dtype=torch.uint8)
+    buf[:len(t) * row] = t.contiguous().reshape(-1).view(torch.uint8)
+    bufs = [torch.empty_like(buf) for _ in counts]
+    dist.all_gather(bufs, buf)
+    return [b[:c * row].view(t.dtype).reshape(c, *t.shape[1:]) for b, c in zip(bufs, counts)]
+
+
+def release_memory():
+    """Hand the heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing): a long stream then stays
+    at one chunk's resident memory instead of creeping up through fragmentation."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
+    except OSError:
+        return None
 
 
 def on_main(fn):
