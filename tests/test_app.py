@@ -141,3 +141,54 @@ def test_likelihood_of_uploaded_images(models, browser, tmp_path):  # noqa: F811
         want = run.nll(images[:3], method="elbo").bits_per_dim
         assert f"{want[0]:.4f}"[:5] in page.locator("#nll-table").inner_text()
         shot(page, "likelihood")
+
+
+@pytest.fixture(scope="module")
+def text_models(tmp_path_factory):
+    """A tiny masked-diffusion run on a repeated sentence (windows of 16) and a detector on web-server log lines."""
+    import diffusekit as dk
+
+    tmp = tmp_path_factory.mktemp("text")
+    (tmp / "c.txt").write_text("the cat sat on the mat and the dog ran off " * 30)
+    run = dk.train(f"text:{tmp / 'c.txt'}:16", out=tmp / "run", steps=10, preset="tiny", batch_size=16,
+                   progress=False)
+    lines = [f"GET /{p} {s}" for p, s in zip(["a", "bb", "login", "x"] * 60, [200, 404, 302] * 80)]
+    (tmp / "normal.log").write_text("\n".join(lines) + "\n")
+    det = dk.AnomalyDetector.fit(f"lines:{tmp / 'normal.log'}:24", out=tmp / "det", steps=20, preset="tiny")
+    return run, det
+
+
+def test_text_page_generates_fills_and_scores_lines(text_models, browser):
+    run, det = text_models
+    with serving(run) as url:
+        page, outside = open_page(browser, url)
+        page.locator("#temperature input[type=range]").fill("0.5")
+        page.locator("#generate").click()
+        samples = page.locator("#samples textarea")
+        page.wait_for_function("e => e.value.length > 0", arg=samples.element_handle(), timeout=TIMEOUT)
+        assert samples.input_value().split("\n") == run.sample(16, seed=0, temperature=0.5)
+        shot(page, "text-generate")
+        page.get_by_role("tab", name="Infill").click()
+        page.locator("#infill").click()  # nothing typed: the message on the page
+        page.get_by_text("type the text to fill first").first.wait_for(timeout=TIMEOUT)
+        page.locator("#infill-input textarea").fill("the c_t sat on t\nhe ___ and the d")
+        page.locator("#infill").click()
+        filled = page.locator("#filled textarea")
+        page.wait_for_function("e => e.value.length > 0", arg=filled.element_handle(), timeout=TIMEOUT)
+        assert filled.input_value().split("\n") == run.infill(["the c_t sat on t", "he ___ and the d"], temperature=0)
+        page.get_by_role("tab", name="Likelihood").click()
+        page.locator("#nll-input textarea").fill("the cat sat on the mat and the dog")  # two windows of 16
+        page.locator("#nll").click()
+        page.get_by_text("bits_per_character").first.wait_for(timeout=TIMEOUT)
+        want = run.nll(["the cat sat on t", "he mat and the d"], method="elbo").bits_per_dim
+        assert f"{want[1]:.4f}"[:5] in page.locator("#nll-table").inner_text()
+        assert outside == []
+    with serving(det) as url:
+        page, _ = open_page(browser, url)
+        page.get_by_role("tab", name="Anomaly").click()
+        page.locator("#score-input textarea").fill("GET /a 200\nGET /a?id=1 OR 1=1 200")
+        page.locator("#score").click()
+        page.get_by_text("least_expected").first.wait_for(timeout=TIMEOUT)
+        table = page.locator("#score-table").inner_text()
+        assert "'?'" in table and "flagged at false-positive rate" in page.locator("#score-summary").inner_text()
+        shot(page, "text-anomaly")

@@ -220,7 +220,7 @@ def test_server_text_and_lines(tmp_path):
     (tmp_path / "normal.log").write_text("\n".join(lines) + "\n")
     det = dk.AnomalyDetector.fit(f"lines:{tmp_path / 'normal.log'}:24", out=tmp_path / "det", steps=20, preset="tiny")
     with serving(run) as url, httpx.Client(base_url=url, timeout=60) as c:
-        assert "no web page yet" in c.get("/").text and c.get("/docs").status_code == 200
+        assert c.get("/docs").status_code == 200
         r = c.post("/sample", json={"n": 3, "steps": 4, "seed": 1})
         assert r.status_code == 200 and r.json()["texts"] == run.sample(3, steps=4, seed=1)
         r = c.post("/nll", json={"texts": ["the cat sat on t", "he mat and the d"], "levels": 4})

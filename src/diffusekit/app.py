@@ -1,5 +1,5 @@
-"""The web page (gradio) over one run or detector: Generate, Restore, Likelihood and Anomaly tabs, each a few calls on
-the library's objects. It only reads controls, calls, and shows; a bad input is the library's one-line message on
+"""The web page (gradio) over one run or detector: Generate, Restore (images), Infill (text), Likelihood and Anomaly
+tabs, each a few calls on the library's objects. It only reads controls, calls, and shows; a bad input is the library's one-line message on
 the page. Nothing is fetched from elsewhere (no analytics; gradio serves its own fonts and scripts)."""
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .checkpoint import save_samples  # noqa: E402
+from .data.text import typed_texts  # noqa: E402
 from .errors import DiffusekitError  # noqa: E402
 from .samplers import SAMPLERS, sampling_defaults  # noqa: E402
 from .viz import image_grid  # noqa: E402
@@ -48,7 +49,8 @@ def build_ui(service) -> gr.Blocks:
     run, det = service.run, service.detector
     title = f"diffusekit: {service.target.path.name}"
     with gr.Blocks(title=title, analytics_enabled=False) as ui:
-        gr.Markdown(f"## {title}\n{run.kind} model, shape {tuple(run.model_config.in_shape)}"
+        gr.Markdown(f"## {title}\n{run.kind} model, " + (_text_model(run.codec) if run.kind == "text" else
+                                                          f"shape {tuple(run.model_config.in_shape)}")
                     + (f", classes: {', '.join(run.class_names)}" if run.class_names else "")
                     + (f"; anomaly detector calibrated on {det.info['n_calibration']} normal samples" if det else ""))
         if det is not None:
@@ -56,17 +58,27 @@ def build_ui(service) -> gr.Blocks:
         _generate_tab(service)
         if run.kind == "image":
             _restore_tab(service)
+        if run.kind == "text":
+            _infill_tab(service)
         _likelihood_tab(service)
     return ui
 
 
+def _text_model(codec) -> str:
+    return (f"{'windows of a document' if codec.mode == 'text' else 'lines'} of {'up to ' * (codec.mode == 'lines')}"
+            f"{codec.length} characters, {len(codec.vocab)} characters in its vocabulary")
+
+
 def _generate_tab(service):
     run = service.run
-    default = {"sampler": "auto", "steps": 20, **sampling_defaults(run.objective)}
+    text = run.kind == "text"  # unmasking: one position a step by default, no sampler to choose
+    default = {"sampler": "auto", "steps": run.model_config.in_shape[0] if text else 20,
+               **sampling_defaults(run.objective)}
     with gr.Tab("Generate"):
         with gr.Row():
-            sampler = gr.Dropdown(["auto", *SAMPLERS], value=default["sampler"], label="sampler")
-            steps = gr.Slider(1, 100, value=default["steps"], step=1, label="steps")
+            sampler = gr.Dropdown(["auto", *SAMPLERS], value=default["sampler"], label="sampler", visible=not text)
+            steps = gr.Slider(1, max(100, default["steps"]), value=default["steps"], step=1,
+                              label="steps (positions unmasked: one a step by default)" if text else "steps")
             temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="temperature", elem_id="temperature")
             seed = gr.Number(0, precision=0, minimum=0, label="seed")
             n = gr.Slider(1, 64, value=16, step=1, label="samples")
@@ -80,22 +92,26 @@ def _generate_tab(service):
             gallery = gr.Gallery(label="samples", columns=8, elem_id="samples")
             strip = gr.Image(label="the first 8 seeds at temperatures 0, 0.5, 1, 1.5 (rows)", type="pil")
             path = gr.Image(label="denoising trajectory of the first sample (top: x, bottom: D(x))", type="pil")
+        elif text:
+            table = gr.Textbox(label="samples (one a line)", lines=12, elem_id="samples")
         else:
             table = gr.Dataframe(label="samples", elem_id="samples")
         download = gr.File(label="download")
 
         @said
         def generate(sampler, steps, temperature, seed, n, label, guidance, progress=gr.Progress(track_tqdm=True)):
-            options = dict(sampler=sampler, steps=int(steps), temperature=float(temperature), seed=int(seed or 0))
+            options = dict(steps=int(steps), temperature=float(temperature), seed=int(seed or 0))
+            if not text:
+                options["sampler"] = sampler
             if run.num_classes:
                 options["guidance"] = float(guidance)
             cls = None if label in (None, "random") else run.class_names.index(label)
             with service.lock:
                 out = run.sample(int(n), label=cls, progress=True, **options)
                 if run.kind != "image":
-                    f = Path(tempfile.mkdtemp(prefix="diffusekit-")) / "samples.csv"
+                    f = Path(tempfile.mkdtemp(prefix="diffusekit-")) / f"samples.{'txt' if text else 'csv'}"
                     save_samples(f, out)
-                    return out, str(f)
+                    return "\n".join(out) if text else out, str(f)
                 labels = None if cls is None else [cls] * 8
                 strip_images = run.temperature_strip(labels, n=8, **{**options, "temperature": None})
                 trajectory = run.trajectory(label=cls, **{**options, "temperature": float(temperature)})
@@ -171,20 +187,53 @@ def _restore_tab(service):
         go.click(restore, [editor, truth, task, sigma, kernel, k, seed], [gallery, mean, spread, metrics])
 
 
+def _infill_tab(service):
+    run = service.run
+    with gr.Tab("Infill"):
+        mask = gr.Textbox("_", label="the character that marks what to fill", max_length=1)
+        given = gr.Textbox(label="text with the characters to fill marked (one item a line)", lines=6,
+                           placeholder="the quick brown ___ jumps over the ____ dog", elem_id="infill-input")
+        with gr.Row():
+            steps = gr.Number(0, precision=0, minimum=0, label="steps (0: one marked position a step)")
+            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature (0: the most likely)")
+            seed = gr.Number(0, precision=0, minimum=0, label="seed")
+        go = gr.Button("Fill", variant="primary", elem_id="infill")
+        filled = gr.Textbox(label="filled", lines=6, elem_id="filled")
+
+        @said
+        def fill(given, mask, steps, temperature, seed, progress=gr.Progress(track_tqdm=True)):
+            lines = [ln for ln in (given or "").splitlines() if ln.strip()]
+            if not lines:
+                raise DiffusekitError("type the text to fill first, the characters to fill marked with " + repr(mask))
+            with service.lock:
+                out = run.infill(lines, mask=mask, steps=int(steps) or None, temperature=float(temperature),
+                                 seed=int(seed or 0), progress=True)
+            return "\n".join(out)
+
+        go.click(fill, [given, mask, steps, temperature, seed], filled)
+
+
 def _likelihood_tab(service):
     run = service.run
+    text = run.kind == "text"
     with gr.Tab("Likelihood"):
-        files = _upload(run.kind, "the negative log-likelihood of each item", "nll-input")
-        method = gr.Radio(["ode", "elbo"], value="ode", label="method (ode: exact; elbo: a bound, faster)")
+        if text:  # masked diffusion has its bound only
+            files = _typed(run.codec, "bits per character of each", "nll-input")
+            method = gr.State("elbo")
+        else:
+            files = _upload(run.kind, "the negative log-likelihood of each item", "nll-input")
+            method = gr.Radio(["ode", "elbo"], value="ode", label="method (ode: exact; elbo: a bound, faster)")
         go = gr.Button("Measure", variant="primary", elem_id="nll")
-        table = gr.Dataframe(label="bits/dim per item", elem_id="nll-table")
+        table = gr.Dataframe(label="bits per character (an upper bound)" if text else "bits/dim per item",
+                             elem_id="nll-table")
 
         @said
         def measure(files, method, progress=gr.Progress(track_tqdm=True)):
-            data = _uploaded(files, run.codec)
+            data = typed_texts(files, run.codec) if text else _uploaded(files, run.codec)
             with service.lock:
                 lik = run.nll(data, method=method, progress=True)
-            return pd.DataFrame({"item": np.arange(len(lik.nats)), "bits_per_dim": lik.bits_per_dim, "nats": lik.nats})
+            per = {"text": data, "bits_per_character": lik.bits_per_dim} if text else {"bits_per_dim": lik.bits_per_dim}
+            return pd.DataFrame({"item": np.arange(len(lik.nats)), **per, "nats": lik.nats})
 
         go.click(measure, [files, method], table)
 
@@ -192,7 +241,9 @@ def _likelihood_tab(service):
 def _anomaly_tab(service):
     det = service.detector
     with gr.Tab("Anomaly"):
-        files = _upload(det.kind, "each item's score, conformal p-value and flag", "score-input")
+        what = "each item's score, conformal p-value and flag"
+        files = _typed(det.run.codec, what, "score-input") if det.kind == "text" else _upload(det.kind, what,
+                                                                                              "score-input")
         with gr.Row():
             lowest = math.ceil(1000 / (det.info["n_calibration"] + 1)) / 1000  # what the calibration set allows
             fpr = gr.Slider(lowest, 0.5, value=max(0.01, lowest), step=0.001, label="false-positive rate")
@@ -203,11 +254,11 @@ def _anomaly_tab(service):
         table = gr.Dataframe(label="scores", elem_id="score-table")
         with gr.Row():
             maps = gr.Gallery(label="heat maps (images)", columns=8, visible=det.kind == "image")
-            roc = gr.Image(label="ROC curve", type="pil")
+            roc = gr.Image(label="ROC curve", type="pil", visible=det.kind == "vector")
 
         @said
         def score(files, fpr, label_column, progress=gr.Progress(track_tqdm=True)):
-            data = _uploaded(files, det.run.codec)
+            data = typed_texts(files, det.run.codec) if det.kind == "text" else _uploaded(files, det.run.codec)
             roc_image, text = None, ""
             with service.lock:
                 if label_column:
@@ -233,6 +284,12 @@ def _upload(kind: str, what: str, elem_id: str):
     gr.Markdown("Upload " + ("a CSV with the table's columns" if kind == "vector" else
                              "images (an .npz, or PNG files)") + f": {what}.")
     return gr.File(label="data", file_count="multiple", elem_id=elem_id)
+
+
+def _typed(codec, what: str, elem_id: str):
+    """What to type or paste, said, and the text box (items as `data.text.typed_texts` reads them)."""
+    items = "lines (one item a line)" if codec.mode == "lines" else f"text (cut into windows of {codec.length} characters)"
+    return gr.Textbox(label=f"{items}: {what}", lines=8, elem_id=elem_id)
 
 
 def _uploaded(files, codec):

@@ -281,13 +281,6 @@ def create_app(target: Run | AnomalyDetector, token: str | None = None, limits: 
     def docs() -> HTMLResponse:
         return HTMLResponse(openapi_page(app.openapi()))
 
-    if ui and service.run.kind == "text":  # the page has tabs for images and tables only: the API alone, said at /
-        @app.get("/", include_in_schema=False)
-        def no_page() -> HTMLResponse:
-            return HTMLResponse("<p>This server holds a text model: it has no web page yet. The JSON API is at "
-                                "<a href='/docs'>/docs</a>.</p>")
-
-        ui = False
     if ui:
         try:
             import gradio as gr

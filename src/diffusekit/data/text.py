@@ -140,6 +140,15 @@ def load_text(mode: str, rest: str):
     return texts, TextCodec.fit(texts, n, mode)
 
 
+def typed_texts(text: str, codec: TextCodec) -> list:
+    """Typed or pasted text as a model's items: a document's windows (a run of text:FILE) or the non-empty lines."""
+    items = text_windows(text or "", codec.length) if codec.mode == "text" else text_lines(text or "")
+    if not items:
+        raise DiffusekitError(f"give at least {codec.length} characters (this model reads windows of {codec.length})"
+                              if codec.mode == "text" else "give one line of text or more", "data")
+    return items
+
+
 def read_texts(data, codec: TextCodec) -> list:
     """Text for a model of `codec`, as strings of at most its window: a `text:FILE` spec (windows of the model's
     length), a `lines:FILE` spec or a plain text file (its lines), or a list of strings."""
