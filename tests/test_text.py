@@ -94,6 +94,16 @@ def test_temperature_scales_the_gumbel_draws():
     assert out[0, 0] == 1 and out[0, 2] == 2 and out[0, 5] == 0 and (out != 3).all() and steps == [2, 1, 0]
 
 
+def test_a_text_run_without_positions_in_its_config_keeps_the_learned_ones_it_was_trained_with():
+    from diffusekit.model import ModelConfig, build_denoiser
+
+    old = build_denoiser(ModelConfig(kind="text", in_shape=[8], preset="tiny", vocab=5)).net
+    new = build_denoiser(ModelConfig(kind="text", in_shape=[8], preset="tiny", vocab=5,
+                                     overrides={"positions": "rotary"})).net
+    assert "pos" in dict(old.named_parameters()) and "pos" not in dict(new.named_parameters())
+    assert "blocks.layers.0.self_attn.in_proj_weight" in old.state_dict() and "blocks.0.qkv.weight" in new.state_dict()
+
+
 def test_train_sample_and_nll_of_text_through_the_command_line(tmp_path, capsys):
     rng = np.random.default_rng(0)
     words = "the cat sat on a mat and the dog ran".split()
@@ -102,6 +112,7 @@ def test_train_sample_and_nll_of_text_through_the_command_line(tmp_path, capsys)
     assert cli("train", "--data", f"text:{tmp_path / 'c.txt'}:24", "--out", run, "--preset", "tiny", "--steps", 30,
                "--batch-size", 16, "--no-progress") == 0
     assert (run / "samples" / "step_0000030.txt").exists()
+    assert json.loads((run / "config.json").read_text())["model"]["overrides"] == {"positions": "rotary"}
     capsys.readouterr()
     assert cli("sample", run, "--n", 4, "--out", tmp_path / "s.txt", "--steps", 6, "--seed", 3, "--no-progress") == 0
     assert "unmasking, 6 steps" in capsys.readouterr().out

@@ -15,8 +15,8 @@ held-out windows at a seeded place): character accuracy of masked diffusion's fi
 autoregressive model's greedy left-to-right continuation of the text before the span, and of the most frequent
 character.
 
-Both models are diffusekit's TokenTransformer of one preset (bidirectional for diffusion, causal for the
-autoregressive one), AdamW at the same learning rate, batch, warm-up, gradient clip and EMA. Masked diffusion is
+Both models are diffusekit's TokenTransformer of one preset with rotary positions (bidirectional for diffusion, causal
+for the autoregressive one), AdamW at the same learning rate, batch, warm-up, gradient clip and EMA. Masked diffusion is
 scored by its ELBO (an upper bound, 64 stratified levels per window); the autoregressive model by its exact NLL, each
 window from a start token. Both on the same 2,000 held-out windows. Writes benchmarks/results/text_bpc.json.
 """
@@ -68,12 +68,8 @@ def windows(text: str, n: int, g) -> torch.Tensor:
 
 def train_autoregressive(text: str, preset: str, minutes: float, batch: int, lr: float, out: Path):
     """The causal transformer, next-character cross-entropy, same optimizer settings as diffusekit's trainer."""
-    from diffusekit.nets import TRANSFORMER_PRESETS
-    from diffusekit.nets.transformer import TokenTransformer
-
     torch.manual_seed(0)
-    net = TokenTransformer(vocab=28, length=LENGTH, causal=True, **TRANSFORMER_PRESETS[preset])  # 27 + start token
-    ema = TokenTransformer(vocab=28, length=LENGTH, causal=True, **TRANSFORMER_PRESETS[preset]).requires_grad_(False)
+    net, ema = causal_net(preset), causal_net(preset).requires_grad_(False)
     ema.load_state_dict(net.state_dict())
     opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0, foreach=True)
     g, t0, step = torch.Generator().manual_seed(1), time.time(), 0
@@ -97,13 +93,10 @@ def train_autoregressive(text: str, preset: str, minutes: float, batch: int, lr:
 
 @torch.no_grad()
 def autoregressive_bpc(path: Path, preset: str, x: torch.Tensor) -> dict:
-    from diffusekit.nets import TRANSFORMER_PRESETS
-    from diffusekit.nets.transformer import TokenTransformer
-
     saved = torch.load(path, weights_only=True)
     out = {"steps": saved["steps"]}
     for name in ("net", "ema"):
-        net = TokenTransformer(vocab=28, length=LENGTH, causal=True, **TRANSFORMER_PRESETS[preset])
+        net = causal_net(preset)
         net.load_state_dict(saved[name])
         net.eval()
         nats = torch.cat([torch.nn.functional.cross_entropy(
@@ -113,11 +106,16 @@ def autoregressive_bpc(path: Path, preset: str, x: torch.Tensor) -> dict:
     return out
 
 
-def load_autoregressive(path: Path, preset: str, which: str):
+def causal_net(preset: str):
+    """The autoregressive model: the network of `train --data text:...` (rotary positions), causal; 27 + a start token."""
     from diffusekit.nets import TRANSFORMER_PRESETS
     from diffusekit.nets.transformer import TokenTransformer
 
-    net = TokenTransformer(vocab=28, length=LENGTH, causal=True, **TRANSFORMER_PRESETS[preset])
+    return TokenTransformer(vocab=28, length=LENGTH, causal=True, positions="rotary", **TRANSFORMER_PRESETS[preset])
+
+
+def load_autoregressive(path: Path, preset: str, which: str):
+    net = causal_net(preset)
     net.load_state_dict(torch.load(path, weights_only=True)[which])
     return net.eval()
 

@@ -207,6 +207,8 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
                        # written out in the run, so that a later change of the presets cannot change its network
                        overrides={**(scaled_preset(cfg.preset, data.codec.shape[1:]) if data.codec.kind == "image"
                                      and cfg.channel_mults is None and cfg.attn_resolutions is None else {}),
+                                  # text: rotary positions (a run without the key was built with learned ones)
+                                  **({"positions": "rotary"} if data.codec.kind == "text" else {}),
                                   **net_overrides(cfg, data.codec.kind)},
                        augment_dim=AUGMENT_DIM if cfg.augment == "edm" else 0,
                        **({"vocab": data.codec.tokens, "never": data.codec.never} if data.codec.kind == "text" else {}))
