@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_service import models, serving  # noqa: F401 (the tiny run and detector; the loopback server)
+from test_service import models, serving, text_models  # noqa: F401 (tiny runs and detectors; the loopback server)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; "
@@ -143,22 +143,7 @@ def test_likelihood_of_uploaded_images(models, browser, tmp_path):  # noqa: F811
         shot(page, "likelihood")
 
 
-@pytest.fixture(scope="module")
-def text_models(tmp_path_factory):
-    """A tiny masked-diffusion run on a repeated sentence (windows of 16) and a detector on web-server log lines."""
-    import diffusekit as dk
-
-    tmp = tmp_path_factory.mktemp("text")
-    (tmp / "c.txt").write_text("the cat sat on the mat and the dog ran off " * 30)
-    run = dk.train(f"text:{tmp / 'c.txt'}:16", out=tmp / "run", steps=10, preset="tiny", batch_size=16,
-                   progress=False)
-    lines = [f"GET /{p} {s}" for p, s in zip(["a", "bb", "login", "x"] * 60, [200, 404, 302] * 80)]
-    (tmp / "normal.log").write_text("\n".join(lines) + "\n")
-    det = dk.AnomalyDetector.fit(f"lines:{tmp / 'normal.log'}:24", out=tmp / "det", steps=20, preset="tiny")
-    return run, det
-
-
-def test_text_page_generates_fills_and_scores_lines(text_models, browser):
+def test_text_page_generates_fills_and_scores_lines(text_models, browser):  # noqa: F811
     run, det = text_models
     with serving(run) as url:
         page, outside = open_page(browser, url)

@@ -212,13 +212,21 @@ def test_diffusekit_serve_process(models, tmp_path):
         assert proc.wait(30) == 0
 
 
-def test_server_text_and_lines(tmp_path):
-    (tmp_path / "c.txt").write_text("the cat sat on the mat and the dog ran off " * 30)
-    run = dk.train(f"text:{tmp_path / 'c.txt'}:16", out=tmp_path / "run", steps=10, preset="tiny", batch_size=16,
+@pytest.fixture(scope="module")
+def text_models(tmp_path_factory):
+    """A tiny masked-diffusion run on a repeated sentence (windows of 16) and a detector on web-server log lines."""
+    tmp = tmp_path_factory.mktemp("text")
+    (tmp / "c.txt").write_text("the cat sat on the mat and the dog ran off " * 30)
+    run = dk.train(f"text:{tmp / 'c.txt'}:16", out=tmp / "run", steps=10, preset="tiny", batch_size=16,
                    progress=False)
     lines = [f"GET /{p} {s}" for p, s in zip(["a", "bb", "login", "x"] * 60, [200, 404, 302] * 80)]
-    (tmp_path / "normal.log").write_text("\n".join(lines) + "\n")
-    det = dk.AnomalyDetector.fit(f"lines:{tmp_path / 'normal.log'}:24", out=tmp_path / "det", steps=20, preset="tiny")
+    (tmp / "normal.log").write_text("\n".join(lines) + "\n")
+    det = dk.AnomalyDetector.fit(f"lines:{tmp / 'normal.log'}:24", out=tmp / "det", steps=20, preset="tiny")
+    return run, det
+
+
+def test_server_text_and_lines(text_models):
+    run, det = text_models
     with serving(run) as url, httpx.Client(base_url=url, timeout=60) as c:
         assert c.get("/docs").status_code == 200
         r = c.post("/sample", json={"n": 3, "steps": 4, "seed": 1})

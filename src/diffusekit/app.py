@@ -1,6 +1,6 @@
 """The web page (gradio) over one run or detector: Generate, Restore (images), Infill (text), Likelihood and Anomaly
-tabs, each a few calls on the library's objects. It only reads controls, calls, and shows; a bad input is the library's one-line message on
-the page. Nothing is fetched from elsewhere (no analytics; gradio serves its own fonts and scripts)."""
+tabs, each a few calls on the library's objects. It only reads controls, calls, and shows; a bad input is the
+library's one-line message on the page. Nothing is fetched from elsewhere (no analytics; gradio serves its own fonts and scripts)."""
 from __future__ import annotations
 
 import math
@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .checkpoint import save_samples  # noqa: E402
-from .data.text import typed_texts  # noqa: E402
+from .data.text import text_lines, typed_texts  # noqa: E402
 from .errors import DiffusekitError  # noqa: E402
 from .samplers import SAMPLERS, sampling_defaults  # noqa: E402
 from .viz import image_grid  # noqa: E402
@@ -65,8 +65,8 @@ def build_ui(service) -> gr.Blocks:
 
 
 def _text_model(codec) -> str:
-    return (f"{'windows of a document' if codec.mode == 'text' else 'lines'} of {'up to ' * (codec.mode == 'lines')}"
-            f"{codec.length} characters, {len(codec.vocab)} characters in its vocabulary")
+    items = f"windows of a document of {codec.length}" if codec.mode == "text" else f"lines of up to {codec.length}"
+    return f"{items} characters, {len(codec.vocab)} characters in its vocabulary"
 
 
 def _generate_tab(service):
@@ -202,7 +202,7 @@ def _infill_tab(service):
 
         @said
         def fill(given, mask, steps, temperature, seed, progress=gr.Progress(track_tqdm=True)):
-            lines = [ln for ln in (given or "").splitlines() if ln.strip()]
+            lines = text_lines(given or "")
             if not lines:
                 raise DiffusekitError("type the text to fill first, the characters to fill marked with " + repr(mask))
             with service.lock:

@@ -208,9 +208,9 @@ class PartialCsv:
         with open(p, "rb+") as f:  # read in blocks: the file may be far larger than memory
             f.truncate(_last_line_end(f))  # a row cut short by the interruption is made again
             f.seek(0)
-            header = next(csv.reader(io.StringIO(f.read(1 << 20).decode("utf-8", "replace"))), None)
-            f.seek(0)
-            lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+            first = f.read(1 << 20)
+            header = next(csv.reader(io.StringIO(first.decode("utf-8", "replace"))), None)
+            lines = first.count(b"\n") + sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
         return max(0, lines - 1), header
 
     def written(self, chunk_rows: int):
