@@ -16,7 +16,7 @@ For the toys, also the log-density gap: the mean true log-density of the samples
 the board smoothed by a Gaussian of std 0.05, since a point off the board has density 0).
 
 Configurations: `sample` with no options (what a user gets), the reference (dpmpp-2m-sde, 500 steps, karras grid) and
-any --candidates (sampler[:grid[:steps]]). Writes benchmarks/results/lowdim_sampling_seed<S>.json.
+any --candidates (sampler[:grid[:steps[:knob=value,...]]]). Writes benchmarks/results/lowdim_sampling_seed<S>.json.
 """
 from __future__ import annotations
 
@@ -102,8 +102,10 @@ def energy_distance(x: np.ndarray, y: np.ndarray, scale: np.ndarray) -> float:
 
 
 def parse_candidate(text: str) -> dict:
-    sampler, grid, steps = (text.split(":") + ["", ""])[:3]
-    return {"sampler": sampler, "grid": grid or "auto", "steps": int(steps or 20)}
+    """sampler[:grid[:steps[:knob=value,...]]] -> sample's options."""
+    sampler, grid, steps, knobs = (text.split(":") + ["", "", ""])[:4]
+    return {"sampler": sampler, "grid": grid or "auto", "steps": int(steps or 20),
+            **{k: float(v) for k, v in (kv.split("=") for kv in knobs.split(",") if kv)}}
 
 
 def main():
@@ -116,7 +118,7 @@ def main():
     p.add_argument("--runs", type=Path, default=Path("runs/lowdim"))
     p.add_argument("--reuse", action="store_true", help="measure the runs already trained in --runs")
     p.add_argument("--only", nargs="*", default=None, help="data sets (default: all)")
-    p.add_argument("--candidates", nargs="*", default=[], help="sampler[:grid[:steps]], measured beside the default")
+    p.add_argument("--candidates", nargs="*", default=[], help="sampler[:grid[:steps[:knob=value,...]]], measured beside the default")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     names = a.only or [*TOYS, *TABLES]
