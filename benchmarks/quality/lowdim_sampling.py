@@ -50,14 +50,14 @@ def table(name: str) -> pd.DataFrame:
     return df.apply(pd.to_numeric)
 
 
-def true_points(name: str, seed: int, n: int, part: int = 0) -> np.ndarray:
-    """n true points (toys: fresh draws; tables: training rows, part 0 or 1 of a seeded split into halves, so that the
-    two parts never share a row)."""
+def true_sets(name: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two sets of up to n true points that share none (toys: fresh draws; tables: the halves of a seeded split of
+    the training rows): what the samples are measured against, and the other for the floor."""
     if name in TOYS:
-        return toy_data(name, n, seed=1000 + 2 * seed + part)
+        return toy_data(name, n, seed=1000 + 2 * seed), toy_data(name, n, seed=1001 + 2 * seed)
     rows = table(name).to_numpy(float)
-    half = np.array_split(np.random.default_rng(seed).permutation(len(rows)), 2)[part]
-    return rows[half[:n]]
+    halves = np.array_split(np.random.default_rng(seed).permutation(len(rows)), 2)
+    return rows[halves[0][:n]], rows[halves[1][:n]]
 
 
 def _curve_log_density(x, curve, noise: float) -> np.ndarray:
@@ -134,8 +134,7 @@ def main():
         run = dk.load(out)
         if a.tune:
             run.tune_steps([20], order=2)
-        truth = true_points(name, a.sample_seed, a.n)
-        other = true_points(name, a.sample_seed, a.n, part=1)
+        truth, other = true_sets(name, a.sample_seed, a.n)
         scale = truth.std(0) + 1e-12
         rec = {"steps_trained": run.step, "energy_floor": energy_distance(other, truth, scale)}
         print(f"{name}: energy floor (two true sets) {rec['energy_floor']:.4f}", flush=True)
