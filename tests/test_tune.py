@@ -1,6 +1,7 @@
 """Grids fitted to a model (tune.py, `diffusekit tune-steps`): the dynamic programme finds the best path (checked by
 enumerating every path with errors computed directly, not through the Gram matrices), the fitted grids beat the
-default grid on an analytic mixture's exact denoiser, and a run stores them and `sample` uses them by default."""
+default grid on an analytic mixture's exact denoiser, and a run stores them and `sample` uses them by default (a
+vector run: its default steps' grid, fitted when training ends)."""
 import itertools
 import json
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ import torch
 import diffusekit as dk
 from diffusekit.analytic import GaussianMixture
 from diffusekit.runtime import sample_seeds
-from diffusekit.samplers import PerSampleNoise, sample_dpmpp_2m
+from diffusekit.samplers import VECTOR_ETA, VECTOR_TUNING, PerSampleNoise, sample_dpmpp_2m, sampling_defaults
 from diffusekit.schedules import karras_sigmas
 from diffusekit.tune import best_paths, fit_grids, step_errors, teacher
 from test_cli import cli, one_line_error
@@ -67,6 +68,30 @@ def test_fitted_grids_beat_the_default_grid(mixture):
         fitted = (sample_dpmpp_2m(mixture, x, torch.tensor(sigmas)) - reference).norm(dim=1).mean()
         default = (sample_dpmpp_2m(mixture, x, karras_sigmas(n, 0.002, 80.0)) - reference).norm(dim=1).mean()
         assert fitted < 0.8 * default, (n, float(fitted), float(default))
+
+
+def test_a_vector_run_samples_by_default_on_its_own_fitted_grid(tmp_path, capsys):
+    """Tables and 2-D points sample by default with a third of the SDE's noise (VECTOR_ETA) on the grid fitted when
+    training ends, refitted when it resumes (a grid belongs to its weights); images keep sampler auto on karras."""
+    out = tmp_path / "run"
+    assert cli("train", "--data", "toy:gmm8", "--out", out, "--preset", "tiny", "--steps", 20, "--no-progress") == 0
+    stored = json.loads((out / "grids.json").read_text())
+    assert stored["step"] == 20 and list(stored["grids"]) == ["20"] and stored["order"] == VECTOR_TUNING["order"]
+    run = dk.load(out)
+    assert run.sampling() == f"sampler dpmpp-2m-sde, eta {VECTOR_ETA:g}, 20 steps, the run's tuned grid"
+    by_default = run.sample(50, seed=3).to_numpy()
+    assert np.array_equal(by_default, run.sample(50, seed=3, sampler="dpmpp-2m-sde", eta=VECTOR_ETA,
+                                                  grid="tuned").to_numpy())
+    assert not np.allclose(by_default, run.sample(50, seed=3, eta=1.0).to_numpy())
+    # the knob belongs to its sampler, and to the steps where auto is that sampler
+    assert run.sampling(sampler="heun") == "sampler heun, 20 steps, the run's tuned grid"
+    assert run.sampling(steps=5) == "sampler dpmpp-2m, 5 steps, karras grid"
+    assert cli("sample", out, "--n", 10, "--out", tmp_path / "s.csv", "--no-progress") == 0
+    assert run.sampling() in capsys.readouterr().out
+    dk.train(None, out, resume=True, steps=30, progress=False)
+    assert json.loads((out / "grids.json").read_text())["step"] == 30
+    assert "tuned grid" in dk.load(out).sampling()
+    assert sampling_defaults("diffusion", "image") == {}
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ For the toys, also the log-density gap: the mean true log-density of the samples
 (gmm8: exact; swissroll and moons: the curve's noise integrated over its parameter on 20,000 points; checkerboard:
 the board smoothed by a Gaussian of std 0.05, since a point off the board has density 0).
 
-Configurations: `sample` with no options (what a user gets), the reference (dpmpp-2m-sde, 500 steps, karras grid) and
-any --candidates (sampler[:grid[:steps[:knob=value,...]]]). Writes benchmarks/results/lowdim_sampling_seed<S>.json.
+Configurations: `sample` with no options (what a user gets), the reference (dpmpp-2m-sde, eta 1, 500 steps, karras
+grid) and any --candidates (sampler[:grid[:steps[:knob=value,...]]]). A data set meets the issue's bound when the
+default's energy distance is within 1.2x of the reference's or at most the floor, and (toys) its log-density gap is no
+more than 0.05 nats further from 0 than the reference's. Writes benchmarks/results/lowdim_sampling_seed<S>.json.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from keel import keel_table  # noqa: E402
 RESULTS = ROOT.parent / "results"
 TOYS = ("gmm8", "checkerboard", "swissroll", "moons")
 TABLES = ("magic", "page-blocks0", "penbased")
-REFERENCE = {"sampler": "dpmpp-2m-sde", "steps": 500, "grid": "karras"}
+REFERENCE = {"sampler": "dpmpp-2m-sde", "steps": 500, "grid": "karras", "eta": 1.0}  # the SDE itself (Lu et al. 2022)
 
 
 def table(name: str) -> pd.DataFrame:
@@ -114,7 +116,6 @@ def main():
     p.add_argument("--seed", type=int, default=1, help="training seed")
     p.add_argument("--sample-seed", type=int, default=7)
     p.add_argument("--n", type=int, default=20000, help="samples per configuration (and true points)")
-    p.add_argument("--tune", action="store_true", help="fit the runs' 20-step grids (tune-steps, order 2) first")
     p.add_argument("--runs", type=Path, default=Path("runs/lowdim"))
     p.add_argument("--reuse", action="store_true", help="measure the runs already trained in --runs")
     p.add_argument("--only", nargs="*", default=None, help="data sets (default: all)")
@@ -132,8 +133,6 @@ def main():
                            progress=False)
             print(f"{name}: trained {time.time() - t0:.0f} s, {run.step} steps", flush=True)
         run = dk.load(out)
-        if a.tune:
-            run.tune_steps([20], order=2)
         truth, other = true_sets(name, a.sample_seed, a.n)
         scale = truth.std(0) + 1e-12
         rec = {"steps_trained": run.step, "energy_floor": energy_distance(other, truth, scale)}
@@ -153,8 +152,10 @@ def main():
                   f"({r['sampling']})", flush=True)
         d, ref = rec["default"], rec["reference"]
         rec["energy_ratio"] = d["energy"] / ref["energy"]
-        rec["met"] = rec["energy_ratio"] <= 1.2 and (name not in TOYS or   # no further from the truth, either way
-                                                     abs(d["log_density_gap"]) <= abs(ref["log_density_gap"]) + 0.05)
+        # within 1.2x of the reference, or no further from the truth than a second true set is (the reference may
+        # fall below that floor by chance); toys: no more than 0.05 nats further from the true log-density
+        rec["met"] = (rec["energy_ratio"] <= 1.2 or d["energy"] <= rec["energy_floor"]) and (
+            name not in TOYS or abs(d["log_density_gap"]) <= abs(ref["log_density_gap"]) + 0.05)
         results["data"][name] = rec
     results["all_met"] = all(r["met"] for r in results["data"].values())
     out = a.out or RESULTS / f"lowdim_sampling_seed{a.sample_seed}.json"

@@ -36,8 +36,8 @@ from .likelihood import FlowConfig, NLLConfig, bits_per_dim, decode, encode, nll
 from .metrics import psnr, ssim
 from .model import ModelConfig, build_denoiser
 from .precond import MeanDenoiser, unconditional
-from .runtime import map_batches, pick_device
-from .samplers import SampleConfig, sample, sampling_defaults
+from .runtime import is_main_process, map_batches, pick_device
+from .samplers import VECTOR_TUNING, SampleConfig, sample, sampling_defaults
 from .schedules import grid_name
 from .train import DISTILL_SETTINGS, TrainConfig, Trainer
 from .tune import fit_grids
@@ -396,7 +396,8 @@ class Run:
             check(not odd, f"{', '.join(odd)}: text samples by unmasking; it takes steps, temperature, seed and "
                   f"batch_size", *odd)
             return SampleConfig.from_options(**{"steps": self.model_config.in_shape[0], **given})
-        defaults = sampling_defaults(self.objective)  # its grid belongs to its sampler: another sampler takes neither
+        # its grid and knobs belong to its sampler: another sampler takes none of them
+        defaults = sampling_defaults(self.objective, self.kind, given.get("steps", SampleConfig.steps))
         if given.get("sampler", defaults.get("sampler")) != defaults.get("sampler"):
             defaults = {}
         return SampleConfig.from_options(**{**defaults, **given})
@@ -412,7 +413,7 @@ class Run:
         with writer_lock(self.path, "tune-steps"):
             return self._tune_steps(steps, n, order, seed, candidates, batch_size)
 
-    def _tune_steps(self, steps, n, order, seed, candidates, batch_size) -> dict:
+    def _tune_steps(self, steps, n=256, order=1, seed=0, candidates=0, batch_size=128) -> dict:
         fitted = fit_grids(self.denoiser, self.model_config, steps, n=n, order=order, seed=seed, candidates=candidates,
                            batch_size=batch_size, device=self.device)
         stored = self._stored_grids() or {}
@@ -773,7 +774,10 @@ def train(data, out, *, labels=None, resume=False, progress=True, **settings) ->
                     decoded = pd.DataFrame(decoded, columns=d.codec.columns)
                 save_samples(spec, decoded, None if d.labels is None else d.labels.numpy())
         Trainer(cfg, resume=resume, progress=progress).run()
-    return Run.load(out, device=cfg.device)
+        run = Run.load(out, device=cfg.device)
+        if run.kind == "vector" and run.objective == "diffusion" and is_main_process():
+            run._tune_steps([SampleConfig.steps], **VECTOR_TUNING)  # the grid `sample` takes by default
+    return run
 
 
 def distill(run, out, *, progress=True, **settings) -> Run:

@@ -329,7 +329,7 @@ class Trainer:
             DiffusionLoss(noise, weighting, self.mcfg.sigma_data, cfg.min_snr_gamma)
         if self.mcfg.kind == "text":  # tokens: masked diffusion's bound, drawn and called as the others are
             self.loss = MaskedDiffusionLoss()
-        self.sampling = SampleConfig.from_options(**sampling_defaults(cfg.objective))
+        self.sampling = SampleConfig.from_options(**sampling_defaults(cfg.objective, self.mcfg.kind))
         self.step, self.elapsed, self._perm, self.spent = 0, 0.0, (None, None), 0.0
         self.evaluator, self.best = None, float("inf")
         self.board = open_board(self.out / "tensorboard") if cfg.tensorboard and self.rank == 0 else None

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from ..errors import DiffusekitError
-from ..samplers import ALL_KNOBS, DEFAULT_SAMPLER, KNOBS, SAMPLERS, SDE_MIN_STEPS
+from ..samplers import ALL_KNOBS, DEFAULT_SAMPLER, KNOBS, SAMPLERS, SDE_MIN_STEPS, VECTOR_ETA
 from ..schedules import GRIDS, MODEL_GRIDS
 from ..train import TrainConfig, int_list
 from . import commands as c
@@ -102,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(s, 256)
     s.add_argument("--n", "--n-samples", dest="n", type=int, default=64, help=N_HELP)
     s.add_argument("--sampler", choices=["auto", *SAMPLERS], default=None, help=f"default auto: {DEFAULT_SAMPLER} at "
-                   f"{SDE_MIN_STEPS} or more steps, else dpmpp-2m (a distilled run: consistency)")
+                   f"{SDE_MIN_STEPS} or more steps (a table: with --eta {VECTOR_ETA:g}), else dpmpp-2m (a distilled run: consistency)")
     s.add_argument("--steps", type=int, default=None, help="noise levels of the grid (default 20; a distilled run: 2)")
     s.add_argument("--schedule", choices=list(MODEL_GRIDS + GRIDS), default=None,
-                   help="sigma grid (default auto: the run's tuned grid for --steps where tune-steps made one, else "
-                        "karras)")
+                   help="sigma grid (default auto: the run's tuned grid for --steps where tune-steps made one (a "
+                        "table's training makes one for 20 steps), else karras)")
     s.add_argument("--rho", type=float, default=None, help="karras grid: spacing exponent (default 7; larger: more "
                    "steps at low noise)")
     s.add_argument("--sigma-min", type=float, default=None, help="lowest grid noise level (default: the model's)")
