@@ -317,7 +317,7 @@ def test_every_writing_command_killed_leaves_its_output_absent_or_whole(tmp_path
         "nll --csv": ([*CLI, "nll", str(toy), "--data", str(rows), "--n", "0", "--method", "elbo", "--levels", "16",
                        "--csv", o("v.csv")], o("v.csv"), True, lambda p: lines(p) == 4001),
         "tune-steps": ([*CLI, "tune-steps", str(toy), "--steps", "4", "6", "--n", "128"], str(toy / "grids.json"),
-                       False, lambda p: set(read_json(p)["grids"]) == {"4", "6"}),
+                       False, lambda p: {"4", "6"} <= set(read_json(p)["grids"])),
         "export": ([*CLI, "export", str(digits), o("exp")], o("exp"), False,
                    lambda p: load_run(p, device="cpu").kind == "image"),
     }

@@ -76,7 +76,8 @@ def test_a_vector_run_samples_by_default_on_its_own_fitted_grid(tmp_path, capsys
     out = tmp_path / "run"
     assert cli("train", "--data", "toy:gmm8", "--out", out, "--preset", "tiny", "--steps", 20, "--no-progress") == 0
     stored = json.loads((out / "grids.json").read_text())
-    assert stored["step"] == 20 and list(stored["grids"]) == ["20"] and stored["order"] == VECTOR_TUNING["order"]
+    assert stored["step"] == 20 and list(stored["grids"]) == ["20"]
+    assert stored["fitted"]["20"]["order"] == VECTOR_TUNING["order"]
     run = dk.load(out)
     assert run.sampling() == f"sampler dpmpp-2m-sde, eta {VECTOR_ETA:g}, 20 steps, the run's tuned grid"
     by_default = run.sample(50, seed=3).to_numpy()
@@ -106,10 +107,11 @@ def test_a_run_stores_its_grids_and_sample_uses_them(trained, capsys):
     assert cli("tune-steps", trained, "--steps", 3, 5, "--n", 32, "--candidates", 16, "--no-progress") == 0
     out = capsys.readouterr().out
     assert "3 steps:" in out and "5 steps:" in out and "grids.json" in out
-    stored = json.loads((trained / "grids.json").read_text())
-    assert sorted(stored["grids"]) == ["3", "5"] and stored["step"] == 30
+    stored = json.loads((trained / "grids.json").read_text())  # beside the 20-step grid training fitted
+    assert sorted(stored["grids"], key=int) == ["3", "5", "20"] and stored["step"] == 30
+    assert stored["fitted"]["5"] == {"order": 1, "n": 32, "seed": 0} and stored["fitted"]["20"]["order"] == 2
     run = dk.load(trained)
-    assert sorted(run.grids) == [3, 5]
+    assert sorted(run.grids) == [3, 5, 20]
     by_default, tuned, karras = (run.sample(20, steps=5, grid=g, sampler="dpmpp-2m") for g in ("auto", "tuned", "karras"))
     assert np.array_equal(by_default.to_numpy(), tuned.to_numpy())
     assert not np.allclose(by_default.to_numpy(), karras.to_numpy())
@@ -117,9 +119,12 @@ def test_a_run_stores_its_grids_and_sample_uses_them(trained, capsys):
     assert "karras grid" in run.sampling(steps=5, rho=3.0)  # a reshaped grid is not the tuned one
     assert cli("sample", trained, "--steps", 5, "--out", trained.parent / "s.csv", "--no-progress") == 0
     assert "tuned grid" in capsys.readouterr().out
-    # a second fit adds its step counts; other weights (raw, not EMA) do not see these grids
-    assert cli("tune-steps", trained, "--steps", 2, "--n", 32, "--candidates", 16, "--no-progress") == 0
-    assert sorted(dk.load(trained).grids) == [2, 3, 5] and dk.load(trained, ema=False).grids == {}
+    # a second fit adds its step counts, or replaces them with how it fitted them; other weights (raw, not EMA) do
+    # not see these grids
+    assert cli("tune-steps", trained, "--steps", 2, 5, "--n", 16, "--candidates", 16, "--no-progress") == 0
+    assert sorted(dk.load(trained).grids) == [2, 3, 5, 20] and dk.load(trained, ema=False).grids == {}
+    fitted = json.loads((trained / "grids.json").read_text())["fitted"]
+    assert fitted["5"]["n"] == fitted["2"]["n"] == 16 and fitted["3"]["n"] == 32
 
 
 def test_grid_errors_are_one_line(trained, tmp_path, capsys):

@@ -416,13 +416,12 @@ class Run:
     def _tune_steps(self, steps, n=256, order=1, seed=0, candidates=0, batch_size=128) -> dict:
         fitted = fit_grids(self.denoiser, self.model_config, steps, n=n, order=order, seed=seed, candidates=candidates,
                            batch_size=batch_size, device=self.device)
-        stored = self._stored_grids() or {}
-        same = {k: stored.get(k) for k in ("order", "n", "seed")} == {"order": order, "n": n, "seed": seed}
-        grids = {**(stored.get("grids", {}) if same else {}),
-                 **{k: [float(f"{v:.8g}") for v in sig] for k, (sig, _) in fitted.items()}}
+        stored = self._stored_grids() or {}  # the grids of other step counts stay, each with how it was fitted
+        grids = {**stored.get("grids", {}), **{k: [float(f"{v:.8g}") for v in sig] for k, (sig, _) in fitted.items()}}
+        fits = {**stored.get("fitted", {}), **{str(k): {"order": order, "n": n, "seed": seed} for k in fitted}}
         write_json_atomic(self.path / GRIDS_FILE, {
-            "checkpoint": self.weights[0], "ema": self.weights[1], "step": self.step, "order": order, "n": n,
-            "seed": seed, "grids": {str(k): grids[k] for k in sorted(grids)}})
+            "checkpoint": self.weights[0], "ema": self.weights[1], "step": self.step,
+            "grids": {str(k): grids[k] for k in sorted(grids)}, "fitted": {k: fits[k] for k in sorted(fits, key=int)}})
         self.grids = grids
         return fitted
 
