@@ -413,7 +413,7 @@ class Run:
         with writer_lock(self.path, "tune-steps"):
             return self._tune_steps(steps, n, order, seed, candidates, batch_size)
 
-    def _tune_steps(self, steps, n=256, order=1, seed=0, candidates=0, batch_size=128) -> dict:
+    def _tune_steps(self, steps, n, order, seed, candidates, batch_size) -> dict:
         fitted = fit_grids(self.denoiser, self.model_config, steps, n=n, order=order, seed=seed, candidates=candidates,
                            batch_size=batch_size, device=self.device)
         stored = self._stored_grids() or {}  # the grids of other step counts stay, each with how it was fitted

@@ -308,9 +308,9 @@ CONSISTENCY_SAMPLING = {"sampler": "consistency", "steps": 2, "sigma_min": 0.821
 # modes; a third of it, on the grid fitted to the run when it is trained (`VECTOR_TUNING`), comes as close to the data
 # as 500 steps of the SDE (docs/sampling.md). Images keep eta 1 on the karras grid, their best at 10-20 calls.
 VECTOR_ETA = 0.3
-# how a vector run's grid for the default steps is fitted when training ends (`tune.fit_grids`: the solver of the SDE's
-# deterministic part, DPM-Solver++(2M))
-VECTOR_TUNING = {"order": 2}
+# how a vector run's grid for the default steps is fitted when training ends, as it was measured (`tune.fit_grids`;
+# order 2: the solver of the SDE's deterministic part, DPM-Solver++(2M))
+VECTOR_TUNING = {"n": 256, "order": 2, "seed": 0, "candidates": 0, "batch_size": 128}
 
 
 def sampling_defaults(objective: str, kind: str = "image", steps: int = 20) -> dict:
