@@ -143,6 +143,10 @@ def test_grid_errors_are_one_line(trained, tmp_path, capsys):
     one_line_error(capsys, 1, "grids.json is damaged")
     with pytest.raises(dk.DiffusekitError, match="ensemble"):  # it has no folder of its own to store them in
         dk.Run.ensemble([trained, trained]).tune_steps([3], n=8, candidates=8)
+    stored = json.loads((trained / "grids.json").read_text())
+    (copy / "grids.json").write_text(json.dumps({**stored, "fitted": [1, 2]}))
+    assert cli("tune-steps", copy, "--steps", 4, "--n", 8, "--candidates", 8, "--no-progress") != 0
+    one_line_error(capsys, 1, "grids.json is damaged")
     (copy / "grids.json").write_text("[1, 2")
     assert cli("sample", copy, "--out", tmp_path / "s.csv", "--no-progress") != 0
     one_line_error(capsys, 1, "grids.json is damaged")

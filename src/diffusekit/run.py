@@ -418,10 +418,10 @@ class Run:
                            batch_size=batch_size, device=self.device)
         stored = self._stored_grids() or {}  # the grids of other step counts stay, each with how it was fitted
         grids = {**stored.get("grids", {}), **{k: [float(f"{v:.8g}") for v in sig] for k, (sig, _) in fitted.items()}}
-        fits = {**stored.get("fitted", {}), **{str(k): {"order": order, "n": n, "seed": seed} for k in fitted}}
+        how = {**stored.get("fitted", {}), **{str(k): {"order": order, "n": n, "seed": seed} for k in fitted}}
         write_json_atomic(self.path / GRIDS_FILE, {
             "checkpoint": self.weights[0], "ema": self.weights[1], "step": self.step,
-            "grids": {str(k): grids[k] for k in sorted(grids)}, "fitted": {k: fits[k] for k in sorted(fits, key=int)}})
+            "grids": {str(k): grids[k] for k in sorted(grids)}, "fitted": {k: how[k] for k in sorted(how, key=int)}})
         self.grids = grids
         return fitted
 
@@ -434,13 +434,14 @@ class Run:
             g = read_json(f)
             fits = (g["checkpoint"], g["ema"], g["step"]) == (*self.weights, self.step)
             grids = {int(k): [float(v) for v in sig] for k, sig in g["grids"].items()}
+            fitted = dict(g.get("fitted", {}).items())  # how each grid was fitted (absent in older files)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise DiffusekitError(f"{f} is damaged ({e}); delete it or run tune-steps again") from None
         if any(len(sig) != k + 1 or sig[-1] != 0 or any(a <= b for a, b in zip(sig, sig[1:]))
                for k, sig in grids.items()):
             raise DiffusekitError(f"{f} is damaged (a grid that is not descending to 0 with its steps' length); "
                                   f"delete it or run tune-steps again")
-        return {**g, "grids": grids} if fits else None
+        return {**g, "grids": grids, "fitted": fitted} if fits else None
 
     def temperature_strip(self, labels=None, temperatures=(0.0, 0.5, 1.0, 1.5), n: int = 10, **options):
         """The same n seeds (labels: one class each, for a conditional run) at each temperature, one row per
