@@ -82,8 +82,9 @@ def test_seed_gives_same_samples_whatever_the_batch(digits_run, tmp_path):
 def test_architecture_flags(tmp_path):
     out = tmp_path / "arch"
     assert cli("train", "--data", "digits", "--out", out, "--steps", 2, "--channels", 8, "--channel-mults", "1,2",
-               "--attn-resolutions", "4", "--num-res-blocks", 1, "--no-progress") == 0
+               "--attn-resolutions", "4", "--num-res-blocks", 1, "--no-bf16", "--lr-decay-frac", 0, "--no-progress") == 0
     cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["train"]["bf16"], cfg["train"]["lr_decay_frac"]) == (False, 0.0)  # the recipe's choices, overridden
     assert cfg["model"]["overrides"] == {"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
                                          "attn_resolutions": [4]}
     from diffusekit import load

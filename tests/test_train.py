@@ -1,5 +1,6 @@
 """End to end: real (tiny, seconds-long) training runs: fit, resume exactness, data parallel, NaN handling."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -54,7 +55,10 @@ def _reset(m):
 
 @pytest.mark.slow
 def test_resume_is_exact(tmp_path):
-    kw = dict(data="digits", preset="tiny", batch_size=32, log_every=5, ckpt_every=10, seed=3, sample_every=0)
+    # a finished run extended: at a constant rate (a decaying one decays again over the new budget); a run killed
+    # inside its budget resumes exactly with the default decay too (test_crash.py)
+    kw = dict(data="digits", preset="tiny", batch_size=32, log_every=5, ckpt_every=10, seed=3, sample_every=0,
+              lr_decay_frac=0.0)
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     train(TrainConfig(out=a, steps=30, **kw), progress=False)
     train(TrainConfig(out=b, steps=15, **kw), progress=False)
@@ -91,6 +95,25 @@ def test_lr_decay_frac_falls_linearly_to_zero_over_the_end_of_the_budget(tmp_pat
     assert lrs[:31] == pytest.approx([1e-3] * 31) and lrs[30:] == pytest.approx([1e-4 * (40 - i) for i in range(30, 40)])
     with pytest.raises(DiffusekitError, match="lr_decay_frac must be in"):
         TrainConfig(out=str(tmp_path / "x"), data="toy:moons", steps=1, lr_decay_frac=1.5).validate()
+
+
+def test_the_recipe_is_filled_once_per_run_images_from_scratch_only(tmp_path, monkeypatch):
+    train_module = sys.modules[Trainer.__module__]  # the package's name `train` is the function
+    for native in (True, False):
+        monkeypatch.setattr(train_module, "native_bf16", lambda device: native)
+        t = Trainer(TrainConfig(out=str(tmp_path / f"img{native}"), data="digits", preset="tiny", steps=1),
+                    progress=False)
+        assert (t.cfg.bf16, t.cfg.lr_decay_frac) == (native, 0.3)
+        saved = json.loads((tmp_path / f"img{native}" / "config.json").read_text())["train"]
+        assert (saved["bf16"], saved["lr_decay_frac"]) == (native, 0.3)  # a resume reads these, on any machine
+    vec = Trainer(TrainConfig(out=str(tmp_path / "vec"), data="toy:moons", preset="tiny", steps=1), progress=False)
+    assert (vec.cfg.bf16, vec.cfg.lr_decay_frac) == (False, 0.0)
+    given = Trainer(TrainConfig(out=str(tmp_path / "given"), data="digits", preset="tiny", steps=1, bf16=False,
+                                lr_decay_frac=0.1), progress=False)
+    assert (given.cfg.bf16, given.cfg.lr_decay_frac) == (False, 0.1)
+    tuned = Trainer(TrainConfig(out=str(tmp_path / "tuned"), data="digits", preset="tiny", steps=1,
+                                init_from=str(tmp_path / "imgTrue")), progress=False)
+    assert (tuned.cfg.bf16, tuned.cfg.lr_decay_frac) == (False, 0.0)
 
 
 @pytest.mark.slow

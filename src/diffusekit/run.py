@@ -720,8 +720,9 @@ class Run:
             f"[{m.sigma_min:.3g}, {m.sigma_max:.3g}]",
             "objective    " + ("masked diffusion (MDLM bound), " if m.kind == "text" else
                                   f"consistency tuning (ct_q {t.get('ct_q')}), " if self.objective == "consistency" else
-                                  f"noise {t.get('noise')}, weighting {t.get('weighting')}, ") + f"lr {t.get('lr')}, batch "
-            f"{t.get('batch_size')}",
+                                  f"noise {t.get('noise')}, weighting {t.get('weighting')}, ") + f"lr {t.get('lr')}"
+            + (f" falling to 0 over the last {t['lr_decay_frac']:.0%} of the budget" if t.get("lr_decay_frac") else "")
+            + f", batch {t.get('batch_size')}, {'bf16 autocast' if t.get('bf16') else 'fp32'}",
             f"trained      {state['step']} steps, {state['nimg']} images, {state['elapsed'] / 60:.1f} min",
             f"checkpoints  {', '.join(c for c in ('last', 'best') if (self.path / c).is_dir())}",
         ]

@@ -30,6 +30,27 @@ def pick_device(name="auto") -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device multiplies bf16 matrices in hardware (a GPU that supports it; an x86 CPU with AMX or
+    AVX-512 BF16), where autocast to bf16 pays; elsewhere it is emulated and can be slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+@functools.cache
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags as Linux names them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def init_distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world size) from torchrun's environment when present (the process group started once: nccl for CUDA,
     gloo for the CPU); (0, 1) otherwise."""

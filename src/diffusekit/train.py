@@ -34,7 +34,7 @@ from .losses import NOISES, OBJECTIVES, WEIGHTINGS, ConsistencyLoss, DiffusionLo
 from .masked import MaskedDiffusionLoss
 from .model import ModelConfig, build_denoiser
 from .nets import UNET_PRESETS, scaled_preset
-from .runtime import init_distributed, pick_device, seed_device
+from .runtime import init_distributed, native_bf16, pick_device, seed_device
 from .samplers import SampleConfig, sample, sampling_defaults
 from .viz import picture
 
@@ -76,13 +76,14 @@ class TrainConfig(Config):
     warmup_steps: int = 200
     lr_decay_kimg: float = 0.0  # > 0: inverse square-root decay, lr * sqrt(lr_decay_kimg / kimg seen) past it (EDM2)
     # > 0: the learning rate falls linearly to 0 over this last fraction of the budget (steps, or this invocation's
-    # minutes): warmup-stable-decay, which lets a fixed budget end at a low-noise optimum instead of mid-flight
-    lr_decay_frac: float = 0.0
+    # minutes): warmup-stable-decay, which lets a fixed budget end at a low-noise optimum instead of mid-flight.
+    # None: fill_recipe's choice for the run
+    lr_decay_frac: float | None = None
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # 0: none
     ema_halflife_kimg: float = 20.0
     ema_rampup: float = 0.05
-    bf16: bool = False
+    bf16: bool | None = None  # bf16 autocast; None: fill_recipe's choice for the run
     steps: int | None = None  # total optimizer steps
     minutes: float | None = None  # wall-clock budget of this invocation
     seed: int = 0
@@ -126,8 +127,8 @@ class TrainConfig(Config):
         for name in ("lr_decay_kimg", "weight_decay", "grad_clip", "ema_halflife_kimg", "ema_rampup"):
             v = getattr(self, name)
             check(0 <= v < math.inf, f"{name} must be a finite number >= 0, got {v}", name)
-        check(0 <= self.lr_decay_frac <= 1, f"lr_decay_frac must be in [0, 1], got {self.lr_decay_frac}",
-              "lr_decay_frac")
+        check(self.lr_decay_frac is None or 0 <= self.lr_decay_frac <= 1,
+              f"lr_decay_frac must be in [0, 1], got {self.lr_decay_frac}", "lr_decay_frac")
         check(0 <= self.label_dropout < 1, f"label_dropout must be in [0, 1), got {self.label_dropout}", "label_dropout")
         check(self.sigma_data is None or 0 < self.sigma_data < math.inf,
               f"sigma_data must be a finite number > 0, got {self.sigma_data}", "sigma_data")
@@ -194,6 +195,18 @@ def check_new_run(cfg: TrainConfig, data):
                                   f"({', '.join(map(str, have))})")
 
 
+def fill_recipe(cfg: TrainConfig, kind: str, device: torch.device):
+    """The settings left to the recipe (None), filled for this run: images trained from scratch get bf16 autocast where
+    the device computes bf16 natively and a learning rate that falls to 0 over the last 30% of the budget (with both,
+    20 minutes of training beat 60 of fp32 at a constant rate: docs/training.md); everything else, where that was not
+    measured, fp32 at a constant rate. Filled once, when a run starts: its config.json holds the values."""
+    recipe = kind == "image" and cfg.objective == "diffusion" and not cfg.init_from
+    if cfg.bf16 is None:
+        cfg.bf16 = recipe and native_bf16(device)
+    if cfg.lr_decay_frac is None:
+        cfg.lr_decay_frac = 0.3 if recipe else 0.0
+
+
 def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
     cond = cfg.class_cond == "on" or (cfg.class_cond == "auto" and data.labels is not None)
     if cond and data.labels is None:
@@ -219,8 +232,9 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
 
 # consistency tuning's settings over a source run's (`run.distill`): ECT's (Geng et al. 2024) noise levels
 # ln t ~ N(-1.1, 2^2) without warm-up; lr 1e-3 and ct_q 4 instead of its 1e-4 and 256, measured better in minutes of
-# tuning (docs/sampling.md)
-DISTILL_SETTINGS = {"objective": "consistency", "lr": 1e-3, "warmup_steps": 0, "p_mean": -1.1, "p_std": 2.0}
+# tuning at a constant rate (docs/sampling.md)
+DISTILL_SETTINGS = {"objective": "consistency", "lr": 1e-3, "warmup_steps": 0, "p_mean": -1.1, "p_std": 2.0,
+                    "lr_decay_frac": 0.0}
 
 # the source run's settings a fine-tuned run takes over: its network and its preconditioning
 INHERITED = ("preset", "channels", "channel_mults", "num_res_blocks", "attn_resolutions", "parameterization",
@@ -303,6 +317,7 @@ class Trainer:
             check(source is None or source["codec"]["kind"] == self.data.codec.kind, f"init_from {cfg.init_from} "
                   f"models {source and source['codec']['kind']}s; this data holds {self.data.codec.kind}s", "init_from")
         self.mcfg = model_config_for(cfg, self.data)
+        fill_recipe(cfg, self.mcfg.kind, self.device)
         exists = (self.out / "config.json").exists()
         if self.world > 1:  # every rank must decide before rank 0 writes config.json
             dist.barrier()

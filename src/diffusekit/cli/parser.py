@@ -44,6 +44,9 @@ def config_options(p, cls):
         if kind == "bool":
             p.add_argument(flag, action="store_true", default=None)
             continue
+        if kind == "bool | None":  # None: chosen for the run; --no-FLAG says off
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            continue
         parse = (str if "str" in kind else int_list_option(f.name) if kind.startswith("list")
                  else int if kind.startswith("int") else float if kind.startswith("float") else str)
         default = "" if f.default is dataclasses.MISSING else f" (default {f.default})"
