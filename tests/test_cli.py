@@ -65,6 +65,10 @@ def test_train_sample_info(digits_run, tmp_path, capsys):
     assert cli("info", digits_run) == 0
     info = capsys.readouterr().out
     assert "40 steps" in info and "10 classes" in info
+    from diffusekit.runtime import native_bf16
+    import torch
+    assert "falling to 0 over the last 30% of the budget" in info  # the recipe a new image run gets, named
+    assert ("bf16 autocast" in info) == native_bf16(torch.device("cpu")) != ("fp32" in info)
     cfg = json.loads((digits_run / "config.json").read_text())
     assert cfg["train"]["data"] == "digits" and cfg["codec"]["kind"] == "image"
 
