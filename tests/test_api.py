@@ -58,6 +58,30 @@ def test_sample_images_and_rows(image_run, table_run, wine):
     assert set(rows["kind"]) <= {"red", "white"}
 
 
+def test_images_in_few_steps_default_to_the_adams_ode_on_a_grid_ending_higher(image_run, table_run, tmp_path):
+    """Below SDE_MIN_STEPS an image samples with samplers.FEW_STEP_IMAGES on the karras grid bounded by FEW_STEP_GRID
+    (both said by `sampling`); what is given wins, a grid of another kind or a tuned one takes no bounds, and a table
+    keeps dpmpp-2m on its default grid."""
+    from diffusekit.samplers import SDE_MIN_STEPS
+
+    run = image_run
+    assert run.sampling(steps=5) == "sampler sa-solver, eta 0, 5 steps, karras grid (sigma_min 0.2, rho 10)"
+    by_default = run.sample(6, steps=5, seed=2)
+    assert np.array_equal(by_default, run.sample(6, steps=5, seed=2, sampler="sa-solver", eta=0.0, sigma_min=0.2,
+                                                  rho=10.0))
+    assert not np.array_equal(by_default, run.sample(6, steps=5, seed=2, sampler="dpmpp-2m"))
+    assert run.sampling(steps=SDE_MIN_STEPS) == f"sampler dpmpp-2m-sde, {SDE_MIN_STEPS} steps, karras grid"
+    assert run.sampling(steps=5, sampler="dpmpp-2m") == "sampler dpmpp-2m, 5 steps, karras grid"
+    assert run.sampling(steps=5, rho=5.0, eta=0.5).endswith("eta 0.5, 5 steps, karras grid (sigma_min 0.2, rho 5)")
+    assert run.sampling(steps=5, grid="loguniform") == "sampler sa-solver, eta 0, 5 steps, loguniform grid"
+    assert run.sample(2, steps=5, grid="loguniform").shape == (2, 8, 8, 1)
+    assert table_run.sampling(steps=5) == "sampler dpmpp-2m, 5 steps, karras grid"
+    import shutil
+    shutil.copytree(run.path, tmp_path / "copy")
+    tuned = dk.load(tmp_path / "copy")
+    tuned.tune_steps([5], n=8, candidates=8)
+    assert tuned.sampling(steps=5) == "sampler sa-solver, eta 0, 5 steps, the run's tuned grid"
+
 def test_info(image_run):
     text = image_run.describe()
     assert "20 steps" in text and "10 classes" in text and str(image_run.path.resolve()) in text

@@ -386,8 +386,10 @@ class Run:
             return f"unmasking, {c.steps} step{'s' * (c.steps != 1)} (temperature {c.temperature:g})"
         grid = grid_name(c.grid, c.steps, self.grids, c.rho, c.sigma_min, c.sigma_max)
         knobs = "".join(f", {k} {v:g}" for k, v in c.knobs.items())
-        return f"sampler {c.sampler}{knobs}, {c.steps} step{'s' * (c.steps != 1)}, " + ("the run's tuned grid" if grid == "tuned"
-                                                                   else f"{grid} grid")
+        bounds = ", ".join(f"{k} {v:g}" for k, v in (("sigma_min", c.sigma_min), ("sigma_max", c.sigma_max),
+                                                      ("rho", c.rho)) if v is not None)
+        return f"sampler {c.sampler}{knobs}, {c.steps} step{'s' * (c.steps != 1)}, " + (
+            "the run's tuned grid" if grid == "tuned" else f"{grid} grid" + (f" ({bounds})" if bounds else ""))
 
     def _sample_config(self, options: dict) -> SampleConfig:
         given = {k: v for k, v in options.items() if v is not None and not (k == "sampler" and v == "auto")}
@@ -397,7 +399,11 @@ class Run:
                   f"batch_size", *odd)
             return SampleConfig.from_options(**{"steps": self.model_config.in_shape[0], **given})
         # its grid and knobs belong to its sampler: another sampler takes none of them
-        defaults = sampling_defaults(self.objective, self.kind, given.get("steps", SampleConfig.steps))
+        steps = given.get("steps", SampleConfig.steps)
+        grid = grid_name(given.get("grid", "auto"), steps, self.grids, given.get("rho"), given.get("sigma_min"),
+                         given.get("sigma_max")) if isinstance(steps, int) else "auto"
+        defaults = sampling_defaults(self.objective, self.kind, steps, grid=grid,
+                                     sigma_range=(self.model_config.sigma_min, self.model_config.sigma_max))
         if given.get("sampler", defaults.get("sampler")) != defaults.get("sampler"):
             defaults = {}
         return SampleConfig.from_options(**{**defaults, **given})

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from ..errors import DiffusekitError
-from ..samplers import ALL_KNOBS, DEFAULT_SAMPLER, KNOBS, SAMPLERS, SDE_MIN_STEPS, VECTOR_ETA
+from ..samplers import ALL_KNOBS, DEFAULT_SAMPLER, FEW_STEP_GRID, KNOBS, SAMPLERS, SDE_MIN_STEPS, VECTOR_ETA
 from ..schedules import GRIDS, MODEL_GRIDS
 from ..train import TrainConfig, int_list
 from . import commands as c
@@ -105,14 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(s, 256)
     s.add_argument("--n", "--n-samples", dest="n", type=int, default=64, help=N_HELP)
     s.add_argument("--sampler", choices=["auto", *SAMPLERS], default=None, help=f"default auto: {DEFAULT_SAMPLER} at "
-                   f"{SDE_MIN_STEPS} or more steps (a table: with --eta {VECTOR_ETA:g}), else dpmpp-2m (a distilled run: consistency)")
+                   f"{SDE_MIN_STEPS} or more steps (a table: with --eta {VECTOR_ETA:g}), else dpmpp-2m (images: sa-solver, --eta 0, "
+                   f"on a karras grid to sigma {FEW_STEP_GRID['sigma_min']:g}, rho {FEW_STEP_GRID['rho']:g}); a distilled run: "
+                   f"consistency")
     s.add_argument("--steps", type=int, default=None, help="noise levels of the grid (default 20; a distilled run: 2)")
     s.add_argument("--schedule", choices=list(MODEL_GRIDS + GRIDS), default=None,
                    help="sigma grid (default auto: the run's tuned grid for --steps where tune-steps made one (a "
                         "table's training makes one for 20 steps), else karras)")
-    s.add_argument("--rho", type=float, default=None, help="karras grid: spacing exponent (default 7; larger: more "
-                   "steps at low noise)")
-    s.add_argument("--sigma-min", type=float, default=None, help="lowest grid noise level (default: the model's)")
+    s.add_argument("--rho", type=float, default=None, help="karras grid: spacing exponent (default 7; images below "
+                   f"{SDE_MIN_STEPS} steps: {FEW_STEP_GRID['rho']:g}; larger: more steps at low noise)")
+    s.add_argument("--sigma-min", type=float, default=None, help="lowest grid noise level (default: the "
+                   f"model's; images below {SDE_MIN_STEPS} steps: {FEW_STEP_GRID['sigma_min']:g})")
     s.add_argument("--sigma-max", type=float, default=None, help="highest grid noise level (default: the model's)")
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
