@@ -82,6 +82,7 @@ def test_images_in_few_steps_default_to_the_adams_ode_on_a_grid_ending_higher(im
     tuned.tune_steps([5], n=8, candidates=8)
     assert tuned.sampling(steps=5) == "sampler sa-solver, eta 0, 5 steps, the run's tuned grid"
 
+
 def test_info(image_run):
     text = image_run.describe()
     assert "20 steps" in text and "10 classes" in text and str(image_run.path.resolve()) in text

@@ -329,7 +329,9 @@ def sampling_defaults(objective: str, kind: str = "image", steps: int = 20, *, g
     they lie in the model's sigma_range."""
     if objective == "consistency":
         return dict(CONSISTENCY_SAMPLING)
-    if not isinstance(steps, int) or auto_sampler(steps) == DEFAULT_SAMPLER:
+    if not isinstance(steps, int):
+        return {}
+    if auto_sampler(steps) == DEFAULT_SAMPLER:
         return {"sampler": DEFAULT_SAMPLER, "eta": VECTOR_ETA} if kind == "vector" else {}
     if kind != "image":
         return {}
