@@ -1,19 +1,22 @@
-"""Consistency tuning (`distill`, losses.ConsistencyLoss) and the consistency sampler: the sampler reproduces a Gaussian
-mixture in 1 and 2 calls with the mixture's exact consistency function (and fails with its posterior mean, the negative
-control), the loss's levels and its denoising limit, and a distilled toy run that samples in one call far better than
-its teacher does, through the library and the command line."""
+"""Consistency distillation (`distill`: losses.TeacherPathLoss, the default, and ECT's losses.ConsistencyLoss) and the
+consistency sampler: the sampler reproduces a Gaussian mixture in 1 and 2 calls with the mixture's exact consistency
+function (and fails with its posterior mean, the negative control); the teacher's path and its loss on a Gaussian,
+whose consistency function is known in closed form; ECT's levels and its denoising limit; and a distilled toy run that
+samples in one call far better than its teacher does, by either target, through the library and the command line."""
 import math
+import shutil
 
 import pytest
 import torch
 
 import diffusekit as dk
 from diffusekit.analytic import gmm8
-from diffusekit.losses import ConsistencyLoss, LogNormalSigma
+from diffusekit.losses import ConsistencyLoss, LogNormalSigma, TeacherPathLoss
+from diffusekit.model import ModelConfig
 from diffusekit.metrics import energy_distance
 from diffusekit.runtime import sample_seeds
-from diffusekit.samplers import generate, sample_heun
-from diffusekit.schedules import karras_sigmas
+from diffusekit.samplers import generate, ode_path, sample_dpmpp_2m, sample_heun, sample_sa_solver
+from diffusekit.schedules import karras_sigmas, sigma_grid
 from test_cli import cli, one_line_error
 from test_samplers import GMM, N, check_mixture, reference  # noqa: F401 (a fixture)
 
@@ -39,6 +42,67 @@ def test_posterior_mean_is_not_a_consistency_function(reference):  # noqa: F811
                  seeds=sample_seeds(0, N)).double()
     with pytest.raises(AssertionError):
         check_mixture(x, reference, "posterior-mean")
+
+
+# N(0, S^2 I) in 2-D: D(x, sigma) = x S^2 / (S^2 + sigma^2), and its probability-flow path keeps x / sqrt(S^2 + sigma^2),
+# so the consistency function (the path's clean end) is x S / sqrt(S^2 + sigma^2)
+S = 0.7
+VECTOR = ModelConfig(kind="vector", in_shape=[2])
+
+
+def gaussian_denoiser(x, sigma, labels=None):
+    return x * S**2 / (S**2 + torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *[1] * (x.ndim - 1)) ** 2)
+
+
+def gaussian_consistency(x, sigma, labels=None):
+    return x * S / (S**2 + torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1) ** 2).sqrt()
+
+
+def test_ode_path_is_the_default_few_step_solve():
+    eps = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    states, levels, end = ode_path(gaussian_denoiser, VECTOR, eps, 8)
+    assert len(states) == len(levels) == 8 and all(len(v) == 5 for v in levels)
+    # a vector below 10 steps takes DPM-Solver++(2M) on the karras grid: the same end as that solve
+    sigmas = sigma_grid(VECTOR, 8, "karras")
+    torch.testing.assert_close(torch.stack(levels)[:, 0], sigmas[:-1])
+    torch.testing.assert_close(end, sample_dpmpp_2m(gaussian_denoiser, eps * 80.0, sigmas))
+    # an image takes its few-step default: SA-Solver's ODE on the karras grid ending at sigma 0.2
+    image = ModelConfig(kind="image", in_shape=[1, 4, 4])
+    eps = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    states, levels, end = ode_path(gaussian_denoiser, image, eps, 5)
+    sigmas = sigma_grid(image, 5, "karras", rho=10.0, sigma_min=0.2)
+    torch.testing.assert_close(torch.stack(levels)[:, 0], sigmas[:-1])
+    torch.testing.assert_close(end, sample_sa_solver(gaussian_denoiser, eps * 80.0, sigmas, eta=0.0))
+    with pytest.raises(dk.DiffusekitError, match="fewer than"):
+        ode_path(gaussian_denoiser, VECTOR, eps, 10)
+
+
+def exact_path(eps, labels=None, levels=(80.0, 10.0, 1.0, 0.1)):
+    """The Gaussian's probability-flow path from 80 eps, in closed form: its states at `levels` and its clean end."""
+    x = 80.0 * eps
+    at = lambda s: x * math.sqrt(S**2 + s**2) / math.sqrt(S**2 + 80.0**2)  # noqa: E731
+    return [at(s) for s in levels], [eps.new_full((len(eps),), s) for s in levels], at(0.0)
+
+
+def test_teacher_path_loss_vanishes_at_the_consistency_function():
+    loss = TeacherPathLoss(LogNormalSigma(), exact_path, 4)
+    x0, eps = torch.zeros(16, 2, dtype=torch.float64), torch.randn(16, 2, generator=torch.Generator().manual_seed(1),
+                                                                   dtype=torch.float64)
+    exact = loss(gaussian_consistency, x0, eps=eps)
+    assert exact.shape == (16,) and float(exact.max()) < 1e-20
+    # the negative control: the posterior mean (the teacher itself) is far from its own paths' ends at high noise
+    assert float(loss(gaussian_denoiser, x0, eps=eps).max()) > 0.1
+    # the gradient reaches the student only; an odd batch takes ceil(n / k) paths, path-major
+    # (w D* - end)^2 = (w - 1)^2 end^2 for every state: d/dw of the mean over dimensions, summed, at w = 1.1
+    w = torch.tensor(1.1, dtype=torch.float64, requires_grad=True)
+    got = loss(lambda x, s, labels=None: w * gaussian_consistency(x, s), x0[:7], eps=eps[:7])
+    assert got.shape == (7,)
+    got.sum().backward()
+    ends = exact_path(eps[:2])[2].repeat_interleave(4, 0)[:7]
+    assert math.isclose(float(w.grad), float((2 * 0.1 * ends**2).mean(1).sum()), rel_tol=1e-5)  # float32 loss
+    seen = []
+    loss(lambda x, s, labels=None: seen.append((s, labels)) or x, x0[:7], labels=torch.arange(7), eps=eps[:7])
+    assert seen[0][1].tolist() == [0] * 4 + [1] * 3 and seen[0][0].tolist() == [80.0, 10.0, 1.0, 0.1, 80.0, 10.0, 1.0]
 
 
 def test_lower_level():
@@ -88,12 +152,14 @@ def one_call_distance(run, truth):
     return energy_distance(x, truth)
 
 
-def test_distilled_run_samples_in_one_call(teacher, tmp_path):
+@pytest.mark.parametrize("target", ["teacher", "self"])
+def test_distilled_run_samples_in_one_call(teacher, tmp_path, target):
     truth = gmm8().sample(2000, torch.Generator().manual_seed(5)).float()
     before = one_call_distance(teacher, truth)
-    fast = dk.distill(teacher.path, tmp_path / "ct", steps=300, lr=1e-3, progress=False)
+    fast = dk.distill(teacher.path, tmp_path / "ct", ct_target=target, steps=300, lr=1e-3, progress=False)
     after = one_call_distance(fast, truth)
     assert after < 0.2 * before, (before, after)
+    assert fast.config["train"]["ct_target"] == target
     # a run like any other: its own sampling defaults, said; what needs a denoiser says so
     assert fast.objective == "consistency" and "consistency" in fast.sampling() and "2 steps" in fast.sampling()
     assert len(fast.sample(8)) == 8
@@ -105,6 +171,25 @@ def test_distilled_run_samples_in_one_call(teacher, tmp_path):
         fast.nll("toy:gmm8:10")
     with pytest.raises(dk.DiffusekitError, match="already a consistency model"):
         dk.distill(fast.path, tmp_path / "again", steps=1, progress=False)
+
+
+def test_distilled_run_resumes_with_its_teacher(teacher, tmp_path):
+    # the teacher's path is drawn from the step's own noise: stopped and resumed is the uninterrupted run, bit for bit
+    whole = dk.distill(teacher.path, tmp_path / "whole", steps=6, progress=False)
+    dk.distill(teacher.path, tmp_path / "part", steps=3, progress=False)
+    part = dk.train(None, out=tmp_path / "part", resume=True, steps=6, progress=False)
+    for a, b in zip(whole.denoiser.parameters(), part.denoiser.parameters()):
+        assert torch.equal(a, b)
+    gone = shutil.copytree(teacher.path, tmp_path / "gone")
+    dk.distill(gone, tmp_path / "orphan", steps=1, progress=False)
+    shutil.rmtree(gone)
+    with pytest.raises(dk.DiffusekitError, match="learns from its teacher .* which resuming needs"):
+        dk.train(None, out=tmp_path / "orphan", resume=True, steps=2, progress=False)
+    with pytest.raises(dk.DiffusekitError, match="ct_target"):
+        dk.distill(teacher.path, tmp_path / "bad", ct_target="other", steps=1, progress=False)
+    with pytest.raises(dk.DiffusekitError, match="init_from"):
+        dk.train("toy:gmm8:100", out=tmp_path / "bad", objective="consistency", ct_target="teacher", steps=1,
+                 progress=False)
 
 
 def test_distill_cli(teacher, tmp_path, capsys):

@@ -1,8 +1,9 @@
-"""Consistency tuning (distill) of a trained Fashion-MNIST run: FCD at 1, 2 and 4 network calls on held-out sampling
+"""Consistency distillation (distill) of a trained Fashion-MNIST run: FCD at 1, 2 and 4 network calls on held-out sampling
 seeds against the teacher's best FCD, the distillation's time against the teacher's training time, and images per
 second at each point against the teacher at 10 calls (its default sampling) and at the same calls (DPM-Solver++(2M)).
 
-    python benchmarks/quality/bench_distill.py TEACHER --minutes 3.75 [--lr 1e-3] [--ct-q 4] [--p-mean -1.1] [--bf16]
+    python benchmarks/quality/bench_distill.py TEACHER --minutes 3.75 [--ct-target teacher|self] [--lr LR] [--ct-q 4]
+                                              [--p-mean -1.1] [--bf16]
                                               [--calls 1 2 4]
                                               [--teacher-best benchmarks/results/tune_steps_15min.json] [--name NAME]
 
@@ -30,6 +31,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("teacher")
     p.add_argument("--minutes", type=float, required=True)
+    p.add_argument("--ct-target", choices=tuple(DISTILL_SETTINGS), default="teacher")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--ct-q", type=float, default=None)
     p.add_argument("--p-mean", type=float, default=None, help="centre of ln t (default -1.1)")
@@ -46,7 +48,7 @@ def main():
                                                     ("bf16", a.bf16)) if v is not None}
     t0 = time.time()
     student = dk.load(out, device="cpu") if (out / "last").exists() else \
-        dk.distill(a.teacher, out, minutes=a.minutes, progress=False, **settings)
+        dk.distill(a.teacher, out, minutes=a.minutes, ct_target=a.ct_target, progress=False, **settings)
     distill_seconds = round(time.time() - t0, 1)
     teacher = dk.load(a.teacher, device="cpu")
     teacher_minutes = load_checkpoint(Path(a.teacher) / "last", stems=())[1]["elapsed"] / 60
@@ -77,7 +79,7 @@ def main():
     result = {"teacher": a.teacher, "teacher_minutes": round(teacher_minutes, 2), "distilled": str(out),
               "distill_minutes": round(student_state["elapsed"] / 60, 2), "distill_steps": student_state["step"],
               "distill_images": student_state["nimg"], "distill_wall_seconds": distill_seconds,
-              "settings": {**DISTILL_SETTINGS, **settings}, "teacher_best_fcd": best,
+              "settings": {**DISTILL_SETTINGS[a.ct_target], **settings}, "teacher_best_fcd": best,
               "n_samples": a.n, "seed": a.seed, "points": points, "load_avg_end": list(os.getloadavg())}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{a.name}.json").write_text(json.dumps(result, indent=1))

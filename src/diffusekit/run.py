@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (PartialCsv, is_diffusers_folder, load_checkpoint, read_json, read_run_config, save_samples, write_json_atomic,
                          writer_lock)
-from .config import check
+from .config import check, check_choice
 from .data import CsvRows, as_data, check_columns, csv_chunks, read_images, to_model_space
 from .data.codecs import ImageCodec, codec_from_dict
 from .data.text import PAD, read_texts
@@ -39,7 +39,7 @@ from .precond import MeanDenoiser, unconditional
 from .runtime import is_main_process, map_batches, pick_device
 from .samplers import VECTOR_TUNING, SampleConfig, sample, sampling_defaults
 from .schedules import grid_name
-from .train import DISTILL_SETTINGS, TrainConfig, Trainer
+from .train import CT_TARGETS, DISTILL_SETTINGS, TrainConfig, Trainer
 from .tune import fit_grids
 from .viz import image_grid
 
@@ -191,7 +191,7 @@ class Run:
 
     @property
     def objective(self) -> str:
-        """diffusion, or consistency for a run distilled by consistency tuning (`distill`)."""
+        """diffusion, or consistency for a run distilled into a consistency model (`distill`)."""
         return self.config.get("train", {}).get("objective", "diffusion")
 
     def _needs_gaussian(self, task: str):
@@ -725,7 +725,9 @@ class Run:
             f"parameters, {m.parameterization} parameterization, sigma_data {m.sigma_data}, sigma in "
             f"[{m.sigma_min:.3g}, {m.sigma_max:.3g}]",
             "objective    " + ("masked diffusion (MDLM bound), " if m.kind == "text" else
-                                  f"consistency tuning (ct_q {t.get('ct_q')}), " if self.objective == "consistency" else
+                                  ("consistency distillation to the teacher's ODE ends, "
+                                   if t.get("ct_target") == "teacher" else f"consistency tuning (ct_q {t.get('ct_q')}), ")
+                                  if self.objective == "consistency" else
                                   f"noise {t.get('noise')}, weighting {t.get('weighting')}, ") + f"lr {t.get('lr')}"
             + (f" falling to 0 over the last {t['lr_decay_frac']:.0%} of the budget" if t.get("lr_decay_frac") else "")
             + f", batch {t.get('batch_size')}, {'bf16 autocast' if t.get('bf16') else 'fp32'}",
@@ -787,12 +789,14 @@ def train(data, out, *, labels=None, resume=False, progress=True, **settings) ->
     return run
 
 
-def distill(run, out, *, progress=True, **settings) -> Run:
-    """Consistency tuning (ECT, Geng et al. 2024): a new run in `out` that starts from `run`'s EMA weights and trains on
-    its data with the consistency objective (losses.ConsistencyLoss), so that it samples in 1-4 network calls (2 by
-    default). settings: `train.TrainConfig` fields over the source's own and DISTILL_SETTINGS (minutes or steps
-    required)."""
+def distill(run, out, *, ct_target: str = "teacher", progress=True, **settings) -> Run:
+    """Consistency distillation: a new run in `out` that starts from `run`'s EMA weights and learns a consistency
+    function, so that it samples in 1-4 network calls (2 by default). ct_target teacher: the clean end of `run`'s own
+    probability-flow path (losses.TeacherPathLoss); self: consistency tuning (ECT, Geng et al. 2024) on `run`'s data
+    (losses.ConsistencyLoss). settings: `train.TrainConfig` fields over the source's own and DISTILL_SETTINGS (minutes
+    or steps required)."""
     src = Path(run)
+    check_choice("ct_target", ct_target, CT_TARGETS)
     check(not is_diffusers_folder(src), f"{src} is a diffusers folder: distill needs a run trained by diffusekit "
           f"(its data and settings)", "run")
     config = read_run_config(src)
@@ -800,9 +804,11 @@ def distill(run, out, *, progress=True, **settings) -> Run:
     check(saved.get("objective", "diffusion") == "diffusion", f"{src} is already a consistency model", "run")
     check(config.get("codec", {}).get("kind") != "text", "distill tunes the Gaussian diffusion of images "
           "and tables to a few calls; this run models text", "run")
+    chosen = set().union(*DISTILL_SETTINGS.values())
     kept = {k: v for k, v in saved.items() if k not in ("data", "out", "steps", "minutes", "init_from", "eval_every",
-                                                          "sample_every", "tensorboard", *DISTILL_SETTINGS)}
-    return train(saved["data"], out, progress=progress, **{**kept, **DISTILL_SETTINGS, "init_from": str(src), **settings})
+                                                          "sample_every", "tensorboard", *chosen)}
+    return train(saved["data"], out, progress=progress,
+                 **{**kept, **DISTILL_SETTINGS[ct_target], "init_from": str(src), **settings})
 
 
 def resume_config(out, **budget) -> TrainConfig:

@@ -299,7 +299,7 @@ SDE_MIN_STEPS = 10
 def auto_sampler(steps: int) -> str:
     return DEFAULT_SAMPLER if steps >= SDE_MIN_STEPS else "dpmpp-2m"
 
-# How a consistency model (a run distilled by consistency tuning) samples when not told otherwise: ECT's two steps
+# How a consistency model (a run distilled by `distill`) samples when not told otherwise: ECT's two steps
 # (Geng et al. 2024), through the grid 80, 0.821, 0 (the karras grid with this sigma_min gives it: 1 step is 80, 0).
 CONSISTENCY_SAMPLING = {"sampler": "consistency", "steps": 2, "sigma_min": 0.821}
 
@@ -338,6 +338,25 @@ def sampling_defaults(objective: str, kind: str = "image", steps: int = 20, *, g
     lo, hi = sigma_range
     fits = grid == "karras" and lo <= FEW_STEP_GRID["sigma_min"] < hi
     return {**FEW_STEP_IMAGES, **(FEW_STEP_GRID if fits else {})}
+
+
+def ode_path(denoiser, model_config, eps, steps: int, labels=None):
+    """The probability-flow path of a diffusion denoiser from pure noise eps * sigma_max by the default deterministic
+    solver at `steps` (< SDE_MIN_STEPS) steps: its states (a list of `steps` tensors), their levels (one per sample)
+    and its clean end. What a consistency model distilled from the denoiser learns to jump to (losses.TeacherPathLoss)."""
+    check(steps < SDE_MIN_STEPS, f"ode_path takes fewer than {SDE_MIN_STEPS} steps (the deterministic defaults)")
+    options = sampling_defaults("diffusion", model_config.kind, steps, grid="karras",
+                                sigma_range=(model_config.sigma_min, model_config.sigma_max))
+    fn = get_sampler(options.pop("sampler", auto_sampler(steps)))
+    sigmas = sigma_grid(model_config, steps, "karras", options.pop("rho", None), options.pop("sigma_min", None))
+    states, levels = [], []
+
+    def keep(info):
+        states.append(info["x"])
+        levels.append(info["x"].new_full((len(eps),), info["sigma"]))
+    D = denoiser if labels is None else (lambda x, sigma: denoiser(x, sigma, labels))
+    end = fn(D, eps * float(sigmas[0]), sigmas, callback=keep, **options)
+    return states, levels, end
 
 
 def _knob_defaults(fn) -> dict:

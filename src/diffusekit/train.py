@@ -30,12 +30,13 @@ from .evaluate import Evaluator
 from .data import load_data, with_target
 from .data.images import FITS, parse_size
 from .errors import DiffusekitError
-from .losses import NOISES, OBJECTIVES, WEIGHTINGS, ConsistencyLoss, DiffusionLoss, check_q, noise_distribution
+from .losses import (NOISES, OBJECTIVES, WEIGHTINGS, ConsistencyLoss, DiffusionLoss, TeacherPathLoss, check_q,
+                     noise_distribution)
 from .masked import MaskedDiffusionLoss
 from .model import ModelConfig, build_denoiser
 from .nets import UNET_PRESETS, scaled_preset
 from .runtime import init_distributed, native_bf16, pick_device, seed_device
-from .samplers import SampleConfig, sample, sampling_defaults
+from .samplers import SampleConfig, ode_path, sample, sampling_defaults
 from .viz import picture
 
 
@@ -55,10 +56,13 @@ class TrainConfig(Config):
     # lognormal (EDM) | loguniform (sigma_min..sigma_max; with weighting likelihood: maximum likelihood)
     # | vp (uniform timesteps of vp_schedule; timestep-conditioned net)
     noise: str = "lognormal"
-    # diffusion (denoising score matching) | consistency (consistency tuning, losses.ConsistencyLoss: with init_from a
-    # diffusion run, a model that samples in 1-4 calls; `distill` sets it up)
+    # diffusion (denoising score matching) | consistency (with init_from a diffusion run, a model that samples in 1-4
+    # calls: losses.TeacherPathLoss or ConsistencyLoss by ct_target; `distill` sets it up)
     objective: str = "diffusion"
-    ct_q: float = 4.0  # consistency: how close the compared noise levels are (r = t (1 - (1 + 8 sigmoid(-t)) / q))
+    ct_q: float = 4.0  # consistency, ct_target self: how close the compared levels are (r = t (1 - (1 + 8 sigmoid(-t)) / q))
+    # consistency: what D(x_t, t) learns to match: self (ECT: its own output lower on the same noising path) | teacher
+    # (the clean end of the init_from run's probability-flow path through x_t, losses.TeacherPathLoss)
+    ct_target: str = "self"
     vp_schedule: str = "linear"
     p_mean: float = -1.2
     p_std: float = 1.2
@@ -109,6 +113,9 @@ class TrainConfig(Config):
         check_choice("noise", self.noise, NOISES)
         check_choice("objective", self.objective, OBJECTIVES)
         check_q(self.ct_q)
+        check_choice("ct_target", self.ct_target, CT_TARGETS)
+        check(self.ct_target == "self" or (self.objective == "consistency" and self.init_from), "ct_target teacher "
+              "distils a trained run (init_from) into a consistency model (objective consistency)", "ct_target")
         check(self.weighting != "likelihood" or self.noise == "loguniform",
               "weighting likelihood (maximum-likelihood training) needs noise loguniform", "weighting", "noise")
         check_choice("class_cond", self.class_cond, ("auto", "on", "off"))
@@ -230,11 +237,17 @@ def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
     return mcfg
 
 
-# consistency tuning's settings over a source run's (`run.distill`): ECT's (Geng et al. 2024) noise levels
-# ln t ~ N(-1.1, 2^2) without warm-up; lr 1e-3 and ct_q 4 instead of its 1e-4 and 256, measured better in minutes of
-# tuning at a constant rate (docs/sampling.md)
-DISTILL_SETTINGS = {"objective": "consistency", "lr": 1e-3, "warmup_steps": 0, "p_mean": -1.1, "p_std": 2.0,
-                    "lr_decay_frac": 0.0}
+# consistency distillation's settings over a source run's (`run.distill`), by ct_target. teacher (the default):
+# lr 2e-4 without warm-up, the teacher's paths in TEACHER_STEPS calls; self: ECT's (Geng et al. 2024) noise levels
+# ln t ~ N(-1.1, 2^2) without warm-up, lr 1e-3 and ct_q 4 instead of its 1e-4 and 256. Both measured best in minutes
+# of tuning at a constant rate (docs/sampling.md)
+DISTILL_SETTINGS = {
+    "teacher": {"objective": "consistency", "ct_target": "teacher", "lr": 2e-4, "warmup_steps": 0, "lr_decay_frac": 0.0},
+    "self": {"objective": "consistency", "ct_target": "self", "lr": 1e-3, "warmup_steps": 0, "p_mean": -1.1,
+             "p_std": 2.0, "lr_decay_frac": 0.0},
+}
+CT_TARGETS = tuple(DISTILL_SETTINGS)
+TEACHER_STEPS = 8  # the teacher's ODE solve per path: its default sampling at 8 calls (samplers.ode_path)
 
 # the source run's settings a fine-tuned run takes over: its network and its preconditioning
 INHERITED = ("preset", "channels", "channel_mults", "num_res_blocks", "attn_resolutions", "parameterization",
@@ -342,6 +355,14 @@ class Trainer:
                                    self.mcfg.sigma_max)
         self.loss = ConsistencyLoss(noise, cfg.ct_q) if cfg.objective == "consistency" else \
             DiffusionLoss(noise, weighting, self.mcfg.sigma_data, cfg.min_snr_gamma)
+        if cfg.ct_target == "teacher":
+            if source is None:  # resuming: the teacher is read again
+                try:
+                    source = read_source(cfg)
+                except DiffusekitError as e:
+                    raise DiffusekitError(f"{self.out} learns from its teacher {cfg.init_from}, which resuming needs: "
+                                          f"{e}", "init_from") from None
+            self.loss = TeacherPathLoss(noise, self.teacher_path(source), TEACHER_STEPS)
         if self.mcfg.kind == "text":  # tokens: masked diffusion's bound, drawn and called as the others are
             self.loss = MaskedDiffusionLoss()
         self.sampling = SampleConfig.from_options(**sampling_defaults(cfg.objective, self.mcfg.kind))
@@ -391,6 +412,13 @@ class Trainer:
                                           "optimizer": opt_tensors},
                         {"step": self.step, "nimg": self.step * self.cfg.batch_size, "elapsed": self.elapsed,
                          "param_groups": groups, "best_score": self.best, **(extra or {})})
+
+    def teacher_path(self, source: dict):
+        """path(eps, labels) of TeacherPathLoss: the source run's EMA denoiser solving its ODE in TEACHER_STEPS."""
+        teacher = build_denoiser(self.mcfg).to(self.device)
+        init_weights(teacher.net, source, self.data.class_names)
+        teacher.eval().requires_grad_(False)
+        return lambda eps, labels: ode_path(teacher, self.mcfg, eps, TEACHER_STEPS, labels)
 
     def ema_denoiser(self):
         return self.denoiser.with_net(self.ema.eval())

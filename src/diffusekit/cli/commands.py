@@ -55,7 +55,7 @@ def cmd_train(a):
 def cmd_distill(a):
     check(a.minutes is not None or a.steps is not None, "distill needs a budget: --minutes M or --steps N",
           "minutes", "steps")
-    settings = given(a, "minutes", "steps", "lr", "ct_q", "bf16", "batch_size", "seed", "device")
+    settings = given(a, "minutes", "steps", "lr", "ct_target", "ct_q", "bf16", "batch_size", "seed", "device")
     distill(a.run, a.out, progress=not a.no_progress, **settings)
     if is_main_process():
         print(f"distilled run saved in {a.out}: sample it in 1-4 calls (default: consistency sampler, 2 steps)")

@@ -86,14 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=c.cmd_train)
 
-    d = sub.add_parser("distill", help="consistency-tune a run into one that samples in 1-4 network calls "
+    d = sub.add_parser("distill", help="distil a run into a consistency model that samples in 1-4 network calls "
                        "(resume with train --resume --out)")
     d.add_argument("run")
     d.add_argument("--out", required=True, help="the new run's folder")
     d.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     d.add_argument("--steps", type=int, default=None, help="optimizer steps (instead of --minutes)")
-    d.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
-    d.add_argument("--ct-q", type=float, default=None, help="closeness of the compared noise levels (default 4)")
+    d.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-4; self: 1e-3)")
+    d.add_argument("--ct-target", choices=("teacher", "self"), default=None,
+                   help="what the new run learns to jump to: the clean end of the run's own ODE path (teacher, the "
+                        "default) or its own output lower on the noising path of the data (self: ECT)")
+    d.add_argument("--ct-q", type=float, default=None, help="self: closeness of the compared noise levels (default 4)")
     d.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (default: the source run's)")
     d.add_argument("--batch-size", type=int, default=None, help="default: the source run's")
     d.add_argument("--seed", type=int, default=None)
