@@ -33,6 +33,8 @@ def main():
     p.add_argument("--minutes", type=float, required=True)
     p.add_argument("--ct-target", choices=tuple(DISTILL_SETTINGS), default="teacher")
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr-decay-frac", type=float, default=None)
     p.add_argument("--ct-q", type=float, default=None)
     p.add_argument("--p-mean", type=float, default=None, help="centre of ln t (default -1.1)")
     p.add_argument("--bf16", action="store_true", default=None)
@@ -44,8 +46,8 @@ def main():
     p.add_argument("--name", default="distill")
     a = p.parse_args()
     out = Path("runs/distill") / a.name
-    settings = {k: v for k, v in (("lr", a.lr), ("ct_q", a.ct_q), ("p_mean", a.p_mean),
-                                                    ("bf16", a.bf16)) if v is not None}
+    settings = {k: v for k, v in (("lr", a.lr), ("ct_q", a.ct_q), ("p_mean", a.p_mean), ("bf16", a.bf16),
+                                 ("batch_size", a.batch_size), ("lr_decay_frac", a.lr_decay_frac)) if v is not None}
     t0 = time.time()
     student = dk.load(out, device="cpu") if (out / "last").exists() else \
         dk.distill(a.teacher, out, minutes=a.minutes, ct_target=a.ct_target, progress=False, **settings)
