@@ -128,3 +128,35 @@ def test_bad_restoration_input(digits_run, images, tmp_path, capsys):
     e(capsys, cli("inpaint", digits_run, "--images", d / "clean.npz", "--mask", "box:4", "--zeta", 2, "--out",
                   tmp_path / "keep.npz"), "--zeta is an option of --method dps")
     assert (tmp_path / "keep.npz").read_bytes() == b"KEEP"
+
+
+def test_restorations_take_the_runs_tuned_grid(digits_run, images, tmp_path, capsys):
+    import shutil
+
+    import diffusekit as dk
+
+    d, a = images
+    run_dir = shutil.copytree(digits_run, tmp_path / "run")  # a copy: the shared run keeps no tuned grids
+    assert cli("tune-steps", run_dir, "--steps", 4, "--n", 16, "--candidates", 16, "--no-progress") == 0
+    run = dk.load(run_dir)
+    by = {g: run.inpaint(d / "clean.npz", "box:4", steps=4, grid=g) for g in (None, "tuned", "karras")}
+    assert by[None].grid == by["tuned"].grid == "tuned" and np.array_equal(by[None].images, by["tuned"].images)
+    assert by["karras"].grid == "karras" and not np.array_equal(by[None].images, by["karras"].images)
+    assert run.inpaint(d / "clean.npz", "box:4", steps=5).grid == "karras"  # none fitted for 5 steps
+    assert run.denoise(d / "noisy.npz", 0.1).grid is None and run.denoise(d / "noisy.npz", 0.1, method="sample",
+                                                                          steps=3).grid == "karras"
+    capsys.readouterr()
+    assert cli("inpaint", run_dir, "--images", d / "clean.npz", "--mask", "box:4", "--steps", 4, "--out",
+               tmp_path / "t.npz", "--no-progress") == 0
+    assert "ddpm, 4 steps, tuned grid" in capsys.readouterr().out
+    assert cli("inpaint", run_dir, "--images", d / "clean.npz", "--mask", "box:4", "--steps", 4, "--schedule",
+               "karras", "--out", tmp_path / "k.npz", "--no-progress") == 0
+    assert "ddpm, 4 steps, karras grid" in capsys.readouterr().out
+    for options, message in (({"steps": 5, "grid": "tuned"}, "no tuned grid for 5 steps"),
+                             ({"grid": "bogus"}, "grid must be one of")):
+        with pytest.raises(dk.DiffusekitError, match=message):
+            run.inpaint(d / "clean.npz", "box:4", **options)
+    with pytest.raises(dk.DiffusekitError, match="grid does not apply to method tweedie"):
+        run.denoise(d / "noisy.npz", 0.1, grid="karras")
+    with pytest.raises(dk.DiffusekitError, match="grid does not apply to method sample"):
+        run.denoise(d / "noisy.npz", 0.1, method="sample", grid="karras")

@@ -36,7 +36,7 @@ from .config import check, check_choice
 from .errors import DiffusekitError
 from .runtime import map_batches
 from .samplers import KnobOptions, PerSampleNoise, check_knobs, generate, get_sampler, randn_like
-from .schedules import sampling_sigmas, sigma_grid
+from .schedules import GRIDS, MODEL_GRIDS, grid_name, sampling_sigmas, sigma_grid
 
 
 class LinearOperator:
@@ -412,11 +412,14 @@ METHODS = ("ddnm", "repaint", "dps", "tweedie", "sample")
 class RestoreConfig(KnobOptions):
     """How to restore: the method (ddnm | repaint | dps | tweedie | sample), restorations per input, and for the
     sampling methods the sampler, its steps, knobs and temperature; zeta: DPS's step size; resample: RePaint's
-    resamplings per step. None: not given (the method's default)."""
+    resamplings per step; grid: the sigma grid of repaint, ddnm and dps (`schedules.sigma_grid`; None: auto, the
+    run's tuned grid for these steps where `tune-steps` made one, else karras). None: not given (the method's
+    default)."""
     method: str = "repaint"
     n_samples: int = 1
     sampler: str | None = None
     steps: int | None = None
+    grid: str | None = None
     temperature: float | None = None
     seed: int = 0
     zeta: float | None = None
@@ -427,12 +430,16 @@ class RestoreConfig(KnobOptions):
     def validate(self):
         check_choice("method", self.method, METHODS)
         if self.method == "tweedie":
-            self.unused(("sampler", "steps", "temperature"), "does not apply to method tweedie (one denoiser call, "
-                        "no sampler)", "method")
+            self.unused(("sampler", "steps", "temperature", "grid"), "does not apply to method tweedie (one denoiser "
+                        "call, no sampler)", "method")
             bad = sorted(self.knobs)
             check(not bad, f"{bad[0] if bad else ''} does not apply to method tweedie (no sampler)", *bad[:1], "method")
             check(self.n_samples == 1, "Tweedie denoising is deterministic (the posterior mean): use method sample "
                   "for several n_samples", "n_samples")
+        if self.method == "sample":
+            self.unused(("grid",), "does not apply to method sample (a karras grid from the noise level down)", "method")
+        check(self.grid is None or self.grid in MODEL_GRIDS + GRIDS, f"grid must be one of "
+              f"{', '.join(MODEL_GRIDS + GRIDS)}, got {self.grid!r}", "grid")
         for name, only in (("zeta", "dps"), ("resample", "repaint")):
             if self.method != only:
                 self.unused((name,), f"is an option of method {only} (the method here is {self.method})", "method")
@@ -460,9 +467,19 @@ def check_method(method, op, sigma_y):
                               "down-sampling, grey, identity) or a blur; use method ddnm", "method")
 
 
-def restore(denoiser, model_config, op, y, config: RestoreConfig, *, sigma_y=0.0, device="cpu", progress=False):
+def restore_grid(c: RestoreConfig, tuned: dict | None) -> str | None:
+    """The grid a restoration runs on: none for tweedie, karras (from the noise level down) for sample, else the
+    given grid with auto resolved (`schedules.grid_name`)."""
+    if c.method == "tweedie":
+        return None
+    return "karras" if c.method == "sample" else grid_name(c.grid or "auto", c.steps or 20, tuned)
+
+
+def restore(denoiser, model_config, op, y, config: RestoreConfig, *, sigma_y=0.0, device="cpu", progress=False,
+            tuned: dict | None = None):
     """config.n_samples restorations of each measurement y[i] (input-major, [N * n_samples, ...]) in model space, on
-    the CPU. denoiser: D(x, sigma) (for a conditional model, `precond.unconditional`)."""
+    the CPU. denoiser: D(x, sigma) (for a conditional model, `precond.unconditional`). tuned: the model's fitted
+    grids."""
     c = config
     method, k = c.method, c.n_samples
     check_method(method, op, sigma_y)
@@ -472,8 +489,8 @@ def restore(denoiser, model_config, op, y, config: RestoreConfig, *, sigma_y=0.0
         if sigma_y <= model_config.sigma_min:
             raise DiffusekitError(f"noise sigma {sigma_y:g} (model units) is below the model's sigma_min", "sigma")
         sigmas = sampling_sigmas("karras", steps, model_config.sigma_min, min(sigma_y, model_config.sigma_max))
-    else:
-        sigmas = sigma_grid(model_config, steps)
+    else:  # tweedie takes none
+        sigmas = None if method == "tweedie" else sigma_grid(model_config, steps, restore_grid(c, tuned), tuned=tuned)
 
     def batch(rows, seeds):
         idx = rows // k

@@ -31,7 +31,8 @@ from .data.codecs import ImageCodec, codec_from_dict
 from .data.text import PAD, read_texts
 from .masked import sample_tokens
 from .errors import DiffusekitError
-from .inverse import AvgPool, Identity, Mask, Measurement, RestoreConfig, consistency, parse_kernel, parse_mask, restore
+from .inverse import (AvgPool, Identity, Mask, Measurement, RestoreConfig, consistency, parse_kernel, parse_mask,
+                      restore, restore_grid)
 from .likelihood import FlowConfig, NLLConfig, bits_per_dim, decode, encode, nll, summarize
 from .metrics import psnr, ssim
 from .model import ModelConfig, build_denoiser
@@ -98,13 +99,15 @@ class Latents:
 class Restoration:
     """`images`: uint8 restorations N x K (input-major, N * K of them); with K > 1 also `mean` (uint8, per input) and
     `std` (float32 pixel-wise spread, [0, 1] units). `consistency`: RMS(y - A x) in [0, 1] units (about the noise
-    sigma when consistent); with a clean `truth`: PSNR and SSIM of the first restoration, PSNR of the mean."""
+    sigma when consistent); with a clean `truth`: PSNR and SSIM of the first restoration, PSNR of the mean. `grid`:
+    the sigma grid it ran on (tuned, karras, ...; None for tweedie)."""
     images: np.ndarray
     n_inputs: int
     n_samples: int
     method: str
     consistency: float
     seconds: float
+    grid: str | None = None
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     psnr: float | None = None
@@ -628,7 +631,7 @@ class Run:
     def restore(self, images, task: str, *, mask=None, factor: int = 2, kernel=None, sigma: float = 0.0, truth=None,
                 progress=False, **options) -> Restoration:
         """Restorations of images (a path or an array, uint8 or float in [0, 1]) for a task of TASKS. options:
-        `inverse.RestoreConfig` (method, n_samples, sampler, steps, temperature, seed, zeta, resample, batch_size)
+        `inverse.RestoreConfig` (method, n_samples, sampler, steps, grid, temperature, seed, zeta, resample, batch_size)
         and sampler knobs; the method defaults to tweedie for denoise, else repaint. truth: the clean images, for
         PSNR and SSIM."""
         check(self.kind == "image", f"{task} needs an image model; this run models {self.kind}s", "run")
@@ -640,7 +643,7 @@ class Run:
             check(len(truth) == len(y), f"truth holds {len(truth)} images but images holds {len(y)}", "truth")
         t0 = time.time()
         x = restore(unconditional(self.denoiser, self.model_config), self.model_config, op, y, c, sigma_y=sigma_y,
-                    device=self.device, progress=progress)
+                    device=self.device, progress=progress, tuned=self.grids)
         check_finite(x, "restorations")
         return self._restoration(x, op, y, sigma_y, c, time.time() - t0, truth, task)
 
@@ -674,7 +677,8 @@ class Run:
         per_input = x.view(len(y), k, *x.shape[1:])
         mean, spread = per_input.mean(1), per_input.std(1) if k > 1 else None
         rms = consistency(Measurement(op.take(torch.arange(len(x)) // k), y.repeat_interleave(k, 0), sigma_y), x)
-        r = Restoration(self.codec.decode(x), len(y), k, c.method, float(rms.mean()) / 2, seconds)
+        r = Restoration(self.codec.decode(x), len(y), k, c.method, float(rms.mean()) / 2, seconds,
+                        restore_grid(c, self.grids))
         if k > 1:
             r.mean, r.std = self.codec.decode(mean), (spread / 2).permute(0, 2, 3, 1).numpy()
         if truth is not None:

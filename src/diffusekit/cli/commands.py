@@ -224,13 +224,15 @@ def cmd_restore(a):
     task = given(a, "mask", "factor", "kernel", "sigma")
     options = given(a, "sampler", "steps", "temperature", "seed", "zeta", "resample", "n_samples", "batch_size",
                     *ALL_KNOBS)
+    if a.schedule:
+        options["grid"] = a.schedule
     r = run.restore(a.images, a.command, truth=a.truth, method=restore_method(a), progress=not a.no_progress,
                     **task, **options)
     check(not (a.out.lower().endswith(".png") and len(r.images) > 1), f"--out {a.out} holds one image but there "
           f"are {len(r.images)} restorations; use .npz or a folder")
     write_restoration(a.out, r)
     msg = (f"wrote {len(r.images)} restorations ({r.n_inputs} inputs x {r.n_samples}) to {a.out} [{r.method}"
-           + ("" if r.method == "tweedie" else f", {a.sampler or 'ddpm'}, {a.steps or 20} steps")
+           + ("" if r.method == "tweedie" else f", {a.sampler or 'ddpm'}, {a.steps or 20} steps, {r.grid} grid")
            + f", {r.seconds / len(r.images):.2f} s/image]\nmeasurement consistency: RMS(y - A x) = {r.consistency:.4f} "
            f"(image range [0, 1]; noise sigma {a.sigma or 0:g})")
     if r.psnr is not None:

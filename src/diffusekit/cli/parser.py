@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: " + ("tweedie (sample with --sample)" if name == "denoise" else "repaint"))
         r.add_argument("--sampler", choices=list(SAMPLERS), default=None, help="default ddpm")
         r.add_argument("--steps", type=int, default=None, help="default 20")
+        r.add_argument("--schedule", choices=list(MODEL_GRIDS + GRIDS), default=None,
+                       help="sigma grid of repaint, ddnm and dps (default auto: the run's tuned grid for --steps where "
+                            "tune-steps made one, else karras)")
         r.add_argument("--temperature", type=float, default=None, help="default 1")
         r.add_argument("--n-samples", type=int, default=None, help="restorations per input (their mean and spread "
                        "are written too; default 1)")
