@@ -160,3 +160,15 @@ def test_restorations_take_the_runs_tuned_grid(digits_run, images, tmp_path, cap
         run.denoise(d / "noisy.npz", 0.1, grid="karras")
     with pytest.raises(dk.DiffusekitError, match="grid does not apply to method sample"):
         run.denoise(d / "noisy.npz", 0.1, method="sample", grid="karras")
+
+
+def test_a_distilled_run_refuses_to_restore(digits_run, images, tmp_path, capsys):
+    import diffusekit as dk
+
+    d, a = images
+    fast = dk.distill(digits_run, tmp_path / "ct", steps=1, progress=False)
+    with pytest.raises(dk.DiffusekitError, match="consistency model.*restoration needs a diffusion model's denoiser.*"
+                                                 "distilled from"):
+        fast.inpaint(d / "clean.npz", "box:4")
+    one_line_error(capsys, cli("inpaint", fast.path, "--images", d / "clean.npz", "--mask", "box:4", "--out",
+                               tmp_path / "x.npz"), "consistency model")

@@ -203,8 +203,9 @@ class Run:
               f"(masked diffusion: sample, infill, nll, anomaly)", "run")
 
     def _needs_denoiser(self, task: str):
-        """Likelihoods and encodings integrate the probability-flow ODE of a denoiser (a posterior mean); a consistency
-        model's D is the path's end instead."""
+        """Likelihoods and encodings integrate the probability-flow ODE of a denoiser (a posterior mean), and
+        restorations guide its sampling; a consistency model's D is the path's end instead (restorations with one
+        were measured far worse than with its teacher: docs/restoration.md)."""
         if self.objective == "consistency":
             source = self.config.get("init_from", {}).get("path")
             raise DiffusekitError(f"{self.path} is a consistency model (distilled): {task} needs a diffusion model's "
@@ -635,6 +636,7 @@ class Run:
         and sampler knobs; the method defaults to tweedie for denoise, else repaint. truth: the clean images, for
         PSNR and SSIM."""
         check(self.kind == "image", f"{task} needs an image model; this run models {self.kind}s", "run")
+        self._needs_denoiser("restoration")
         check(task in self.TASKS, f"task must be one of {', '.join(self.TASKS)}, got {task!r}", "task")
         c = RestoreConfig.from_options(**{"method": "tweedie" if task == "denoise" else "repaint", **options})
         op, y, sigma_y = self._measurement(task, read_images(images), mask, factor, kernel, sigma, c.seed)
