@@ -467,12 +467,15 @@ def check_method(method, op, sigma_y):
                               "down-sampling, grey, identity) or a blur; use method ddnm", "method")
 
 
+RESTORE_STEPS = 20  # the sampling methods' steps when not given
+
+
 def restore_grid(c: RestoreConfig, tuned: dict | None) -> str | None:
     """The grid a restoration runs on: none for tweedie, karras (from the noise level down) for sample, else the
     given grid with auto resolved (`schedules.grid_name`)."""
     if c.method == "tweedie":
         return None
-    return "karras" if c.method == "sample" else grid_name(c.grid or "auto", c.steps or 20, tuned)
+    return "karras" if c.method == "sample" else grid_name(c.grid or "auto", c.steps or RESTORE_STEPS, tuned)
 
 
 def restore(denoiser, model_config, op, y, config: RestoreConfig, *, sigma_y=0.0, device="cpu", progress=False,
@@ -483,14 +486,15 @@ def restore(denoiser, model_config, op, y, config: RestoreConfig, *, sigma_y=0.0
     c = config
     method, k = c.method, c.n_samples
     check_method(method, op, sigma_y)
-    sampler, steps = c.sampler or "ddpm", c.steps or 20
+    sampler, steps = c.sampler or "ddpm", c.steps or RESTORE_STEPS
     temperature = 1.0 if c.temperature is None else c.temperature
     if method == "sample":
         if sigma_y <= model_config.sigma_min:
             raise DiffusekitError(f"noise sigma {sigma_y:g} (model units) is below the model's sigma_min", "sigma")
         sigmas = sampling_sigmas("karras", steps, model_config.sigma_min, min(sigma_y, model_config.sigma_max))
-    else:  # tweedie takes none
-        sigmas = None if method == "tweedie" else sigma_grid(model_config, steps, restore_grid(c, tuned), tuned=tuned)
+    else:
+        grid = restore_grid(c, tuned)  # None for tweedie, which takes no grid
+        sigmas = None if grid is None else sigma_grid(model_config, steps, grid, tuned=tuned)
 
     def batch(rows, seeds):
         idx = rows // k

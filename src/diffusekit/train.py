@@ -353,18 +353,14 @@ class Trainer:
         weighting = cfg.weighting if cfg.weighting != "auto" else {"x0": "edm"}.get(cfg.parameterization, cfg.parameterization)
         noise = noise_distribution(cfg.noise, cfg.p_mean, cfg.p_std, cfg.vp_schedule, self.mcfg.sigma_min,
                                    self.mcfg.sigma_max)
-        self.loss = ConsistencyLoss(noise, cfg.ct_q) if cfg.objective == "consistency" else \
-            DiffusionLoss(noise, weighting, self.mcfg.sigma_data, cfg.min_snr_gamma)
-        if cfg.ct_target == "teacher":
-            if source is None:  # resuming: the teacher is read again
-                try:
-                    source = read_source(cfg)
-                except DiffusekitError as e:
-                    raise DiffusekitError(f"{self.out} learns from its teacher {cfg.init_from}, which resuming needs: "
-                                          f"{e}", "init_from") from None
-            self.loss = TeacherPathLoss(noise, self.teacher_path(source), TEACHER_STEPS)
         if self.mcfg.kind == "text":  # tokens: masked diffusion's bound, drawn and called as the others are
             self.loss = MaskedDiffusionLoss()
+        elif cfg.ct_target == "teacher":
+            self.loss = TeacherPathLoss(noise, self.teacher_path(source), TEACHER_STEPS)
+        elif cfg.objective == "consistency":
+            self.loss = ConsistencyLoss(noise, cfg.ct_q)
+        else:
+            self.loss = DiffusionLoss(noise, weighting, self.mcfg.sigma_data, cfg.min_snr_gamma)
         self.sampling = SampleConfig.from_options(**sampling_defaults(cfg.objective, self.mcfg.kind))
         self.step, self.elapsed, self._perm, self.spent = 0, 0.0, (None, None), 0.0
         self.evaluator, self.best = None, float("inf")
@@ -413,8 +409,15 @@ class Trainer:
                         {"step": self.step, "nimg": self.step * self.cfg.batch_size, "elapsed": self.elapsed,
                          "param_groups": groups, "best_score": self.best, **(extra or {})})
 
-    def teacher_path(self, source: dict):
-        """path(eps, labels) of TeacherPathLoss: the source run's EMA denoiser solving its ODE in TEACHER_STEPS."""
+    def teacher_path(self, source: dict | None):
+        """path(eps, labels) of TeacherPathLoss: the source run's EMA denoiser solving its ODE in TEACHER_STEPS
+        (source None: resuming, read again from init_from)."""
+        if source is None:
+            try:
+                source = read_source(self.cfg)
+            except DiffusekitError as e:
+                raise DiffusekitError(f"{self.out} learns from its teacher {self.cfg.init_from}, which resuming "
+                                      f"needs: {e}", "init_from") from None
         teacher = build_denoiser(self.mcfg).to(self.device)
         init_weights(teacher.net, source, self.data.class_names)
         teacher.eval().requires_grad_(False)

@@ -19,6 +19,7 @@ from ..detector import AnomalyDetector, scores_counts, scores_table
 from ..data import csv_chunks
 from ..errors import DiffusekitError, check
 from ..evaluate import evaluate, memorisation
+from ..inverse import RESTORE_STEPS
 from ..run import GRIDS_FILE, Latents, Run, distill, load, train
 from ..runtime import init_distributed, is_main_process, pick_device
 from ..samplers import ALL_KNOBS
@@ -232,7 +233,7 @@ def cmd_restore(a):
           f"are {len(r.images)} restorations; use .npz or a folder")
     write_restoration(a.out, r)
     msg = (f"wrote {len(r.images)} restorations ({r.n_inputs} inputs x {r.n_samples}) to {a.out} [{r.method}"
-           + ("" if r.method == "tweedie" else f", {a.sampler or 'ddpm'}, {a.steps or 20} steps, {r.grid} grid")
+           + ("" if r.method == "tweedie" else f", {a.sampler or 'ddpm'}, {a.steps or RESTORE_STEPS} steps, {r.grid} grid")
            + f", {r.seconds / len(r.images):.2f} s/image]\nmeasurement consistency: RMS(y - A x) = {r.consistency:.4f} "
            f"(image range [0, 1]; noise sigma {a.sigma or 0:g})")
     if r.psnr is not None:
