@@ -169,6 +169,8 @@ def test_distilled_run_samples_in_one_call(teacher, tmp_path, target):
     assert "distilled" in fast.describe()
     with pytest.raises(dk.DiffusekitError, match="consistency model"):
         fast.nll("toy:gmm8:10")
+    with pytest.raises(dk.DiffusekitError, match="consistency model.*tune_steps"):
+        fast.tune_steps([2])  # its grid would be fitted to an ODE its D does not follow
     with pytest.raises(dk.DiffusekitError, match="already a consistency model"):
         dk.distill(fast.path, tmp_path / "again", steps=1, progress=False)
 

@@ -203,8 +203,8 @@ class Run:
               f"(masked diffusion: sample, infill, nll, anomaly)", "run")
 
     def _needs_denoiser(self, task: str):
-        """Likelihoods and encodings integrate the probability-flow ODE of a denoiser (a posterior mean), and
-        restorations guide its sampling; a consistency model's D is the path's end instead (restorations with one
+        """Likelihoods and encodings integrate the probability-flow ODE of a denoiser (a posterior mean), tuned grids
+        are fitted to that ODE, and restorations guide its sampling; a consistency model's D is the path's end instead (restorations with one
         were measured far worse than with its teacher: docs/restoration.md)."""
         if self.objective == "consistency":
             source = self.config.get("init_from", {}).get("path")
@@ -418,6 +418,7 @@ class Run:
         fine teacher solution) and store them with the run (grids.json, for these weights), so that `sample` with
         these steps uses them by default. Returns {steps: (sigmas, summed local error)}."""
         self._needs_gaussian("tune_steps")
+        self._needs_denoiser("tune_steps (fitting the steps of its probability-flow ODE)")
         check(not isinstance(self.denoiser, MeanDenoiser), "tune_steps fits the grids of one run, stored in its folder; "
               "this is an ensemble of runs", "run")
         with writer_lock(self.path, "tune-steps"):
