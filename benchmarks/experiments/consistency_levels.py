@@ -2,7 +2,7 @@
 (and 2-call DDIM steps) with the intermediate levels swept, on a tuning seed, and the best of them checked on a held-out seed.
 
     python benchmarks/experiments/consistency_levels.py DISTILLED [--tune-seed 0] [--check-seed 1]
-        [--levels 0.2 0.6 0.821 1.64 4.07 9.35] [--name consistency_levels]
+        [--levels 0.2 0.4 0.606 0.821 1.2 1.643 2.5 4.071 9.353] [--three 6] [--name consistency_levels]
 
 Each grid goes in as the run's grid for its step count (`Run.grids`, as tune-steps stores them), so the sampling is
 the library's own. Writes benchmarks/results/NAME.json.
@@ -47,8 +47,8 @@ def main():
 
     fcd([smax, 0.0], a.tune_seed)
     two = sorted(a.levels, key=lambda s: fcd([smax, s, 0.0], a.tune_seed))
-    [fcd([smax, hi, lo, 0.0], a.tune_seed)
-             for hi, lo in itertools.combinations(sorted(two[:a.three], reverse=True), 2)]
+    for hi, lo in itertools.combinations(sorted(two[:a.three], reverse=True), 2):
+        fcd([smax, hi, lo, 0.0], a.tune_seed)
     for s in a.levels:  # the same levels, re-entered along the first jump's own direction (DDIM's step)
         fcd([smax, s, 0.0], a.tune_seed, "ddim")
     tuned = [q for q in points if q["seed"] == a.tune_seed]

@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 import diffusekit as dk
-from diffusekit import samplers
-from diffusekit import losses
+from diffusekit import losses, samplers
 from diffusekit.checkpoint import load_checkpoint
 from diffusekit.evaluate import Evaluator
 

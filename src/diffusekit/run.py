@@ -204,8 +204,8 @@ class Run:
 
     def _needs_denoiser(self, task: str):
         """Likelihoods and encodings integrate the probability-flow ODE of a denoiser (a posterior mean), tuned grids
-        are fitted to that ODE, and restorations guide its sampling; a consistency model's D is the path's end instead (restorations with one
-        were measured far worse than with its teacher: docs/restoration.md)."""
+        are fitted to that ODE, and restorations guide its sampling; a consistency model's D is the path's end instead
+        (restorations with one were measured far worse than with its teacher: docs/restoration.md)."""
         if self.objective == "consistency":
             source = self.config.get("init_from", {}).get("path")
             raise DiffusekitError(f"{self.path} is a consistency model (distilled): {task} needs a diffusion model's "
