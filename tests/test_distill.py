@@ -202,3 +202,4 @@ def test_distill_cli(teacher, tmp_path, capsys):
     one_line_error(capsys, cli("distill", teacher.path, "--out", tmp_path / "x", "--no-progress"), "budget")
     one_line_error(capsys, cli("distill", teacher.path, "--out", out, "--steps", 5, "--no-progress"), "already holds")
     one_line_error(capsys, cli("nll", out, "--data", "toy:gmm8:10", "--no-progress"), "consistency model")
+    one_line_error(capsys, cli("tune-steps", out, "--steps", 2, "--no-progress"), "consistency model")
