@@ -1,6 +1,7 @@
 """Tables with categorical columns: the codec, CSV reading, train -> sample -> evaluate, and anomaly detection with
 categories never seen in the normal data."""
 import csv
+import importlib
 import json
 
 import numpy as np
@@ -342,3 +343,61 @@ def test_rows_are_written_as_they_are_drawn_and_an_interrupted_run_resumes(targe
     assert (tmp_path / "r.csv").read_text() == (tmp_path / "whole.csv").read_text()
     assert not (tmp_path / "r.csv.partial").exists() and not (tmp_path / "r.csv.partial.json").exists()
     one_line_error(capsys, cli(*args, "--grid", tmp_path / "g.png", "--resume"), "--resume", "drawn at once")
+
+
+def test_a_table_keeps_rows_out_and_samples_where_their_loss_is_lowest(tmp_path, monkeypatch):
+    """A table read from a CSV keeps a tenth of its rows out of training; the EMA model's loss on them is logged, the
+    weights where it is lowest are kept in best/ (which sampling takes by default), and training stops once it has not
+    improved for as many steps as it took to reach it."""
+    import diffusekit as dk
+
+    tr = importlib.import_module("diffusekit.train")  # the package's `train` is the function
+    write(tmp_path / "t.csv", mixed_rows(400, 3))
+    t = tr.Trainer(tr.TrainConfig(data=str(tmp_path / "t.csv"), out=str(tmp_path / "probe"), steps=1), progress=False)
+    assert len(t.data) == 360 and len(t.held_out[0]) % 40 == 0 and t.cfg.eval_every == tr.HOLDOUT_EVERY
+    # the real loss falls while the model learns
+    dk.train(str(tmp_path / "t.csv"), tmp_path / "real", steps=300, eval_every=100, progress=False)
+    losses = [float(r.split(",")[1]) for r in (tmp_path / "real" / "eval.csv").read_text().split()[1:]]
+    assert len(losses) == 3 and losses[2] < losses[0], losses
+    # a stand-in curve, lowest at step 150: the stop and the weights sampled follow it alone
+    monkeypatch.setattr(tr, "HOLDOUT_PATIENCE", 200)
+    monkeypatch.setattr(tr.Trainer, "held_out_loss", lambda self: abs(self.step - 150) / 100 + 1.0)
+    run = dk.train(str(tmp_path / "t.csv"), tmp_path / "run", steps=2000, eval_every=50, progress=False)
+    assert run.weights == ("best", True) and run.step == 150
+    assert json.loads((tmp_path / "run" / "last" / "state.json").read_text())["step"] == 350  # 150 + max(200, 150)
+    assert dk.load(tmp_path / "run", "last").step == 350
+    rows = run.sample(50, seed=0)
+    assert rows.shape == (50, 3)
+
+
+def test_a_held_out_run_resumes_exactly(tmp_path):
+    import diffusekit as dk
+
+    write(tmp_path / "t.csv", mixed_rows(300, 4))
+    whole = dk.train(str(tmp_path / "t.csv"), tmp_path / "whole", steps=200, eval_every=50, progress=False)
+    dk.train(str(tmp_path / "t.csv"), tmp_path / "part", steps=100, eval_every=50, progress=False)
+    part = dk.train(None, tmp_path / "part", resume=True, steps=200, progress=False)
+    assert whole.step == part.step
+    for a, b in zip(whole.denoiser.net.state_dict().values(), part.denoiser.net.state_dict().values()):
+        assert torch.equal(a, b)
+    assert (tmp_path / "whole" / "eval.csv").read_text() == (tmp_path / "part" / "eval.csv").read_text()
+
+
+def test_holdout_defaults_and_errors(tmp_path, capsys):
+    tr = importlib.import_module("diffusekit.train")
+
+    write(tmp_path / "small.csv", mixed_rows(150, 5))  # below HOLDOUT_MIN_ROWS: every row trains
+    assert cli("train", "--data", tmp_path / "small.csv", "--out", tmp_path / "small", "--steps", 5, "--no-progress") == 0
+    assert json.loads((tmp_path / "small" / "config.json").read_text())["train"]["holdout"] == 0
+    cfg = tr.TrainConfig(data="toy:gmm8", out="x", steps=1)
+    tr.fill_recipe(cfg, "vector", torch.device("cpu"), 20_000)
+    assert cfg.holdout == 0 and cfg.eval_every == 0  # arrays and toys: not a user's table
+    one_line_error(capsys, cli("train", "--data", "digits", "--out", tmp_path / "d", "--steps", 5, "--holdout", 0.1),
+                   "holdout keeps rows of a table")
+    one_line_error(capsys, cli("train", "--data", tmp_path / "small.csv", "--out", tmp_path / "s2", "--steps", 5,
+                               "--holdout", 0.001), "keeps 0 out")
+    one_line_error(capsys, cli("train", "--data", tmp_path / "small.csv", "--out", tmp_path / "s3", "--steps", 5,
+                               "--holdout", 1.5), "holdout must be in [0, 1)")
+    one_line_error(capsys, cli("train", "--data", tmp_path / "small.csv", "--out", tmp_path / "s4", "--steps", 5,
+                               "--holdout", 0.2, "--eval-reference", tmp_path / "small.csv"), "--eval-reference")
+    assert not (tmp_path / "d").exists() and not (tmp_path / "s2").exists()

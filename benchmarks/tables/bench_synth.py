@@ -2,7 +2,7 @@
 training minutes each, on tables with numeric and categorical columns, every measure of `diffusekit.tabular`.
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/tables/bench_synth.py --minutes 10 --out runs/synth
-    # writes benchmarks/results/synth_<M>min.json
+    # writes benchmarks/results/synth_<M>min.json (--name: NAME.json)
 
 One core each (10 CPU-minutes; the threads and cores it ran with are recorded in the results).
 
@@ -120,12 +120,13 @@ def main():
     p.add_argument("--sets", nargs="+", default=[*KEEL, "breast-cancer"])
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument("--out", default="runs/synth")
+    p.add_argument("--name", help="the results file's name (default synth_<M>min)")
     p.add_argument("--rebalance-only", action="store_true",
                    help="only the minority-rows check again, with the diffusekit runs already in --out")
     a = p.parse_args()
     runs = Path(a.out)
     runs.mkdir(parents=True, exist_ok=True)
-    res_path = RESULTS / f"synth_{a.minutes:g}min.json"
+    res_path = RESULTS / f"{a.name or f'synth_{a.minutes:g}min'}.json"
     report = json.loads(res_path.read_text()) if res_path.exists() else {}
     if not a.rebalance_only:
         report["setup"] = {"cores": len(os.sched_getaffinity(0)), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}

@@ -567,6 +567,8 @@ def _train_models(data, train_idx, out, run_refs, c: DetectorConfig, device, pro
     minutes = 3.0 if c.minutes is None else c.minutes
     for k, ref in enumerate(run_refs):
         budget = {"steps": c.steps} if c.steps else {"minutes": minutes / len(run_refs)}
-        train(str(train_file), out / ref, seed=c.seed + 1000 * k, class_cond="off", device=device, progress=progress,
+        # holdout 0: the detector's own held-out rows fit its scores; its model trains on all the rest
+        train(str(train_file), out / ref, seed=c.seed + 1000 * k, class_cond="off", holdout=0, device=device,
+              progress=progress,
               **({"preset": c.preset} if c.preset else {}), **budget)
     return [out / ref for ref in run_refs]

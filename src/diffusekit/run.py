@@ -134,12 +134,13 @@ class Run:
         self.grids: dict = {}  # fitted sampling grids of these weights {steps: sigmas} (`tune_steps`)
 
     @classmethod
-    def load(cls, path, checkpoint: str = "last", ema: bool = True, device="auto") -> "Run":
-        """A run folder written by `train` (checkpoint: last or best; ema: the EMA weights, else the raw ones), or a
-        folder saved by diffusers (diffusers_io)."""
+    def load(cls, path, checkpoint: str = "auto", ema: bool = True, device="auto") -> "Run":
+        """A run folder written by `train` (checkpoint: last, best, or auto: best where the run chose it on held-out
+        rows (`TrainConfig.holdout`), else last; ema: the EMA weights, else the raw ones), or a folder saved by
+        diffusers (diffusers_io)."""
         path, device = Path(path), pick_device(device)
         if is_diffusers_folder(path):
-            check(checkpoint == "last" and ema, f"{path} is a diffusers folder: it holds one set of weights (no best "
+            check(checkpoint in ("auto", "last") and ema, f"{path} is a diffusers folder: it holds one set of weights (no best "
                   f"checkpoint, no separate EMA)", "checkpoint")
             try:
                 from .diffusers_io import load_diffusers
@@ -149,7 +150,6 @@ class Run:
             run = load_diffusers(path, device)
         else:
             run = cls._load_run(path, checkpoint, ema, device)
-        run.weights = (checkpoint, ema)
         run.grids = (run._stored_grids() or {}).get("grids", {})
         return run
 
@@ -160,7 +160,10 @@ class Run:
             mcfg, codec = ModelConfig.from_dict(cfg["model"]), codec_from_dict(cfg["codec"])
         except (TypeError, KeyError, ValueError, AttributeError, DiffusekitError) as e:
             raise DiffusekitError(f"{path / 'config.json'} is damaged: its model or codec cannot be read ({e})") from None
-        check(checkpoint in ("last", "best"), f"checkpoint must be last or best, got {checkpoint!r}", "checkpoint")
+        check(checkpoint in ("auto", "last", "best"), f"checkpoint must be auto, last or best, got {checkpoint!r}",
+              "checkpoint")
+        if checkpoint == "auto":
+            checkpoint = "best" if cfg["train"].get("holdout") and (path / "best").is_dir() else "last"
         denoiser = build_denoiser(mcfg)
         tensors, meta = load_checkpoint(path / checkpoint)
         try:
@@ -169,7 +172,9 @@ class Run:
             raise DiffusekitError(f"checkpoint {path / checkpoint} does not match the run's model: "
                                   f"{str(e).splitlines()[0]}") from None
         denoiser.eval().requires_grad_(False).to(device)
-        return cls(path, cfg, mcfg, codec, denoiser, meta["step"], cfg.get("class_names", []), device)
+        run = cls(path, cfg, mcfg, codec, denoiser, meta["step"], cfg.get("class_names", []), device)
+        run.weights = (checkpoint, ema)
+        return run
 
     @classmethod
     def ensemble(cls, paths, device="auto") -> "Run":
@@ -757,7 +762,7 @@ class Run:
         return "\n".join(lines)
 
 
-def load(path, checkpoint: str = "last", ema: bool = True, device="auto") -> Run:
+def load(path, checkpoint: str = "auto", ema: bool = True, device="auto") -> Run:
     """A trained run (see Run.load)."""
     return Run.load(path, checkpoint, ema, device)
 
@@ -821,6 +826,7 @@ def distill(run, out, *, ct_target: str = "teacher", progress=True, **settings) 
 def resume_config(out, **budget) -> TrainConfig:
     """The saved TrainConfig of a run, with a new budget (steps / minutes) for the resumed part."""
     d = dict(read_run_config(out).get("train", {}))
+    d.setdefault("holdout", 0.0)  # a run saved before held-out rows existed trained on every row
     given = {k: v for k, v in budget.items() if v is not None and k in ("steps", "minutes")}
     if given:  # a new budget replaces the saved one entirely (steps: total to reach; minutes: this invocation)
         d.update({"steps": None, "minutes": None, **given})

@@ -27,7 +27,7 @@ from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_t
                          write_text_atomic)
 from .config import Config, check, check_choice
 from .evaluate import Evaluator
-from .data import load_data, with_target
+from .data import Data, load_data, with_target
 from .data.images import FITS, parse_size
 from .errors import DiffusekitError
 from .losses import (NOISES, OBJECTIVES, WEIGHTINGS, ConsistencyLoss, DiffusionLoss, TeacherPathLoss, check_q,
@@ -94,7 +94,14 @@ class TrainConfig(Config):
     log_every: int = 50
     sample_every: int = 0  # write a sample grid every N steps (0: only at the end)
     ckpt_every: int = 1000
-    eval_every: int = 0  # every N steps: sample eval_samples with the EMA model, log FCD (eval.csv), keep best/
+    # a table: the share of its rows (seeded) kept out of training. Every eval_every steps the EMA model's denoising
+    # loss on them is logged (eval.csv) and its lowest kept in best/, which sampling then uses; training stops once it
+    # has not improved for as many steps as it took to reach it (at least HOLDOUT_PATIENCE): a small table is
+    # otherwise learned by heart (docs/tables.md). None: the recipe's choice (fill_recipe)
+    holdout: float | None = None
+    # every N steps: evaluate the EMA model (held-out loss with holdout, else FCD of eval_samples samples; eval.csv),
+    # keep the best in best/. None: HOLDOUT_EVERY with holdout, else 0 (never)
+    eval_every: int | None = None
     eval_samples: int = 500
     eval_reference: str = ""  # data spec to evaluate against ("": the training data)
     device: str = "auto"
@@ -152,7 +159,12 @@ class TrainConfig(Config):
               "channels")
         check(self.num_res_blocks is None or 1 <= self.num_res_blocks <= 16,
               f"num_res_blocks must be in 1-16, got {self.num_res_blocks}", "num_res_blocks")
-        check(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}", "eval_every")
+        check(self.eval_every is None or self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}",
+              "eval_every")
+        check(self.holdout is None or 0 <= self.holdout < 1, f"holdout must be in [0, 1), got {self.holdout}",
+              "holdout")
+        check(not (self.holdout and self.eval_reference), "with holdout the run is evaluated on its held-out rows; "
+              "eval_reference is for sampled evaluation (holdout 0)", "holdout", "eval_reference")
         check(self.eval_samples >= 4, f"eval_samples must be at least 4, got {self.eval_samples}", "eval_samples")
 
     def _read_saved_forms(self):
@@ -202,16 +214,30 @@ def check_new_run(cfg: TrainConfig, data):
                                   f"({', '.join(map(str, have))})")
 
 
-def fill_recipe(cfg: TrainConfig, kind: str, device: torch.device):
-    """The settings left to the recipe (None), filled for this run: images trained from scratch get bf16 autocast where
-    the device computes bf16 natively and a learning rate that falls to 0 over the last 30% of the budget (with both,
-    20 minutes of training beat 60 of fp32 at a constant rate: docs/training.md); everything else, where that was not
-    measured, fp32 at a constant rate. Filled once, when a run starts: its config.json holds the values."""
+# tables: the held-out share, the fewest rows that get one, the evaluation interval, the fewest steps waited for an
+# improvement
+HOLDOUT, HOLDOUT_MIN_ROWS, HOLDOUT_MAX_ROWS, HOLDOUT_EVERY, HOLDOUT_PATIENCE = 0.1, 200, 2000, 250, 2000
+HELD_OUT_DRAWS = 20_000  # rows x noise draws the held-out loss averages over
+
+
+def fill_recipe(cfg: TrainConfig, kind: str, device: torch.device, n: int = 0):
+    """The settings left to the recipe (None), filled for this run of n samples: images trained from scratch get bf16
+    autocast where the device computes bf16 natively and a learning rate that falls to 0 over the last 30% of the
+    budget (with both, 20 minutes of training beat 60 of fp32 at a constant rate: docs/training.md); everything
+    else, where that was not measured, fp32 at a constant rate. A table read from a CSV file trained from scratch
+    with at least HOLDOUT_MIN_ROWS rows keeps HOLDOUT of them (at most HOLDOUT_MAX_ROWS) out, to stop where its held-out
+    loss is lowest (docs/tables.md). Filled once, when a run starts: its config.json holds the values."""
     recipe = kind == "image" and cfg.objective == "diffusion" and not cfg.init_from
     if cfg.bf16 is None:
         cfg.bf16 = recipe and native_bf16(device)
     if cfg.lr_decay_frac is None:
         cfg.lr_decay_frac = 0.3 if recipe else 0.0
+    if cfg.holdout is None:
+        table = kind == "vector" and str(cfg.data).lower().endswith(".csv") and cfg.objective == "diffusion" \
+            and not cfg.init_from and n >= HOLDOUT_MIN_ROWS
+        cfg.holdout = min(HOLDOUT, HOLDOUT_MAX_ROWS / n) if table else 0.0
+    if cfg.eval_every is None:
+        cfg.eval_every = HOLDOUT_EVERY if cfg.holdout else 0
 
 
 def model_config_for(cfg: TrainConfig, data) -> ModelConfig:
@@ -330,7 +356,7 @@ class Trainer:
             check(source is None or source["codec"]["kind"] == self.data.codec.kind, f"init_from {cfg.init_from} "
                   f"models {source and source['codec']['kind']}s; this data holds {self.data.codec.kind}s", "init_from")
         self.mcfg = model_config_for(cfg, self.data)
-        fill_recipe(cfg, self.mcfg.kind, self.device)
+        fill_recipe(cfg, self.mcfg.kind, self.device, len(self.data))
         exists = (self.out / "config.json").exists()
         if self.world > 1:  # every rank must decide before rank 0 writes config.json
             dist.barrier()
@@ -361,11 +387,12 @@ class Trainer:
             self.loss = ConsistencyLoss(noise, cfg.ct_q)
         else:
             self.loss = DiffusionLoss(noise, weighting, self.mcfg.sigma_data, cfg.min_snr_gamma)
+        self.held_out = self._hold_out()
         self.sampling = SampleConfig.from_options(**sampling_defaults(cfg.objective, self.mcfg.kind))
         self.step, self.elapsed, self._perm, self.spent = 0, 0.0, (None, None), 0.0
-        self.evaluator, self.best = None, float("inf")
+        self.evaluator, self.best, self.best_step = None, float("inf"), None
         self.board = open_board(self.out / "tensorboard") if cfg.tensorboard and self.rank == 0 else None
-        if cfg.eval_every and self.rank == 0:
+        if cfg.eval_every and self.rank == 0 and self.held_out is None:
             self.evaluator = Evaluator(cfg.eval_reference or cfg.data, cache_dir=self.out / "evaluator", n_boot=5)
         if self.rank == 0 and self.out.is_dir():
             remove_dead_writers(self.out)
@@ -395,7 +422,7 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as e:
             raise DiffusekitError(f"checkpoint {self.out / 'last'} does not match the run: {str(e).splitlines()[0]}") from None
         self.step, self.elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
-        self.best = float(meta.get("best_score", float("inf")))
+        self.best, self.best_step = float(meta.get("best_score", float("inf"))), meta.get("best_step")
         if self.rank == 0:
             for name in ("log.csv", "eval.csv"):
                 _truncate_log(self.out / name, self.step)
@@ -407,7 +434,8 @@ class Trainer:
         save_checkpoint(self.out / name, {"model": self.net.state_dict(), "ema": self.ema.state_dict(),
                                           "optimizer": opt_tensors},
                         {"step": self.step, "nimg": self.step * self.cfg.batch_size, "elapsed": self.elapsed,
-                         "param_groups": groups, "best_score": self.best, **(extra or {})})
+                         "param_groups": groups, "best_score": self.best, "best_step": self.best_step,
+                         **(extra or {})})
 
     def teacher_path(self, source: dict | None):
         """path(eps, labels) of TeacherPathLoss: the source run's EMA denoiser solving its ODE in TEACHER_STEPS
@@ -426,8 +454,53 @@ class Trainer:
     def ema_denoiser(self):
         return self.denoiser.with_net(self.ema.eval())
 
+    def _hold_out(self):
+        """The rows kept out of training (cfg.holdout of them, seeded; None without), taken out of self.data: the
+        model-space rows, their labels, and the noise levels and draws their loss is measured at, the same at every
+        evaluation."""
+        if not self.cfg.holdout:
+            return None
+        check(self.mcfg.kind == "vector" and isinstance(self.loss, DiffusionLoss), "holdout keeps rows of a table "
+              f"out of diffusion training; this run trains {self.mcfg.kind}s with objective {self.cfg.objective}",
+              "holdout")
+        n = len(self.data)
+        k = int(round(self.cfg.holdout * n))
+        check(1 <= k < n, f"holdout {self.cfg.holdout:g} of {n} rows keeps {k} out: give a share that leaves rows "
+              f"on both sides", "holdout")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + 17))
+        held, kept = order[:k], order[k:].sort().values
+        labels = self.data.labels
+        x, y = self.data.x[held], None if labels is None else labels[held]
+        self.data = Data(self.data.x[kept], None if labels is None else labels[kept], self.data.codec,
+                         self.data.class_names)
+        draws = max(4, -(-HELD_OUT_DRAWS // k))  # enough noise draws that the loss moves with the model, not the draws
+        x = x.repeat(draws, 1)
+        sigma, eps = self.loss.draw(x.shape, torch.Generator().manual_seed(self.cfg.seed + 99))
+        return x, None if y is None else y.repeat(draws), sigma, eps
+
+    def held_out_loss(self) -> float:
+        """The EMA model's denoising loss on the held-out rows (every rank computes it; rank 0's value is used)."""
+        x, y, sigma, eps = self.held_out
+        den = self.ema_denoiser()
+        with torch.no_grad():
+            loss = torch.cat([self.loss(den, x[i:i + 4096].to(self.device), None if y is None else
+                                        y[i:i + 4096].to(self.device), sigma[i:i + 4096], eps[i:i + 4096]).float().cpu()
+                              for i in range(0, len(x), 4096)]).mean()
+        if self.world > 1:
+            dist.broadcast(loss, 0)
+        return float(loss)
+
     def evaluate(self):
-        """Sample with the EMA weights, log the figures to eval.csv, and keep the best checkpoint in best/."""
+        """Evaluate the EMA weights (the held-out rows' loss, or samples' figures), log the figures to eval.csv, and
+        keep the best checkpoint in best/."""
+        if self.held_out is not None:
+            score = self.held_out_loss()
+            if self.rank == 0:
+                self.log_row(self.out / "eval.csv", ["step", "held_out_loss"], [self.step, round(score, 6)])
+            if score < self.best:
+                self.best, self.best_step = score, self.step
+                self.save("best", {"score": score})
+            return score
         if self.rank != 0:
             return
         n = self.cfg.eval_samples
@@ -439,7 +512,7 @@ class Trainer:
                 if k in result]
         self.log_row(self.out / "eval.csv", ["step", "n_samples", *keys], [self.step, n, *[round(result[k], 6) for k in keys]])
         if score < self.best:
-            self.best = score
+            self.best, self.best_step = score, self.step
             self.save("best", {"score": score})
         return score
 
@@ -542,7 +615,13 @@ class Trainer:
             dist.broadcast(flag, 0)
             spent = float(flag.item())
         self.spent = min(spent, 1.0)
-        return spent >= 1.0
+        return spent >= 1.0 or self.stalled()
+
+    def stalled(self) -> bool:
+        """Held-out rows: their loss has not improved for as many steps as it took to reach its best (at least
+        HOLDOUT_PATIENCE): the model is learning its training rows by heart."""
+        return self.held_out is not None and self.best_step is not None and \
+            self.step - self.best_step >= max(HOLDOUT_PATIENCE, self.best_step)
 
     def write_samples(self, path: Path):
         if self.rank != 0:

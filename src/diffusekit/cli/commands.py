@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from ..anomaly import UNSEEN_PENALTY
-from ..checkpoint import save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic, write_text_atomic
+from ..checkpoint import (read_json, save_image_atomic, save_npz_atomic, save_samples, write_csv_atomic,
+                          write_text_atomic)
 from ..detector import AnomalyDetector, scores_counts, scores_table
 from ..data import csv_chunks
 from ..errors import DiffusekitError, check
@@ -44,13 +45,16 @@ def cmd_train(a):
     out = settings.pop("out", None)
     if a.resume:
         check(out is not None, "resume needs out RUN_DIR", "resume", "out")
-        train(settings.pop("data", None), out, resume=True, progress=not a.no_progress, **settings)
+        run = train(settings.pop("data", None), out, resume=True, progress=not a.no_progress, **settings)
     else:
         check("data" in settings and out is not None, "train needs data SPEC and out RUN_DIR", "data", "out")
-        train(settings.pop("data"), out, progress=not a.no_progress, **settings)
+        run = train(settings.pop("data"), out, progress=not a.no_progress, **settings)
     if is_main_process():
         out = Path(out)
         print(f"run saved in {out} (checkpoint {out / 'last'}, log {out / 'log.csv'}, samples {out / 'samples'})")
+        if run.weights[0] == "best":
+            print(f"held-out rows: their loss was lowest at step {run.step} ({out / 'best'}, which sampling uses); "
+                  f"stopped at step {read_json(out / 'last' / 'state.json')['step']}")
 
 
 def cmd_distill(a):

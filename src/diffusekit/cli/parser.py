@@ -65,7 +65,8 @@ def run_options(q, batch_size):
     """Options of every command that loads a run."""
     q.add_argument("run")
     q.add_argument("--batch-size", type=int, default=batch_size)
-    q.add_argument("--checkpoint", default="last", help="last or best")
+    q.add_argument("--checkpoint", default="auto", help="last, best, or auto (default: best where training chose it "
+                   "on held-out rows, else last)")
     q.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     q.add_argument("--device", choices=DEVICES, default="auto")
     q.add_argument("--no-progress", action="store_true")
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run")
     x.add_argument("out", help="the folder to write (must not exist)")
     x.add_argument("--format", choices=["diffusers"], default="diffusers")
-    x.add_argument("--checkpoint", default="last", help="last or best")
+    x.add_argument("--checkpoint", default="auto", help="last, best or auto (as for sample)")
     x.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
     x.set_defaults(func=c.cmd_export)
 
