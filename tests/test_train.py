@@ -4,8 +4,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -128,9 +130,14 @@ def test_grad_accumulation_matches_one_big_batch(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path):
-    kw = ["--data", "toy:moons", "--preset", "tiny", "--batch-size", "64", "--steps", "8", "--seed", "0",
-          "--log-every", "1", "--no-progress"]
+@pytest.mark.parametrize("table", [False, True], ids=["toy", "held-out-table"])
+def test_torchrun_two_processes_match_one(tmp_path, table):
+    data = "toy:moons"
+    if table:  # a CSV table: held-out rows, their loss every 2 steps (rank 0's, broadcast), best/ chosen by it
+        data = str(tmp_path / "t.csv")
+        pd.DataFrame(np.random.default_rng(0).normal(size=(300, 3)), columns=["a", "b", "c"]).to_csv(data, index=False)
+    kw = ["--data", data, "--preset", "tiny", "--batch-size", "64", "--steps", "8", "--seed", "0",
+          "--log-every", "1", "--no-progress", *(["--eval-every", "2"] if table else [])]
     single = str(tmp_path / "single")
     subprocess.run([sys.executable, "-m", "diffusekit", "train", "--out", single, *kw], check=True,
                    capture_output=True, timeout=300)
@@ -142,6 +149,11 @@ def test_torchrun_two_processes_match_one(tmp_path):
     for k in p1:
         torch.testing.assert_close(p1[k], p2[k], atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(log_losses(single), log_losses(double), rtol=1e-4)
+    if table:
+        one, two = (pd.read_csv(f"{d}/eval.csv") for d in (single, double))
+        assert list(one["step"]) == list(two["step"]) == [2, 4, 6, 8]
+        np.testing.assert_allclose(one["held_out_loss"], two["held_out_loss"], rtol=1e-4)
+        assert (Path(double) / "best").is_dir()
 
 
 @pytest.mark.slow
