@@ -366,6 +366,7 @@ def test_a_table_keeps_rows_out_and_samples_where_their_loss_is_lowest(tmp_path,
     assert run.weights == ("best", True) and run.step == 150
     assert json.loads((tmp_path / "run" / "last" / "state.json").read_text())["step"] == 350  # 150 + max(200, 150)
     assert dk.load(tmp_path / "run", "last").step == 350
+    assert "held out, at step 150 (sampled by default)" in run.describe()
     rows = run.sample(50, seed=0)
     assert rows.shape == (50, 3)
 

@@ -744,7 +744,9 @@ class Run:
             + (f" falling to 0 over the last {t['lr_decay_frac']:.0%} of the budget" if t.get("lr_decay_frac") else "")
             + f", batch {t.get('batch_size')}, {'bf16 autocast' if t.get('bf16') else 'fp32'}",
             f"trained      {state['step']} steps, {state['nimg']} images, {state['elapsed'] / 60:.1f} min",
-            f"checkpoints  {', '.join(c for c in ('last', 'best') if (self.path / c).is_dir())}",
+            f"checkpoints  {', '.join(c for c in ('last', 'best') if (self.path / c).is_dir())}"
+            + (f"; best: the lowest loss on {t['holdout']:.0%} of the rows held out, at step {state.get('best_step')}"
+               f" (sampled by default)" if t.get("holdout") and state.get("best_step") is not None else ""),
         ]
         if "init_from" in self.config:
             src = self.config["init_from"]
