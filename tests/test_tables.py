@@ -401,4 +401,6 @@ def test_holdout_defaults_and_errors(tmp_path, capsys):
                                "--holdout", 1.5), "holdout must be in [0, 1)")
     one_line_error(capsys, cli("train", "--data", tmp_path / "small.csv", "--out", tmp_path / "s4", "--steps", 5,
                                "--holdout", 0.2, "--eval-reference", tmp_path / "small.csv"), "--eval-reference")
+    one_line_error(capsys, cli("train", "--data", tmp_path / "small.csv", "--out", tmp_path / "s5", "--steps", 5,
+                               "--holdout", 0.2, "--eval-every", 0), "every --eval-every steps")
     assert not (tmp_path / "d").exists() and not (tmp_path / "s2").exists()

@@ -163,6 +163,8 @@ class TrainConfig(Config):
               "eval_every")
         check(self.holdout is None or 0 <= self.holdout < 1, f"holdout must be in [0, 1), got {self.holdout}",
               "holdout")
+        check(not (self.holdout and self.eval_every == 0), "held-out rows are measured every eval_every steps: give "
+              "eval_every >= 1 with holdout, or holdout 0", "eval_every", "holdout")
         check(not (self.holdout and self.eval_reference), "with holdout the run is evaluated on its held-out rows; "
               "eval_reference is for sampled evaluation (holdout 0)", "holdout", "eval_reference")
         check(self.eval_samples >= 4, f"eval_samples must be at least 4, got {self.eval_samples}", "eval_samples")
