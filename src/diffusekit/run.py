@@ -140,8 +140,8 @@ class Run:
         diffusers (diffusers_io)."""
         path, device = Path(path), pick_device(device)
         if is_diffusers_folder(path):
-            check(checkpoint in ("auto", "last") and ema, f"{path} is a diffusers folder: it holds one set of weights (no best "
-                  f"checkpoint, no separate EMA)", "checkpoint")
+            check(checkpoint in ("auto", "last") and ema, f"{path} is a diffusers folder: it holds one set of weights "
+                  f"(no best checkpoint, no separate EMA)", "checkpoint")
             try:
                 from .diffusers_io import load_diffusers
             except ImportError:

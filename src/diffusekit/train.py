@@ -495,27 +495,26 @@ class Trainer:
     def evaluate(self):
         """Evaluate the EMA weights (the held-out rows' loss, or samples' figures), log the figures to eval.csv, and
         keep the best checkpoint in best/."""
-        if self.held_out is not None:
+        if self.held_out is not None:  # on every rank: the stop depends on it
             score = self.held_out_loss()
-            if self.rank == 0:
-                self.log_row(self.out / "eval.csv", ["step", "held_out_loss"], [self.step, round(score, 6)])
-            if score < self.best:
-                self.best, self.best_step = score, self.step
-                self.save("best", {"score": score})
-            return score
-        if self.rank != 0:
+            header, row = ["step", "held_out_loss"], [self.step, round(score, 6)]
+        elif self.rank != 0:
             return
-        n = self.cfg.eval_samples
-        labels = self.mcfg.pick_labels(n, seed=1)
-        x = sample(self.ema_denoiser(), self.mcfg, n, replace(self.sampling, seed=1), labels=labels, device=self.device)
-        result = self.evaluator(self.data.codec.decode(x))
-        score = self.evaluator.headline(result)
-        keys = [k for k in ("fcd", "fcd_se", "kid", "precision", "recall", "energy_distance", "energy_distance_se")
-                if k in result]
-        self.log_row(self.out / "eval.csv", ["step", "n_samples", *keys], [self.step, n, *[round(result[k], 6) for k in keys]])
+        else:
+            n = self.cfg.eval_samples
+            labels = self.mcfg.pick_labels(n, seed=1)
+            x = sample(self.ema_denoiser(), self.mcfg, n, replace(self.sampling, seed=1), labels=labels,
+                       device=self.device)
+            result = self.evaluator(self.data.codec.decode(x))
+            score = self.evaluator.headline(result)
+            keys = [k for k in ("fcd", "fcd_se", "kid", "precision", "recall", "energy_distance", "energy_distance_se")
+                    if k in result]
+            header, row = ["step", "n_samples", *keys], [self.step, n, *[round(result[k], 6) for k in keys]]
+        if self.rank == 0:
+            self.log_row(self.out / "eval.csv", header, row)
         if score < self.best:
             self.best, self.best_step = score, self.step
-            self.save("best", {"score": score})
+            self.save("best", {"score": score})  # rank 0 writes
         return score
 
     # ----- one step ----------------------------------------------------------------------------------------
