@@ -18,7 +18,8 @@ character.
 Both models are diffusekit's TokenTransformer of one preset with rotary positions (bidirectional for diffusion, causal
 for the autoregressive one), AdamW at the same learning rate, batch, warm-up, gradient clip and EMA. Masked diffusion is
 scored by its ELBO (an upper bound, 64 stratified levels per window); the autoregressive model by its exact NLL, each
-window from a start token. Both on the same 2,000 held-out windows. Writes benchmarks/results/text_bpc_<preset>.json.
+window from a start token. Both on the same 2,000 held-out windows. Writes benchmarks/results/text_bpc_<preset>.json
+(or `--name`).
 """
 from __future__ import annotations
 
@@ -184,6 +185,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-windows", type=int, default=2000)
+    p.add_argument("--name", help="result file name (default text_bpc_PRESET)")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="text-bpc-"))
     train_text, test_text, held = corpus(tmp)
@@ -211,7 +213,7 @@ def main():
            "test_works": held, "eval_windows": a.eval_windows, "mdlm": {**mdlm_bpc, "steps": run.step},
            "autoregressive": ar_bpc, "ratio_to_best_autoregressive": mdlm_bpc["bpc"] / best_ar, **extra}
     print(json.dumps(out, indent=1))
-    (RESULTS / f"text_bpc_{a.preset}.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"{a.name or 'text_bpc_' + a.preset}.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
