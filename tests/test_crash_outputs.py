@@ -12,9 +12,8 @@ import torch
 
 from diffusekit import load as load_run
 from diffusekit.checkpoint import LOCK_FILE
+from test_crash import CLI, ENV
 
-CLI = [sys.executable, "-m", "diffusekit"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def test_a_killed_anomaly_fit_leaves_no_detector_or_a_whole_one(tmp_path):
     """`anomaly fit` killed at moments spread over its run: detector.json is written last, so the folder holds either
