@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from diffusekit import checkpoint
 from diffusekit.anomaly import flag_rate, conformal_p_values, min_variance_weights, normal_scores
 from diffusekit.errors import DiffusekitError
 from diffusekit.detector import AnomalyDetector
@@ -709,6 +710,38 @@ def test_a_csv_is_scored_in_chunks_as_the_whole_file_and_an_interrupted_run_resu
     assert (tmp_path / "r.csv").read_text() == (tmp_path / "s.csv").read_text()
     e(capsys, cli("anomaly", "score", d / "det", "--data", tmp_path / "big.csv", "--out", tmp_path / "r.csv",
                   "--resume"), "nothing to --resume")
+
+
+HEAP_PROBE = """
+import ctypes, sys
+from diffusekit import runtime
+libc = ctypes.CDLL(None)
+class Info(ctypes.Structure):
+    _fields_ = [(k, ctypes.c_size_t) for k in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                                "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype, libc.malloc.restype, libc.malloc.argtypes = Info, ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(16 << 20))  # a freed 16 MiB block: glibc's threshold for mapping blocks rises to it
+if sys.argv[1] == "steady":
+    runtime.steady_heap()
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(1 << 20)
+print(libc.mallinfo2().hblkhd - before >= 1 << 20)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"), reason="glibc's heap only")
+def test_a_stream_keeps_large_blocks_out_of_the_heap(monkeypatch, tmp_path):
+    """A block of a chunk's size freed back to the system, not left in the heap to fragment: glibc's threshold for
+    mapping a block on its own rises with the largest it has freed unless `steady_heap` fixes it, as streams do."""
+    mapped = {how: subprocess.run([sys.executable, "-c", HEAP_PROBE, how], capture_output=True, text=True,
+                                  check=True).stdout.strip() for how in ("default", "steady")}
+    assert mapped == {"default": "False", "steady": "True"}, mapped
+    calls = []
+    monkeypatch.setattr(checkpoint, "steady_heap", lambda: calls.append(1))
+    write_csv(tmp_path / "rows.csv", np.zeros((5, 2)), ["a", "b"])
+    checkpoint.PartialCsv(None, False).fill(tmp_path / "rows.csv", 2, lambda chunk: (["n"], [[len(chunk.cells)]]))
+    assert calls == [1]
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .data import csv_chunks
 from .errors import DiffusekitError, check
-from .runtime import is_main_process, on_main, release_memory
+from .runtime import is_main_process, on_main, release_memory, steady_heap
 
 try:
     import fcntl
@@ -165,6 +165,7 @@ class PartialCsv:
         check(isinstance(n, int) and n >= 0, f"n must be >= 0 (0: all), got {n}", "n")
         wanted, done = n or float("inf"), self.done
         total = min(wanted, sum(1 for _ in open(path, "rb"))) if progress and is_main_process() else None  # a bar
+        steady_heap()
         with tqdm(total=total, initial=done, disable=total is None, desc=desc, unit="row") as bar:
             try:
                 for chunk in csv_chunks(str(path), chunk_rows, skip=done):

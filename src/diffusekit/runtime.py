@@ -133,18 +133,32 @@ def _all_gather_rows(t: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
     return [b[:c * row].view(t.dtype).reshape(c, *t.shape[1:]) for b, c in zip(bufs, counts)]
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+STREAM_MMAP_THRESHOLD = 256 * 1024
+
+
+def steady_heap():
+    """Before a long stream: blocks from 256 KiB up always get their own mapping, returned whole when freed. glibc
+    otherwise raises this threshold to the largest block it has freed (up to 32 MiB), and a chunk's tensors are then
+    carved out of the heap among small long-lived objects: each chunk's peak creeps up with the chunks before it.
+    Process-wide, set once, and only where the C library is glibc (elsewhere nothing)."""
+    mallopt = _libc("mallopt")
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, STREAM_MMAP_THRESHOLD)
+
+
 def release_memory():
     """Hand the heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing): a long stream then stays
     at one chunk's resident memory instead of creeping up through fragmentation."""
-    trim = _malloc_trim()
+    trim = _libc("malloc_trim")
     if trim is not None:
         trim(0)
 
 
 @functools.cache
-def _malloc_trim():
+def _libc(name: str):
     try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), name, None)
     except OSError:
         return None
 
