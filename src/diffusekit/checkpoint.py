@@ -148,13 +148,14 @@ class PartialCsv:
     resume an existing OUT.partial is refused, as it holds an interrupted run's rows. settings: what the rows depend
     on (JSON-able), kept beside them in OUT.partial.json: a resume with other settings is refused. out None: nothing is
     written (the rows are made for what they add up to). Under torchrun rank 0 alone writes; every rank learns `done`
-    and `header`."""
+    and `header`. Call `release_memory` after each chunk: a long stream then stays at one chunk's memory."""
 
     def __init__(self, out, resume: bool, settings: dict | None = None):
         check(out is not None or not resume, "resume continues rows written to a file: give out", "resume")
         self.out, self.main = out and Path(out), is_main_process() and out is not None
         self.partial, self.settings_file = Path(f"{out}.partial"), Path(f"{out}.partial.json")
         self.done, self.header = on_main(lambda: self._open(resume, settings)) if out is not None else (0, None)
+        steady_heap()
 
     def fill(self, path, chunk_rows: int, make, *, n: int = 0, exact=False, progress=False, desc="rows") -> int:
         """The rows of the CSV at `path` after those done (its first n; 0: all), chunk by chunk (`data.csv_chunks`):
@@ -165,7 +166,6 @@ class PartialCsv:
         check(isinstance(n, int) and n >= 0, f"n must be >= 0 (0: all), got {n}", "n")
         wanted, done = n or float("inf"), self.done
         total = min(wanted, sum(1 for _ in open(path, "rb"))) if progress and is_main_process() else None  # a bar
-        steady_heap()
         with tqdm(total=total, initial=done, disable=total is None, desc=desc, unit="row") as bar:
             try:
                 for chunk in csv_chunks(str(path), chunk_rows, skip=done):

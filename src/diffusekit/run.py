@@ -37,7 +37,7 @@ from .likelihood import FlowConfig, NLLConfig, bits_per_dim, decode, encode, nll
 from .metrics import psnr, ssim
 from .model import ModelConfig, build_denoiser
 from .precond import MeanDenoiser, unconditional
-from .runtime import is_main_process, map_batches, pick_device
+from .runtime import is_main_process, map_batches, pick_device, release_memory
 from .samplers import VECTOR_TUNING, SampleConfig, sample, sampling_defaults
 from .schedules import grid_name
 from .train import CT_TARGETS, DISTILL_SETTINGS, TrainConfig, Trainer
@@ -336,6 +336,8 @@ class Run:
                 except DiffusekitError as e:
                     raise stream.stopped(e, start) from None
                 bar.update(len(x))
+                del x, frame
+                release_memory()
         stream.finish()
         return {"n": n, "resumed_at": stream.done if resume else None}
 
