@@ -134,14 +134,15 @@ def _all_gather_rows(t: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-STREAM_MMAP_THRESHOLD = 256 * 1024
+STREAM_MMAP_THRESHOLD = 256 * 1024  # glibc's starting value is 128 KiB; a chunk's tensors are far above either
 
 
 def steady_heap():
-    """Before a long stream: blocks from 256 KiB up always get their own mapping, returned whole when freed. glibc
-    otherwise raises this threshold to the largest block it has freed (up to 32 MiB), and a chunk's tensors are then
-    carved out of the heap among small long-lived objects: each chunk's peak creeps up with the chunks before it.
-    Process-wide, set once, and only where the C library is glibc (elsewhere nothing)."""
+    """Before a long stream: a block of 256 KiB or more that the heap has no free room for gets its own mapping
+    (returned whole when freed) instead of growing the heap. glibc otherwise raises this threshold to the largest
+    mapped block it has freed (up to 32 MiB), and a chunk's tensors are then carved out of the heap among small
+    long-lived objects: each chunk's peak creeps up with the chunks before it. It changes the whole process's malloc
+    for good (a fixed threshold also stops the raising); only where the C library is glibc (elsewhere nothing)."""
     mallopt = _libc("mallopt")
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, STREAM_MMAP_THRESHOLD)
