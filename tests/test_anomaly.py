@@ -1,5 +1,6 @@
 """Anomaly detection: conformal calibration, a 2-D toy end to end, breast-cancer tables through the CLI, bad input."""
 import csv
+import ctypes
 import json
 import math
 import shutil
@@ -728,7 +729,7 @@ print(not lo <= block < hi)
 """
 
 
-@pytest.mark.skipif(not (sys.platform == "linux" and hasattr(__import__("ctypes").CDLL(None), "mallopt")),
+@pytest.mark.skipif(not (sys.platform == "linux" and hasattr(ctypes.CDLL(None), "mallopt")),
                     reason="glibc's heap only")
 def test_a_stream_keeps_large_blocks_out_of_the_heap(monkeypatch):
     """A block of a chunk's size freed back to the system, not left in the heap to fragment: glibc's threshold for
