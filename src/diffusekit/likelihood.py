@@ -263,6 +263,8 @@ def nll(denoiser, model_config, codec, x, config: NLLConfig, *, labels=None, dev
     c = config
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise DiffusekitError("data contain NaN or infinite values")
+    if codec.kind == "vector":
+        codec.log_det_scale()  # before any work: a codec with no density in data units says so here
     n, d = x.shape[0], x[0].numel()
     rtol, atol = c.tolerances
     mine, rank, world = shard(n)

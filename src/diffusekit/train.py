@@ -27,7 +27,7 @@ from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_t
                          write_text_atomic)
 from .config import Config, check, check_choice
 from .evaluate import Evaluator
-from .data import Data, load_data, with_target
+from .data import NUMERIC_MAPS, Data, load_data, with_numeric_map, with_target
 from .data.images import FITS, parse_size
 from .errors import DiffusekitError
 from .losses import (NOISES, OBJECTIVES, WEIGHTINGS, ConsistencyLoss, DiffusionLoss, TeacherPathLoss, check_q,
@@ -72,6 +72,9 @@ class TrainConfig(Config):
     image_fit: str = "crop"  # crop (fill, cut the centre) | pad (fit inside, border colour around)
     class_cond: str = "auto"  # auto (when the data has labels) | on | off
     target: str | None = None  # a table's column used as the class label (data.with_target)
+    # a table's numeric columns in model space: standard ((v - mean) / std) | quantile (through their empirical
+    # distribution to a standard normal: repeated values come back exact; no likelihood in data units)
+    numeric: str = "standard"
     label_dropout: float = 0.1
     dropout: float = 0.0
     batch_size: int = 128  # global batch, over all ranks and accumulation steps
@@ -126,6 +129,7 @@ class TrainConfig(Config):
         check(self.weighting != "likelihood" or self.noise == "loguniform",
               "weighting likelihood (maximum-likelihood training) needs noise loguniform", "weighting", "noise")
         check_choice("class_cond", self.class_cond, ("auto", "on", "off"))
+        check_choice("numeric", self.numeric, NUMERIC_MAPS)
         check(self.target is None or (isinstance(self.target, str) and self.target and self.class_cond != "off"),
               "target names a table column to condition on (class_cond auto or on)", "target", "class_cond")
         check((self.steps or 0) >= 0 and (self.minutes or 0) >= 0, "steps and minutes must not be negative",
@@ -347,6 +351,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.data = load_data(cfg.data, cfg.image_size or None, categorical=[cfg.target] if cfg.target else (),
                               image_fit=cfg.image_fit, lazy=True)  # batches are drawn by index: a big folder is read per batch
+        self.data = with_numeric_map(self.data, cfg.numeric)
         if cfg.target:
             self.data = with_target(self.data, cfg.target)
         if len(self.data) == 0:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import DiffusekitError
-from .codecs import ImageCodec, VectorCodec, codec_from_dict, is_missing, parse_times, to_numbers  # noqa: F401
+from .codecs import (NUMERIC_MAPS, ImageCodec, VectorCodec, codec_from_dict, is_missing, parse_times,  # noqa: F401
+                     to_numbers)
 from .text import load_text
 from .images import IMAGE_EXTS, check_fit, LazyImages, image_files, image_headers, parse_size, read_image_files
 from .toys import TOYS, toy_data
@@ -190,6 +191,21 @@ def with_target(data: Data, name: str) -> Data:
     weights = (torch.bincount(labels, minlength=len(codec.categories[name])).double() / len(labels)).tolist()
     x, rest = codec.split(data.x, name, {"column": name, "index": j, "weights": weights})
     return Data(x, labels, rest, list(codec.categories[name]))
+
+
+def with_numeric_map(data: Data, numeric: str) -> Data:
+    """A table with its numeric columns brought into model space by `numeric` ("standard" or "quantile", see
+    VectorCodec): its codec refitted to the rows as loaded, every categorical column kept one."""
+    if numeric not in NUMERIC_MAPS:
+        raise DiffusekitError(f"numeric must be one of {', '.join(NUMERIC_MAPS)}, got {numeric!r}", "numeric")
+    if numeric == "standard":
+        return data
+    if data.codec.kind != "vector":
+        raise DiffusekitError(f"numeric {numeric} maps a table's numeric columns; this data holds {data.codec.kind}s",
+                              "numeric")
+    rows = data.codec.decode(data.x)
+    codec = VectorCodec.fit(rows, data.codec.columns, list(data.codec.categories), numeric=numeric)
+    return Data(codec.encode(rows), data.labels, codec, list(data.class_names))
 
 
 def _images(a_uint8: np.ndarray, labels=None, class_names=()) -> Data:

@@ -67,6 +67,8 @@ class ImageCodec:
 MISSING = ("", "na", "nan", "null", "none", "<na>")
 MAX_DECIMALS = 6  # a numeric column written with more decimals is not rounded on decoding
 ONE_HOT_MAX = 64  # a categorical column with more levels is coded in analog bits
+NUMERIC_MAPS = ("standard", "quantile")
+QUANTILE_BOUND = 1e-7  # the quantile map's levels stay within +-Phi^-1(1 - 1e-7) = +-5.2 (scikit-learn's bound)
 _ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:([T ])\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
 
 
@@ -128,12 +130,17 @@ class VectorCodec:
     one-hot over K dimensions, +1 for its level and -1 elsewhere (unit scale, like a standardized column), decoded as
     the largest; above ONE_HOT_MAX levels, analog bits (Chen et al. 2022): the level's index in binary over
     ceil(log2 K) dimensions of +-1, decoded as the nearest valid code. User space: a float array when every column is
-    a plain number, else an object array of floats and texts."""
+    a plain number, else an object array of floats and texts.
+    Quantile map (`fit(numeric="quantile")`, TabDDPM's preprocessing): each numeric column goes through its training
+    values' empirical distribution function to a standard normal, z = Phi^-1(F(v)), F interpolated linearly between
+    `quantile_count` quantiles, and back through their quantile function. A value many rows share (a spike: 40 hours a
+    week, 0 for none) maps to the middle of its stretch of F, and every z of that stretch decodes to it exactly: the
+    model need not learn a point mass, which a continuous model spreads over nearby values."""
 
     kind = "vector"
 
     def __init__(self, mean, std, columns=None, categories=None, decimals=None, ranges=None, dates=None, missing=(),
-                 bits=(), target=None):
+                 bits=(), target=None, quantiles=None):
         self.mean = np.asarray(mean, dtype=np.float64)
         self.std = np.asarray(std, dtype=np.float64)
         self.columns = list(columns) if columns is not None else [f"x{i}" for i in range(len(self.mean))]
@@ -142,6 +149,8 @@ class VectorCodec:
         self.missing, self.bits = set(missing), set(bits)
         self.ranges = {c: (float(lo), float(hi)) for c, (lo, hi) in (ranges or {}).items()}
         self.dates = {c: dict(d) for c, d in (dates or {}).items()}  # column -> {"unit": "D" or "s", "sep": "T"}
+        # column -> its training values' quantiles at evenly spaced levels 0..1 (the quantile map)
+        self.quantiles = {c: np.asarray(q, dtype=np.float64) for c, q in (quantiles or {}).items()}
         # the class-label column kept out of the features (`without`): {"column", "index", "weights" of its levels}
         self.target = dict(target) if target else None
         # the model dimensions of each column, in column order
@@ -161,14 +170,17 @@ class VectorCodec:
         return 2 if c in self.missing else 1
 
     @classmethod
-    def fit(cls, values, columns=None, categorical=()):
+    def fit(cls, values, columns=None, categorical=(), numeric: str = "standard"):
         """values: rows of numbers, or (object array) rows of cells: numbers, ISO dates, texts (a column not all
         numbers or all dates is categorical) and missing cells; columns named in `categorical` are categorical
-        whatever their values look like."""
+        whatever their values look like. numeric: how numeric columns enter model space, "standard" or "quantile"
+        (the class docstring)."""
+        if numeric not in NUMERIC_MAPS:
+            raise DiffusekitError(f"numeric must be one of {', '.join(NUMERIC_MAPS)}, got {numeric!r}")
         values = np.asarray(values)
         columns = list(columns) if columns is not None else [f"x{i}" for i in range(values.shape[1])]
         mean, std = np.zeros(len(columns)), np.ones(len(columns))
-        categories, decimals, ranges, dates, missing = {}, {}, {}, {}, []
+        categories, decimals, ranges, dates, missing, quantiles = {}, {}, {}, {}, [], {}
         for j, c in enumerate(columns):
             col = values[:, j]
             nums, times = (None, None) if c in categorical else (to_numbers(col), None)
@@ -195,8 +207,10 @@ class VectorCodec:
                 k = _decimals(present)
                 if k is not None:
                     decimals[c] = k
+                if numeric == "quantile":
+                    quantiles[c] = np.quantile(present, np.linspace(0, 1, quantile_count(len(present))))
         bits = [c for c, levels in categories.items() if len(levels) > ONE_HOT_MAX]
-        return cls(mean, std, columns, categories, decimals, ranges, dates, missing, bits)
+        return cls(mean, std, columns, categories, decimals, ranges, dates, missing, bits, quantiles=quantiles)
 
     @property
     def shape(self):
@@ -221,7 +235,8 @@ class VectorCodec:
             if c in self.categories:
                 out[:, j] = np.asarray(self.categories[c], dtype=object)[self.level_index(c, x[:, sl])]
                 continue
-            v = x[:, sl.stop - 1] * self.std[j] + self.mean[j]
+            v = (from_normal(x[:, sl.stop - 1], self.quantiles[c]) if c in self.quantiles
+                 else x[:, sl.stop - 1] * self.std[j] + self.mean[j])
             if c in self.decimals:
                 v = np.round(v, self.decimals[c])
             if c in self.ranges:
@@ -274,7 +289,8 @@ class VectorCodec:
                 raise DiffusekitError(f"data contain infinite values (column {c!r})")
             if c in self.missing:
                 x[:, sl.start] = np.where(gone, 1.0, -1.0)
-            x[:, sl.stop - 1] = np.where(gone, 0.0, (col - self.mean[j]) / self.std[j])
+            z = to_normal(col, self.quantiles[c]) if c in self.quantiles else (col - self.mean[j]) / self.std[j]
+            x[:, sl.stop - 1] = np.where(gone, 0.0, z)
         return torch.from_numpy(x).float()
 
     def _encode_levels(self, c, cells, unseen, row0=1):
@@ -297,6 +313,9 @@ class VectorCodec:
     def log_det_scale(self) -> float:
         """log |d model / d data| per row: add to a model-space log-density to get one in data units (nats).
         One-hot, bit and missing-indicator dimensions have no data units: their density stays in model units."""
+        if self.quantiles:
+            raise DiffusekitError("likelihoods in data units need a table trained with numeric standard: the quantile "
+                                  "map (numeric quantile) gives a value many rows share a point mass, not a density")
         return float(-np.log(self.std[self.numeric]).sum())
 
     def column_of_dim(self) -> list[int]:
@@ -309,7 +328,7 @@ class VectorCodec:
         d = copy.deepcopy(self.to_dict())  # to_dict shares this codec's dicts
         for key in ("mean", "std", "columns"):
             d[key] = d[key][:j] + d[key][j + 1:]
-        for key in ("categories", "decimals", "ranges", "dates"):
+        for key in ("categories", "decimals", "ranges", "dates", "quantiles"):
             d.get(key, {}).pop(name, None)
         for key in ("missing", "bits"):
             d[key] = [c for c in d.get(key, ()) if c != name]
@@ -325,10 +344,36 @@ class VectorCodec:
         d = {"kind": "vector", "mean": self.mean.tolist(), "std": self.std.tolist(), "columns": self.columns}
         for name, value in (("categories", self.categories), ("decimals", self.decimals),
                             ("ranges", {c: list(r) for c, r in self.ranges.items()}), ("dates", self.dates),
-                            ("missing", sorted(self.missing)), ("bits", sorted(self.bits)), ("target", self.target)):
+                            ("missing", sorted(self.missing)), ("bits", sorted(self.bits)), ("target", self.target),
+                            ("quantiles", {c: q.tolist() for c, q in self.quantiles.items()})):
             if value:
                 d[name] = value
         return d
+
+
+def quantile_count(n: int) -> int:
+    """Quantiles a quantile map keeps of n values: one per 30 values, 10 to 1,000 (TabDDPM's choice)."""
+    return max(min(n // 30, 1000), 10)
+
+
+def to_normal(v: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Phi^-1(F(v)), F interpolating linearly between quantiles q at levels linspace(0, 1); a value equal to
+    quantiles q[a..b] takes the middle level (p_a + p_b) / 2, and the levels are kept within QUANTILE_BOUND of 0 and 1
+    (a value outside the training range goes to the nearest end). NaN stays NaN; a constant column maps to 0."""
+    p = np.linspace(0, 1, len(q))
+    if q[0] == q[-1]:
+        return np.where(np.isnan(v), np.nan, 0.0)
+    u = np.interp(v, q, p)  # between quantiles; at a run of equal quantiles, numpy gives the run's last level
+    a, b = np.searchsorted(q, v, "left"), np.searchsorted(q, v, "right")
+    u = np.where(b > a, (p[np.minimum(a, len(q) - 1)] + p[np.maximum(b - 1, 0)]) / 2, u)
+    u = np.clip(u, QUANTILE_BOUND, 1 - QUANTILE_BOUND)
+    return torch.special.ndtri(torch.from_numpy(np.asarray(u, dtype=np.float64))).numpy()
+
+
+def from_normal(z: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The quantile map's inverse: the quantile function at Phi(z), interpolated linearly between quantiles q."""
+    u = torch.special.ndtr(torch.from_numpy(np.asarray(z, dtype=np.float64))).numpy()
+    return np.interp(u, np.linspace(0, 1, len(q)), q)
 
 
 def _decimals(values: np.ndarray) -> int | None:
@@ -382,7 +427,7 @@ def codec_from_dict(d: dict):
     if d.get("kind") == "vector":
         return VectorCodec(d["mean"], d["std"], d.get("columns"), d.get("categories"), d.get("decimals"),
                            d.get("ranges"), d.get("dates"), d.get("missing", ()), d.get("bits", ()),
-                           d.get("target"))
+                           d.get("target"), d.get("quantiles"))
     if d.get("kind") == "text":
         from .text import TextCodec
 
