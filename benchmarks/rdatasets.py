@@ -11,7 +11,7 @@ import pandas as pd
 
 # the large mixed tables used by the synthetic-rows benchmark: (R package, data set, the column taken as the class)
 LARGE_MIXED = {"diamonds": ("ggplot2", "diamonds", "cut"), "HI": ("Ecdat", "HI", "whi"),
-               "DoctorContacts": ("Ecdat", "DoctorContacts", "health")}
+               "BudgetFood": ("Ecdat", "BudgetFood", "sex")}
 
 
 def r_table(package: str, name: str, target: str, runs: Path = Path("runs")) -> pd.DataFrame:

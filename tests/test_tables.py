@@ -466,6 +466,10 @@ def test_a_table_trained_with_the_quantile_map_samples_spikes_and_refuses_likeli
     capsys.readouterr()
     code = cli("nll", tmp_path / "run", "--data", tmp_path / "hours.csv", "--n", 10, "--no-progress")
     one_line_error(capsys, code, "numeric standard", "point mass")
+    from diffusekit import AnomalyDetector
+
+    with pytest.raises(DiffusekitError, match="numeric standard"):
+        AnomalyDetector.fit(str(tmp_path / "hours.csv"), runs=[tmp_path / "run"], out=tmp_path / "det")
     code = cli("train", "--data", tmp_path / "hours.csv", "--out", tmp_path / "bad", "--steps", 1, "--numeric", "rank")
     one_line_error(capsys, code, "numeric", "quantile")
     code = cli("train", "--data", "digits", "--out", tmp_path / "img", "--steps", 1, "--numeric", "quantile")

