@@ -444,6 +444,9 @@ def test_the_quantile_map_gives_repeated_values_back_exactly_at_their_rates():
     # a spike encodes to the middle of its stretch of the distribution function, not to the +-5.2 bound at an end
     middle = torch.special.ndtri(torch.tensor((v == 0).mean() / 2))
     assert abs(float(c.encode(np.array([[0.0]]))[0, 0]) - float(middle)) < 0.01
+    lone = np.r_[np.random.default_rng(1).standard_normal(3000), 1e6, -5e5]  # each end held by one value
+    ends = VectorCodec.fit(lone[:, None], numeric="quantile")
+    np.testing.assert_array_equal(ends.decode(ends.encode(lone[-2:, None]))[:, 0], lone[-2:])
     back = codec_from_dict(json.loads(json.dumps(c.to_dict())))
     np.testing.assert_array_equal(back.decode(z[:1000])[:, 0], out[:1000])
     two = VectorCodec.fit(np.c_[v, v], columns=["a", "b"], numeric="quantile")
@@ -470,6 +473,9 @@ def test_a_table_trained_with_the_quantile_map_samples_spikes_and_refuses_likeli
 
     with pytest.raises(DiffusekitError, match="numeric standard"):
         AnomalyDetector.fit(str(tmp_path / "hours.csv"), runs=[tmp_path / "run"], out=tmp_path / "det")
+    code = cli("train", "--data", tmp_path / "hours.csv", "--out", tmp_path / "ft", "--steps", 1, "--init-from",
+               tmp_path / "run")  # its weights work on quantile-mapped columns
+    one_line_error(capsys, code, "trained with the other", "numeric quantile")
     code = cli("train", "--data", tmp_path / "hours.csv", "--out", tmp_path / "bad", "--steps", 1, "--numeric", "rank")
     one_line_error(capsys, code, "numeric", "quantile")
     code = cli("train", "--data", "digits", "--out", tmp_path / "img", "--steps", 1, "--numeric", "quantile")

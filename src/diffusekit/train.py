@@ -27,7 +27,7 @@ from .checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_t
                          write_text_atomic)
 from .config import Config, check, check_choice
 from .evaluate import Evaluator
-from .data import NUMERIC_MAPS, Data, load_data, with_numeric_map, with_target
+from .data import NUMERIC_MAPS, Data, load_data, with_target
 from .data.images import FITS, parse_size
 from .errors import DiffusekitError
 from .losses import (NOISES, OBJECTIVES, WEIGHTINGS, ConsistencyLoss, DiffusionLoss, TeacherPathLoss, check_q,
@@ -350,8 +350,8 @@ class Trainer:
               f"({self.world * cfg.grad_accum})", "batch_size")
         self.out = Path(cfg.out)
         self.data = load_data(cfg.data, cfg.image_size or None, categorical=[cfg.target] if cfg.target else (),
-                              image_fit=cfg.image_fit, lazy=True)  # batches are drawn by index: a big folder is read per batch
-        self.data = with_numeric_map(self.data, cfg.numeric)
+                              image_fit=cfg.image_fit, lazy=True,  # batches are drawn by index: a big folder is read per batch
+                              numeric=cfg.numeric)
         if cfg.target:
             self.data = with_target(self.data, cfg.target)
         if len(self.data) == 0:
@@ -362,6 +362,10 @@ class Trainer:
             source = read_source(cfg) if cfg.init_from else None
             check(source is None or source["codec"]["kind"] == self.data.codec.kind, f"init_from {cfg.init_from} "
                   f"models {source and source['codec']['kind']}s; this data holds {self.data.codec.kind}s", "init_from")
+            # its weights work in its model space: numeric columns mapped one way cannot be read the other way
+            check(source is None or bool(source["codec"].get("quantiles")) == bool(getattr(self.data.codec, "quantiles",
+                  None)), f"init_from {cfg.init_from} was trained with the other numeric map; give numeric "
+                  f"{'quantile' if source and source['codec'].get('quantiles') else 'standard'}", "init_from", "numeric")
         self.mcfg = model_config_for(cfg, self.data)
         fill_recipe(cfg, self.mcfg.kind, self.device, len(self.data))
         exists = (self.out / "config.json").exists()

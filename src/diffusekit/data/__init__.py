@@ -45,18 +45,30 @@ class Data:
 MAX_CLASSES = 10_000
 
 
-def load_data(spec: str, image_size=None, categorical=(), image_fit: str = "crop", lazy: bool = False) -> Data:
+def load_data(spec: str, image_size=None, categorical=(), image_fit: str = "crop", lazy: bool = False,
+              numeric: str = "standard") -> Data:
     """Load a data spec; raises DiffusekitError with a one-line message on any problem. categorical: CSV columns
     read as categories whatever their cells look like (new rows for a model whose column is categorical: a batch
     may hold only its number-like levels). image_size, image_fit: a folder's images fitted to this size (N,
     "WIDTHxHEIGHT" or (height, width); default: their smallest side, square) by "crop" or "pad" (images.fit).
     lazy: a folder whose images, decoded, would take more than IN_MEMORY_BYTES is read as it is indexed
-    (images.LazyImages: training draws batches by index); its files' headers are read at once."""
+    (images.LazyImages: training draws batches by index); its files' headers are read at once. numeric: how a
+    table's numeric columns enter model space, "standard" or "quantile" (VectorCodec)."""
+    if numeric not in NUMERIC_MAPS:
+        raise DiffusekitError(f"numeric must be one of {', '.join(NUMERIC_MAPS)}, got {numeric!r}", "numeric")
+    data = _load(spec, image_size, categorical, image_fit, lazy, numeric)
+    if numeric != "standard" and data.codec.kind != "vector":
+        raise DiffusekitError(f"numeric {numeric} maps a table's numeric columns; {spec} holds {data.codec.kind}s",
+                              "numeric")
+    return data
+
+
+def _load(spec, image_size, categorical, image_fit, lazy, numeric) -> Data:
     name, _, rest = spec.partition(":")
     if spec == "digits":
         return _digits()
     if name == "toy":
-        return _toy(rest)
+        return _toy(rest, numeric)
     if name == "fashion-mnist":
         return _fashion_mnist(rest)
     if spec == "mnist":
@@ -65,9 +77,9 @@ def load_data(spec: str, image_size=None, categorical=(), image_fit: str = "crop
         texts, codec = load_text(name, rest)
         return Data(codec.encode(texts), None, codec)
     if spec.endswith(".npz"):
-        return _npz(spec)
+        return _arrays(*read_npz(spec), where=spec, numeric=numeric)
     if spec.endswith(".csv"):
-        return _csv(spec, set(categorical))
+        return _csv(spec, set(categorical), numeric)
     if os.path.isdir(spec):
         return _image_folder(spec, parse_size(image_size), image_fit, lazy)
     if spec.endswith("/") or os.path.sep in spec or os.path.exists(spec):
@@ -193,21 +205,6 @@ def with_target(data: Data, name: str) -> Data:
     return Data(x, labels, rest, list(codec.categories[name]))
 
 
-def with_numeric_map(data: Data, numeric: str) -> Data:
-    """A table with its numeric columns brought into model space by `numeric` ("standard" or "quantile", see
-    VectorCodec): its codec refitted to the rows as loaded, every categorical column kept one."""
-    if numeric not in NUMERIC_MAPS:
-        raise DiffusekitError(f"numeric must be one of {', '.join(NUMERIC_MAPS)}, got {numeric!r}", "numeric")
-    if numeric == "standard":
-        return data
-    if data.codec.kind != "vector":
-        raise DiffusekitError(f"numeric {numeric} maps a table's numeric columns; this data holds {data.codec.kind}s",
-                              "numeric")
-    rows = data.codec.decode(data.x)
-    codec = VectorCodec.fit(rows, data.codec.columns, list(data.codec.categories), numeric=numeric)
-    return Data(codec.encode(rows), data.labels, codec, list(data.class_names))
-
-
 def _images(a_uint8: np.ndarray, labels=None, class_names=()) -> Data:
     codec = ImageCodec(a_uint8.shape[-1], a_uint8.shape[1:3])
     lab = None if labels is None else torch.tensor(np.array(labels), dtype=torch.long)
@@ -222,19 +219,19 @@ def _digits() -> Data:
     return _images(a, d.target, [str(i) for i in range(10)])
 
 
-def _toy(rest: str) -> Data:
+def _toy(rest: str, numeric: str = "standard") -> Data:
     name, _, n = rest.partition(":")
     try:
         n = int(n) if n else 20000
     except ValueError:
         raise DiffusekitError(f"toy size must be an integer, got {n!r}") from None
     values = toy_data(name, n)
-    return Data(*_vectors(values))
+    return Data(*_vectors(values, numeric=numeric))
 
 
-def _vectors(values: np.ndarray, columns=None, categorical=()):
+def _vectors(values: np.ndarray, columns=None, categorical=(), numeric: str = "standard"):
     """values: numbers, or an object array whose text columns (and those named in `categorical`) are categorical."""
-    codec = VectorCodec.fit(values, columns, categorical)
+    codec = VectorCodec.fit(values, columns, categorical, numeric)
     return codec.encode(values), None, codec
 
 
@@ -326,11 +323,7 @@ def _check_declared_size(npz, path):
                                   f"{dtype}), more than half of this machine's memory")
 
 
-def _npz(path: str) -> Data:
-    return _arrays(*read_npz(path), where=path)
-
-
-def _arrays(a: np.ndarray, labels=None, where: str = "the array") -> Data:
+def _arrays(a: np.ndarray, labels=None, where: str = "the array", numeric: str = "standard") -> Data:
     """N x D numbers (a table without names) or N x H x W [x C] images (uint8, or float in [0, 1]), optional labels."""
     path = where
     if np.iscomplexobj(a):
@@ -349,7 +342,7 @@ def _arrays(a: np.ndarray, labels=None, where: str = "the array") -> Data:
     if a.ndim == 2:
         if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
             raise DiffusekitError(f"{path}: arr_0 must be finite numbers")
-        x, _, codec = _vectors(a.astype(np.float64))
+        x, _, codec = _vectors(a.astype(np.float64), numeric=numeric)
         return Data(x, None if labels is None else torch.as_tensor(labels).long(), codec, names)
     if a.ndim == 3:
         a = a[..., None]
@@ -413,9 +406,9 @@ def _csv_rows(path, columns, rows, start, first) -> CsvRows:
     return CsvRows(list(columns), cells, start, start + first)
 
 
-def _csv(path: str, categorical_columns=frozenset()) -> Data:
+def _csv(path: str, categorical_columns=frozenset(), numeric: str = "standard") -> Data:
     whole = next(csv_chunks(path, 1 << 62))
-    return _table(whole.cells, whole.columns, categorical_columns, path, first=whole.first_line)
+    return _table(whole.cells, whole.columns, categorical_columns, path, first=whole.first_line, numeric=numeric)
 
 
 def _dataframe(df, categorical_columns=frozenset()) -> Data:
@@ -427,7 +420,8 @@ def _dataframe(df, categorical_columns=frozenset()) -> Data:
     return _table(cells, [str(c) for c in df.columns], categorical_columns, "the DataFrame", first=0)
 
 
-def _table(cells: np.ndarray, columns: list, categorical_columns, path: str, first: int) -> Data:
+def _table(cells: np.ndarray, columns: list, categorical_columns, path: str, first: int,
+           numeric: str = "standard") -> Data:
     """Text cells [N, C] typed by column (VectorCodec.fit): numbers, ISO dates, or categories when mostly text (or
     named in categorical_columns); missing cells are modelled. first: the row number of cells[0] in messages."""
     dup = sorted({c for c in columns if columns.count(c) > 1})
@@ -453,7 +447,7 @@ def _table(cells: np.ndarray, columns: list, categorical_columns, path: str, fir
                                   "an identifier, not a category (drop it)")
     # a column the caller names categorical stays one even when this file holds only its number-like levels: read as
     # numbers, "1" would come back from the float32 model space as 0.99999996, a level the model never saw
-    return Data(*_vectors(cells, columns, categorical_columns))
+    return Data(*_vectors(cells, columns, categorical_columns, numeric))
 
 
 def _is_number(v) -> bool:

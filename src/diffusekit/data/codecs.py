@@ -176,7 +176,7 @@ class VectorCodec:
         whatever their values look like. numeric: how numeric columns enter model space, "standard" or "quantile"
         (the class docstring)."""
         if numeric not in NUMERIC_MAPS:
-            raise DiffusekitError(f"numeric must be one of {', '.join(NUMERIC_MAPS)}, got {numeric!r}")
+            raise DiffusekitError(f"numeric must be one of {', '.join(NUMERIC_MAPS)}, got {numeric!r}", "numeric")
         values = np.asarray(values)
         columns = list(columns) if columns is not None else [f"x{i}" for i in range(values.shape[1])]
         mean, std = np.zeros(len(columns)), np.ones(len(columns))
@@ -373,6 +373,7 @@ def to_normal(v: np.ndarray, q: np.ndarray) -> np.ndarray:
 def from_normal(z: np.ndarray, q: np.ndarray) -> np.ndarray:
     """The quantile map's inverse: the quantile function at Phi(z), interpolated linearly between quantiles q."""
     u = torch.special.ndtr(torch.from_numpy(np.asarray(z, dtype=np.float64))).numpy()
+    u = np.where(u <= 2 * QUANTILE_BOUND, 0.0, np.where(u >= 1 - 2 * QUANTILE_BOUND, 1.0, u))  # the ends, exactly
     return np.interp(u, np.linspace(0, 1, len(q)), q)
 
 
