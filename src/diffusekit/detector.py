@@ -285,9 +285,8 @@ class AnomalyDetector:
             if len(set(run_refs)) < len(run_refs):
                 raise DiffusekitError(f"runs names one run twice: {', '.join(run_refs)}", "runs")
         run = Run.ensemble(run_paths, device=device)
-        if getattr(run.codec, "quantiles", None):  # said before any scoring: the likelihood score needs a density
-            raise DiffusekitError("anomaly detection scores likelihoods in data units: give runs trained with numeric "
-                                  "standard (these map their numeric columns through quantiles)", "runs")
+        if run.codec.kind == "vector":  # before any scoring: the likelihood score needs a density in data units
+            run.codec.log_det_scale()
         k = len(held) // 2  # the first half fits the scores, the second calibrates
         info = {"data": spec, "runs": run_refs, "kind": run.codec.kind,
                 "shape": list(run.model_config.in_shape), "columns": getattr(run.codec, "columns", None),

@@ -363,9 +363,10 @@ class Trainer:
             check(source is None or source["codec"]["kind"] == self.data.codec.kind, f"init_from {cfg.init_from} "
                   f"models {source and source['codec']['kind']}s; this data holds {self.data.codec.kind}s", "init_from")
             # its weights work in its model space: numeric columns mapped one way cannot be read the other way
-            check(source is None or bool(source["codec"].get("quantiles")) == bool(getattr(self.data.codec, "quantiles",
-                  None)), f"init_from {cfg.init_from} was trained with the other numeric map; give numeric "
-                  f"{'quantile' if source and source['codec'].get('quantiles') else 'standard'}", "init_from", "numeric")
+            source_map = source and ("quantile" if source["codec"].get("quantiles") else "standard")
+            check(source is None or (source_map == "quantile") == bool(getattr(self.data.codec, "quantiles", None)),
+                  f"init_from {cfg.init_from} was trained with the other numeric map; give numeric {source_map}",
+                  "init_from", "numeric")
         self.mcfg = model_config_for(cfg, self.data)
         fill_recipe(cfg, self.mcfg.kind, self.device, len(self.data))
         exists = (self.out / "config.json").exists()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import DiffusekitError
+from ..errors import DiffusekitError, check_choice
 from .codecs import (NUMERIC_MAPS, ImageCodec, VectorCodec, codec_from_dict, is_missing, parse_times,  # noqa: F401
                      to_numbers)
 from .text import load_text
@@ -54,8 +54,7 @@ def load_data(spec: str, image_size=None, categorical=(), image_fit: str = "crop
     lazy: a folder whose images, decoded, would take more than IN_MEMORY_BYTES is read as it is indexed
     (images.LazyImages: training draws batches by index); its files' headers are read at once. numeric: how a
     table's numeric columns enter model space, "standard" or "quantile" (VectorCodec)."""
-    if numeric not in NUMERIC_MAPS:
-        raise DiffusekitError(f"numeric must be one of {', '.join(NUMERIC_MAPS)}, got {numeric!r}", "numeric")
+    check_choice("numeric", numeric, NUMERIC_MAPS)
     data = _load(spec, image_size, categorical, image_fit, lazy, numeric)
     if numeric != "standard" and data.codec.kind != "vector":
         raise DiffusekitError(f"numeric {numeric} maps a table's numeric columns; {spec} holds {data.codec.kind}s",

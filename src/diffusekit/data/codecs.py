@@ -10,7 +10,7 @@ import re
 import numpy as np
 import torch
 
-from ..errors import DiffusekitError
+from ..errors import DiffusekitError, check_choice
 
 
 class ImageCodec:
@@ -175,8 +175,7 @@ class VectorCodec:
         numbers or all dates is categorical) and missing cells; columns named in `categorical` are categorical
         whatever their values look like. numeric: how numeric columns enter model space, "standard" or "quantile"
         (the class docstring)."""
-        if numeric not in NUMERIC_MAPS:
-            raise DiffusekitError(f"numeric must be one of {', '.join(NUMERIC_MAPS)}, got {numeric!r}", "numeric")
+        check_choice("numeric", numeric, NUMERIC_MAPS)
         values = np.asarray(values)
         columns = list(columns) if columns is not None else [f"x{i}" for i in range(values.shape[1])]
         mean, std = np.zeros(len(columns)), np.ones(len(columns))
