@@ -569,10 +569,9 @@ def _train_models(data, train_idx, out, run_refs, c: DetectorConfig, device, pro
     minutes = 3.0 if c.minutes is None else c.minutes
     for k, ref in enumerate(run_refs):
         budget = {"steps": c.steps} if c.steps else {"minutes": minutes / len(run_refs)}
-        # holdout 0: the detector's own held-out rows fit its scores; its model trains on all the rest. A constant
-        # learning rate: the scores were measured on models trained so (a table's recipe lets it fall at the end)
-        train(str(train_file), out / ref, seed=c.seed + 1000 * k, class_cond="off", holdout=0, lr_decay_frac=0.0,
-              device=device,
-              progress=progress,
+        # holdout 0: the detector's own held-out rows fit its scores; its model trains on all the rest. A table's
+        # model at a constant learning rate, as its scores were measured (a table's recipe lets the rate fall)
+        train(str(train_file), out / ref, seed=c.seed + 1000 * k, class_cond="off", holdout=0, device=device,
+              progress=progress, **({"lr_decay_frac": 0.0} if kind == "vector" else {}),
               **({"preset": c.preset} if c.preset else {}), **budget)
     return [out / ref for ref in run_refs]
