@@ -15,7 +15,7 @@ from diffusekit.analytic import GaussianMixture
 from diffusekit.runtime import sample_seeds
 from diffusekit.samplers import VECTOR_ETA, VECTOR_TUNING, PerSampleNoise, sample_dpmpp_2m, sampling_defaults
 from diffusekit.schedules import karras_sigmas
-from diffusekit.tune import best_paths, fit_grids, step_errors, teacher
+from diffusekit.tune import best_paths, contraction_weights, fit_grids, step_errors, teacher
 from test_cli import cli, one_line_error
 
 
@@ -26,8 +26,9 @@ def mixture():
     return lambda x, sigma: gm.denoiser(x, sigma)
 
 
-def direct_error(V, grid, path, order):
-    """Summed mean L2 error of a path's steps, each taken from the teacher's state, computed on the states."""
+def direct_error(V, grid, path, order, weights=None):
+    """Summed mean L2 error of a path's steps, each taken from the teacher's state, computed on the states (each
+    weighted by weights[j] of the level it lands on, 1 for the last step to sigma 0)."""
     K = len(grid)
     X, D, final = V[:, :K], V[:, K:2 * K], V[:, 2 * K]
     total = 0.0
@@ -42,24 +43,40 @@ def direct_error(V, grid, path, order):
                 k = path[m - 1]
                 r = float(torch.log(grid[i] / grid[j]) / torch.log(grid[k] / grid[i]))
                 x_hat = x_hat + (1 - a) * 0.5 * r * (D[:, i] - D[:, k])
-            e = x_hat - X[:, j]
+            e = (x_hat - X[:, j]) * (1.0 if weights is None else float(weights[j]))
         total += float(e.norm(dim=1).mean())
     return total
 
 
-@pytest.mark.parametrize("order", [1, 2])
-def test_dynamic_programme_finds_the_best_path(mixture, order):
+@pytest.mark.parametrize("order,contraction", [(1, 0.0), (2, 0.0), (1, 1.0), (2, 0.5)])
+def test_dynamic_programme_finds_the_best_path(mixture, order, contraction):
     grid = karras_sigmas(9, 0.002, 80.0)[:-1]
     V = teacher(mixture, (64, 2), grid, 2, sample_seeds(0, 64, stream=3))
     first, last, second = step_errors(V @ V.transpose(1, 2), grid, order)
+    w = contraction_weights(grid, 1.0, contraction)  # as fit_grids weighs them: by the level a step lands on
+    first, second = first * w, None if second is None else second * w
     for n, (path, err) in best_paths(first, last, second, [1, 2, 3, 4, 6]).items():
-        brute = min((direct_error(V, grid, [0, *rest], order), [0, *rest])
+        brute = min((direct_error(V, grid, [0, *rest], order, w), [0, *rest])
                     for rest in itertools.combinations(range(1, len(grid)), n - 1))
         assert path == brute[1] and err == pytest.approx(brute[0], rel=1e-6), n
 
 
+@pytest.mark.parametrize("sigma_data,sigma", [(1.0, 0.3), (0.5, 2.0), (2.0, 10.0)])
+def test_contraction_is_how_the_gaussian_flow_shrinks_an_error(sigma_data, sigma):
+    """At contraction 1 a step's weight is the factor by which the probability flow of Gaussian data (its exact
+    denoiser) carries an error made at that level to the sample: two states an error apart, solved finely to 0."""
+    gauss = GaussianMixture(torch.zeros(1, 2), torch.tensor([sigma_data]))
+    x = torch.tensor([[0.7, -1.3]], dtype=torch.float64) * sigma
+    e = torch.tensor([[1e-3, 2e-3]], dtype=torch.float64)
+    fine = torch.cat([karras_sigmas(400, 1e-4, sigma)[:-1], torch.zeros(1)]).double()
+    shrunk = (sample_dpmpp_2m(gauss.denoiser, x + e, fine) - sample_dpmpp_2m(gauss.denoiser, x, fine)).norm() / e.norm()
+    assert float(shrunk) == pytest.approx(float(contraction_weights([sigma], sigma_data, 1.0)), rel=1e-4)
+    assert float(contraction_weights([sigma], sigma_data, 0.0)) == 1.0
+
+
 def test_fitted_grids_beat_the_default_grid(mixture):
-    cfg = SimpleNamespace(sigma_min=0.002, sigma_max=80.0, in_shape=[2], num_classes=0, pick_labels=lambda n, s: None)
+    cfg = SimpleNamespace(sigma_min=0.002, sigma_max=80.0, sigma_data=1.0, in_shape=[2], num_classes=0,
+                          pick_labels=lambda n, s: None)
     grids = fit_grids(mixture, cfg, [4, 6, 10], n=128, candidates=40)
     x = PerSampleNoise(sample_seeds(5, 1000)).randn((1000, 2)) * 80.0  # seeds the fit never saw
     reference = sample_dpmpp_2m(mixture, x, karras_sigmas(400, 0.002, 80.0))
@@ -71,13 +88,14 @@ def test_fitted_grids_beat_the_default_grid(mixture):
 
 
 def test_a_vector_run_samples_by_default_on_its_own_fitted_grid(tmp_path, capsys):
-    """Tables and 2-D points sample by default with a third of the SDE's noise (VECTOR_ETA) on the grid fitted when
+    """Tables and 2-D points sample by default with a little of the SDE's noise (VECTOR_ETA) on the grid fitted when
     training ends, refitted when it resumes (a grid belongs to its weights); images keep sampler auto on karras."""
     out = tmp_path / "run"
     assert cli("train", "--data", "toy:gmm8", "--out", out, "--preset", "tiny", "--steps", 20, "--no-progress") == 0
     stored = json.loads((out / "grids.json").read_text())
     assert stored["step"] == 20 and list(stored["grids"]) == ["20"]
-    assert stored["fitted"]["20"]["order"] == VECTOR_TUNING["order"]
+    assert {k: stored["fitted"]["20"][k] for k in ("order", "n", "contraction")} == {
+        k: VECTOR_TUNING[k] for k in ("order", "n", "contraction")}
     run = dk.load(out)
     assert run.sampling() == f"sampler dpmpp-2m-sde, eta {VECTOR_ETA:g}, 20 steps, the run's tuned grid"
     by_default = run.sample(50, seed=3).to_numpy()
@@ -109,7 +127,8 @@ def test_a_run_stores_its_grids_and_sample_uses_them(trained, capsys):
     assert "3 steps:" in out and "5 steps:" in out and "grids.json" in out
     stored = json.loads((trained / "grids.json").read_text())  # beside the 20-step grid training fitted
     assert sorted(stored["grids"], key=int) == ["3", "5", "20"] and stored["step"] == 30
-    assert stored["fitted"]["5"] == {"order": 1, "n": 32, "seed": 0} and stored["fitted"]["20"]["order"] == 2
+    assert stored["fitted"]["5"] == {"order": 1, "n": 32, "seed": 0, "contraction": 0.0}
+    assert stored["fitted"]["20"]["order"] == 2
     run = dk.load(trained)
     assert sorted(run.grids) == [3, 5, 20]
     by_default, tuned, karras = (run.sample(20, steps=5, grid=g, sampler="dpmpp-2m") for g in ("auto", "tuned", "karras"))
@@ -135,6 +154,8 @@ def test_grid_errors_are_one_line(trained, tmp_path, capsys):
         run.sample(4, steps=3, grid="tuned", sigma_max=10.0)
     assert cli("tune-steps", trained, "--steps", 0, "--no-progress") != 0
     one_line_error(capsys, 1, "steps")
+    assert cli("tune-steps", trained, "--steps", 3, "--contraction", -1, "--no-progress") != 0
+    one_line_error(capsys, 1, "contraction must be 0..2")
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(trained, copy)

@@ -420,7 +420,7 @@ class Run:
         return SampleConfig.from_options(**{**defaults, **given})
 
     def tune_steps(self, steps, *, n: int = 256, order: int = 1, seed: int = 0, candidates: int = 0,
-                   batch_size: int = 128) -> dict:
+                   contraction: float = 0.0, batch_size: int = 128) -> dict:
         """Fit a sampling grid to this model for each step count (`tune.fit_grids`: GITS-style dynamic programming on a
         fine teacher solution) and store them with the run (grids.json, for these weights), so that `sample` with
         these steps uses them by default. Returns {steps: (sigmas, summed local error)}."""
@@ -429,14 +429,15 @@ class Run:
         check(not isinstance(self.denoiser, MeanDenoiser), "tune_steps fits the grids of one run, stored in its folder; "
               "this is an ensemble of runs", "run")
         with writer_lock(self.path, "tune-steps"):
-            return self._tune_steps(steps, n, order, seed, candidates, batch_size)
+            return self._tune_steps(steps, n, order, seed, candidates, contraction, batch_size)
 
-    def _tune_steps(self, steps, n, order, seed, candidates, batch_size) -> dict:
+    def _tune_steps(self, steps, n, order, seed, candidates, contraction, batch_size) -> dict:
         fitted = fit_grids(self.denoiser, self.model_config, steps, n=n, order=order, seed=seed, candidates=candidates,
-                           batch_size=batch_size, device=self.device)
+                           contraction=contraction, batch_size=batch_size, device=self.device)
         stored = self._stored_grids() or {}  # the grids of other step counts stay, each with how it was fitted
         grids = {**stored.get("grids", {}), **{k: [float(f"{v:.8g}") for v in sig] for k, (sig, _) in fitted.items()}}
-        how = {**stored.get("fitted", {}), **{str(k): {"order": order, "n": n, "seed": seed} for k in fitted}}
+        how = {**stored.get("fitted", {}), **{str(k): {"order": order, "n": n, "seed": seed, "contraction": contraction}
+                                              for k in fitted}}
         write_json_atomic(self.path / GRIDS_FILE, {
             "checkpoint": self.weights[0], "ema": self.weights[1], "step": self.step,
             "grids": {str(k): grids[k] for k in sorted(grids)}, "fitted": {k: how[k] for k in sorted(how, key=int)}})

@@ -4,7 +4,8 @@ sampling", sec. 4), extended to a multistep solver.
 A fine "teacher" solution of the probability-flow ODE is computed for a few hundred starting noises, on a grid of
 candidate noise levels. Every coarse step a solver could take between two candidates (for a two-step solver: from
 a pair of candidates to a third) is scored by its local error against the teacher's state where it lands, and
-dynamic programming picks, for each number of steps, the path of candidates with the least summed error. It costs one
+dynamic programming picks, for each number of steps, the path of candidates with the least summed error. An error
+made at a high noise level is partly undone by the rest of the flow (`contraction` weighs it so). It costs one
 teacher solve (a few hundred network calls on a small batch); the errors come from per-sample Gram matrices of the
 teacher's states and denoised outputs, since every step of these solvers is a linear combination of them.
 
@@ -47,6 +48,15 @@ def teacher(denoiser, shape, candidates, substeps: int, seeds):
             x_e = x + (s_next - s) * dx
             x = x + (s_next - s) * 0.5 * (dx + ode_derivative(x_e, s_next, denoiser(x_e, x.new_tensor(s_next))))
     return torch.stack(xs + ds + [ds[-1]], 1).flatten(2).double()
+
+
+def contraction_weights(candidates, sigma_data: float, contraction: float) -> torch.Tensor:
+    """The weight of a step's local error by the level sigma it lands on: (sigma_data^2 / (sigma_data^2 +
+    sigma^2))^(contraction / 2). At contraction 1 this is the factor by which the probability flow of Gaussian data of
+    std sigma_data shrinks an error made at sigma on its way to the sample, so the weighted sum is that error's first-
+    order share of the sample's; 0 weighs every step alike (GITS)."""
+    s = torch.as_tensor([float(v) for v in candidates], dtype=torch.float64)
+    return (sigma_data**2 / (sigma_data**2 + s**2)) ** (contraction / 2)
 
 
 def step_errors(gram: torch.Tensor, candidates, order: int):
@@ -132,16 +142,19 @@ def best_paths(first, last, second, steps):
 
 
 def fit_grids(denoiser, model_config, steps, *, n: int = 256, candidates: int = 0, substeps: int = 2, order: int = 1,
-              seed: int = 0, batch_size: int = 128, device="cpu"):
+              seed: int = 0, contraction: float = 0.0, batch_size: int = 128, device="cpu"):
     """Noise-level grids fitted to a model, one per step count: {steps: (sigmas (descending, ending in 0), summed
     local error of its path)}. n: teacher trajectories (random classes for a conditional model); candidates: the
     fine grid's noise levels (Karras rho 7 over the model's range; 0: 64 or 4x the most steps, whichever is more);
-    substeps: teacher Heun steps between candidates; order: the solver scored (1 Euler/DDIM, 2 DPM-Solver++(2M))."""
+    substeps: teacher Heun steps between candidates; order: the solver scored (1 Euler/DDIM, 2 DPM-Solver++(2M));
+    contraction: how much a step's error counts less for landing at a high noise level (`contraction_weights`)."""
     steps = sorted({int(s) for s in steps})
     check(len(steps) > 0, "steps: give at least one step count", "steps")
     check(order in ORDERS, f"order must be 1 or 2, got {order}", "order")
     check(isinstance(n, int) and n >= 2, f"n must be at least 2, got {n}", "n")
     check(isinstance(substeps, int) and substeps >= 1, f"substeps must be at least 1, got {substeps}", "substeps")
+    check(isinstance(contraction, (int, float)) and 0 <= contraction <= 2,
+          f"contraction must be 0..2, got {contraction}", "contraction")
     K = candidates or max(64, 4 * max(steps))
     check(isinstance(K, int) and 2 <= K <= 512, f"candidates must be 2..512, got {K}", "candidates")
     grid = karras_sigmas(K, model_config.sigma_min, model_config.sigma_max)[:-1]
@@ -159,4 +172,6 @@ def fit_grids(denoiser, model_config, steps, *, n: int = 256, candidates: int = 
             V = teacher(lambda x, s: D(x.to(device), s.to(device)).cpu(), shape, grid, substeps, seeds[idx])
             gram.append(V @ V.transpose(1, 2))
     first, last, second = step_errors(torch.cat(gram), grid, order)
+    w = contraction_weights(grid, model_config.sigma_data, contraction)  # the last step lands at 0: weight 1
+    first, second = first * w, None if second is None else second * w
     return {m: (grid[path].tolist() + [0.0], err) for m, (path, err) in best_paths(first, last, second, steps).items()}

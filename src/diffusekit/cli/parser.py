@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 
 from ..errors import DiffusekitError
-from ..samplers import ALL_KNOBS, DEFAULT_SAMPLER, FEW_STEP_GRID, KNOBS, SAMPLERS, SDE_MIN_STEPS, VECTOR_ETA
+from ..samplers import (ALL_KNOBS, DEFAULT_SAMPLER, FEW_STEP_GRID, KNOBS, SAMPLERS, SDE_MIN_STEPS, VECTOR_ETA,
+                        VECTOR_TUNING)
 from ..schedules import GRIDS, MODEL_GRIDS
 from ..train import TrainConfig, int_list
 from . import commands as c
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "its grids sampled best), 2 DPM-Solver++(2M)")
     g.add_argument("--candidates", type=int, default=0, help="noise levels of the fine grid (default: 64 or 4x the "
                    "most steps)")
+    g.add_argument("--contraction", type=float, default=0.0, help="weigh a step's error less for landing at a high "
+                   "noise level, by the Gaussian flow's shrinking of it to this power (0..2; default 0: every step "
+                   f"alike; a table's training fits its grid with {VECTOR_TUNING['contraction']:g})")
     g.add_argument("--seed", type=int, default=0, help="seed of the teacher's noise (its own stream: never a "
                    "sampling seed's noise)")
     g.set_defaults(func=c.cmd_tune_steps)
