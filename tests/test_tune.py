@@ -72,6 +72,7 @@ def test_contraction_is_how_the_gaussian_flow_shrinks_an_error(sigma_data, sigma
     shrunk = (sample_dpmpp_2m(gauss.denoiser, x + e, fine) - sample_dpmpp_2m(gauss.denoiser, x, fine)).norm() / e.norm()
     assert float(shrunk) == pytest.approx(float(contraction_weights([sigma], sigma_data, 1.0)), rel=1e-4)
     assert float(contraction_weights([sigma], sigma_data, 0.0)) == 1.0
+    assert float(contraction_weights([sigma], sigma_data, 0.5)) == pytest.approx(float(shrunk) ** 0.5, rel=1e-4)
 
 
 def test_fitted_grids_beat_the_default_grid(mixture):

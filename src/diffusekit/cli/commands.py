@@ -109,7 +109,8 @@ def cmd_tune_steps(a):
     fitted = run.tune_steps(a.steps, n=a.n, order=a.order, seed=a.seed, candidates=a.candidates,
                             contraction=a.contraction, batch_size=a.batch_size)
     for k, (sigmas, err) in fitted.items():
-        print(f"{k} steps: {' '.join(f'{s:.4g}' for s in sigmas)}  (summed local error {err:.4g})")
+        weighted = " (weighted)" if a.contraction > 0 else ""
+        print(f"{k} steps: {' '.join(f'{s:.4g}' for s in sigmas)}  (summed local error{weighted} {err:.4g})")
     print(f"wrote {run.path / GRIDS_FILE} in {time.time() - t0:.0f} s: sample --steps N now uses these grids "
           f"(--schedule karras for the default one)")
 
