@@ -52,9 +52,8 @@ def direct_error(V, grid, path, order, weights=None):
 def test_dynamic_programme_finds_the_best_path(mixture, order, contraction):
     grid = karras_sigmas(9, 0.002, 80.0)[:-1]
     V = teacher(mixture, (64, 2), grid, 2, sample_seeds(0, 64, stream=3))
-    first, last, second = step_errors(V @ V.transpose(1, 2), grid, order)
     w = contraction_weights(grid, 1.0, contraction)  # as fit_grids weighs them: by the level a step lands on
-    first, second = first * w, None if second is None else second * w
+    first, last, second = step_errors(V @ V.transpose(1, 2), grid, order, w)
     for n, (path, err) in best_paths(first, last, second, [1, 2, 3, 4, 6]).items():
         brute = min((direct_error(V, grid, [0, *rest], order, w), [0, *rest])
                     for rest in itertools.combinations(range(1, len(grid)), n - 1))

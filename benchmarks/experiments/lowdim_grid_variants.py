@@ -1,6 +1,6 @@
 """Variants of the vector default on runs trained by benchmarks/quality/lowdim_sampling.py (issue 32): the 20-step
 grid refitted in memory with another `contraction` (tune.fit_grids), and sampling options; energy distance and the
-toys' log-density gap, measured as that benchmark does, means over the sampling seeds.
+toys' log-density gap by that benchmark's own `measure`, means over the sampling seeds.
 
     python benchmarks/experiments/lowdim_grid_variants.py --seed 5 --sample-seeds 15 16 --only swissroll gmm8 \\
         --variant 'c0.5 eta0.15={"contraction": 0.5, "eta": 0.15}' --variant 'stored={}'
@@ -22,7 +22,7 @@ from diffusekit.tune import fit_grids
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "quality"))
-from lowdim_sampling import TABLES, TOYS, energy_distance, log_density, true_sets  # noqa: E402
+from lowdim_sampling import TABLES, TOYS, measure  # noqa: E402
 
 
 def main():
@@ -45,12 +45,8 @@ def main():
                 tuning = {**VECTOR_TUNING, **{k: options.pop(k) for k in VECTOR_TUNING if k in options}}
                 run.grids[SampleConfig.steps] = fit_grids(run.denoiser, run.model_config, [SampleConfig.steps],
                                                           **tuning)[SampleConfig.steps][0]
-            per_seed = []
-            for s in a.sample_seeds:
-                truth, _ = true_sets(name, s, a.n)
-                x = run.sample(a.n, seed=s, **options).to_numpy(float)
-                gap = float(log_density(name, x).mean() - log_density(name, truth).mean()) if name in TOYS else np.nan
-                per_seed.append((energy_distance(x, truth, truth.std(0) + 1e-12), gap))
+            per_seed = [(r["energy"], r.get("log_density_gap", np.nan)) for r in
+                        (measure(run, name, {label: options}, s, a.n)[label] for s in a.sample_seeds)]
             energy, gap = np.mean(per_seed, 0)
             print(f"{name:12s} {label:24s} energy {energy:.5f} gap {gap:+.3f}  per seed "
                   f"{[(round(e, 5), round(g, 3)) for e, g in per_seed]}  last levels "

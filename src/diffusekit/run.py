@@ -423,7 +423,8 @@ class Run:
                    contraction: float = 0.0, batch_size: int = 128) -> dict:
         """Fit a sampling grid to this model for each step count (`tune.fit_grids`: GITS-style dynamic programming on a
         fine teacher solution) and store them with the run (grids.json, for these weights), so that `sample` with
-        these steps uses them by default. Returns {steps: (sigmas, summed local error)}."""
+        these steps uses them by default. contraction: a step's error counts less for landing at a high noise level
+        (`tune.contraction_weights`). Returns {steps: (sigmas, summed (weighted) local error)}."""
         self._needs_gaussian("tune_steps")
         self._needs_denoiser("tune_steps (fitting the steps of its probability-flow ODE)")
         check(not isinstance(self.denoiser, MeanDenoiser), "tune_steps fits the grids of one run, stored in its folder; "

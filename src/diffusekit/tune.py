@@ -59,11 +59,12 @@ def contraction_weights(candidates, sigma_data: float, contraction: float) -> to
     return (sigma_data**2 / (sigma_data**2 + s**2)) ** (contraction / 2)
 
 
-def step_errors(gram: torch.Tensor, candidates, order: int):
+def step_errors(gram: torch.Tensor, candidates, order: int, weights=None):
     """Mean per-sample L2 error of every coarse step, from the teacher's per-sample Gram matrix [B, 2K+1, 2K+1]
     (order: x_0..x_{K-1}, D_0..D_{K-1}, x at sigma 0). Returns (first [K, K]: first-order step i -> j, last [K]: the
     step i -> 0, second [K, K, K] or None: second-order step to j from i with the previous point k, at [k, i, j];
-    inf where the step is impossible)."""
+    inf where the step is impossible). weights [K]: a step's error is multiplied by that of the candidate it lands on
+    (`contraction_weights`; the step to 0 keeps 1)."""
     K = len(candidates)
     s = torch.as_tensor([float(v) for v in candidates], dtype=torch.float64)
     X, D, F = (lambda i: i), (lambda i: K + i), 2 * K
@@ -94,6 +95,8 @@ def step_errors(gram: torch.Tensor, candidates, order: int):
               + 2 * a * c * gxd[:, None, None] - 2 * a * c * gxk[:, :, None] - 2 * bc * c * gdk[:, :, None]
               - 2 * c * gdj[:, None, :] + 2 * c * gkj)
         second[:i, i, i + 1:] = torch.sqrt(q2.clamp_min(0)).mean(0)
+    if weights is not None:
+        first, second = first * weights, None if second is None else second * weights
     return first, last, second
 
 
@@ -144,10 +147,11 @@ def best_paths(first, last, second, steps):
 def fit_grids(denoiser, model_config, steps, *, n: int = 256, candidates: int = 0, substeps: int = 2, order: int = 1,
               seed: int = 0, contraction: float = 0.0, batch_size: int = 128, device="cpu"):
     """Noise-level grids fitted to a model, one per step count: {steps: (sigmas (descending, ending in 0), summed
-    local error of its path)}. n: teacher trajectories (random classes for a conditional model); candidates: the
-    fine grid's noise levels (Karras rho 7 over the model's range; 0: 64 or 4x the most steps, whichever is more);
-    substeps: teacher Heun steps between candidates; order: the solver scored (1 Euler/DDIM, 2 DPM-Solver++(2M));
-    contraction: how much a step's error counts less for landing at a high noise level (`contraction_weights`)."""
+    (weighted) local error of its path)}. n: teacher trajectories (random classes for a conditional model);
+    candidates: the fine grid's noise levels (Karras rho 7 over the model's range; 0: 64 or 4x the most steps,
+    whichever is more); substeps: teacher Heun steps between candidates; order: the solver scored (1 Euler/DDIM,
+    2 DPM-Solver++(2M)); contraction: how much a step's error counts less for landing at a high noise level
+    (`contraction_weights`)."""
     steps = sorted({int(s) for s in steps})
     check(len(steps) > 0, "steps: give at least one step count", "steps")
     check(order in ORDERS, f"order must be 1 or 2, got {order}", "order")
@@ -171,7 +175,6 @@ def fit_grids(denoiser, model_config, steps, *, n: int = 256, candidates: int = 
             shape = (len(seeds[idx]), *model_config.in_shape)
             V = teacher(lambda x, s: D(x.to(device), s.to(device)).cpu(), shape, grid, substeps, seeds[idx])
             gram.append(V @ V.transpose(1, 2))
-    first, last, second = step_errors(torch.cat(gram), grid, order)
-    w = contraction_weights(grid, model_config.sigma_data, contraction)  # the last step lands at 0: weight 1
-    first, second = first * w, None if second is None else second * w
+    first, last, second = step_errors(torch.cat(gram), grid, order,
+                                      contraction_weights(grid, model_config.sigma_data, contraction))
     return {m: (grid[path].tolist() + [0.0], err) for m, (path, err) in best_paths(first, last, second, steps).items()}
