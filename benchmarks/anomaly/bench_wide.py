@@ -11,8 +11,9 @@ anomalous, the other five normal), spambase (spam), magic (h: hadron), german (2
 (positive), vowel0 (positive), shuttle-c0-vs-c4 (positive), vehicle0 (positive), wine (scikit-learn; class 2), digits
 (scikit-learn, optdigits-style: the 0s anomalous). Every seed s: the normal rows are split 60/40 (seeded by s); the
 detector (seed s) and every baseline are fit on the 60% only; all are scored on the other 40% plus the anomalies
-(at most 1,000 of them, a seeded draw). Baselines on the detector's model space (standardized numbers, one-hot
-categories) with defaults fixed in advance (bench_anomaly.baselines). --refit fits the scores again on the models an earlier
+(at most 1,000 of them, a seeded draw). Baselines on the standardized numbers and one-hot categories of a codec fit
+on the 60% (training and test rows in that one space), with defaults fixed in advance (bench_anomaly.baselines).
+--baselines-only measures the baselines again on every set and seed in the result file, keeping its detector rows. --refit fits the scores again on the models an earlier
 run trained (after a change to the scores or their combination; anomaly_wide_refit.json). --steps N trains each
 model N steps instead of the default budget (development only: the figures in RESULTS.md use the defaults). Each detector folder keeps the
 test rows' labels, scores, component z-scores and the baselines' scores (test_scores.npz).
@@ -84,8 +85,8 @@ def run_one(name: str, seed: int, out: Path, steps: int | None, refit: bool = Fa
     else:
         det = AnomalyDetector.fit(normal, out / f"{name}-s{seed}", seed=seed, **({"steps": steps} if steps else {}))
     fit_seconds = time.time() - t0
-    x_te, unseen = det.encode(cells.iloc[te].reset_index(drop=True))  # a level unseen in training counts, as in use
-    r = det.scores(x_te, unseen)
+    x_det, unseen = det.encode(cells.iloc[te].reset_index(drop=True))  # a level unseen in training counts, as in use
+    r = det.scores(x_det, unseen)
     row = {"n_train": len(tr), "n_test_normal": int((y == 0).sum()), "n_anomalies": int(y.sum()),
            "diffusekit": {"auroc": float(roc_auc_score(y, r["score"].numpy())), "fit_seconds": round(fit_seconds, 1),
                           "components": {k: float(roc_auc_score(y, v.numpy())) for k, v in r["z"].items()},
@@ -93,14 +94,32 @@ def run_one(name: str, seed: int, out: Path, steps: int | None, refit: bool = Fa
                           "equal_mean_auroc": float(roc_auc_score(y, np.mean([v.numpy() for v in r["z"].values()], 0))),
                           "weights": det.stats["weights"],
                           "realised_fpr_0.05": float((r["p_value"][y == 0] <= 0.05).double().mean())}}
-    x_tr = normal.x.numpy()
-    x_te = x_te.numpy()  # an unseen level reads as an all -1 block: a far point for the baselines too
     saved = {"y": y, "score": r["score"].numpy(), **{f"z_{k}": v.numpy() for k, v in r["z"].items()}}
-    for bname, fn in baselines().items():
-        saved[bname] = fn(x_tr, x_te)
-        row[bname] = {"auroc": float(roc_auc_score(y, saved[bname]))}
+    for bname, scores in baseline_scores(codec, values, tr, te).items():
+        saved[bname] = scores
+        row[bname] = {"auroc": float(roc_auc_score(y, scores))}
     np.savez(out / f"{name}-s{seed}" / "test_scores.npz", **saved)  # for label-free combinations checked later
     return row
+
+
+def baseline_scores(codec, values, tr, te) -> dict:
+    """Each baseline's scores of the test rows, fit on the training rows, both encoded by `codec` (the detector's
+    model standardizes with its own training subset: its encoding of the test rows is not the baselines' space)."""
+    x_tr = codec.encode(values[tr]).numpy()
+    x_te = codec.encode(values[te], unseen=[]).numpy()  # an unseen level reads as an all -1 block: a far point
+    return {bname: fn(x_tr, x_te) for bname, fn in baselines().items()}
+
+
+def rerun_baselines(name: str, seed: int, row: dict) -> None:
+    """The baselines of a stored row measured again on its split (its detector figures kept)."""
+    from diffusekit.data.codecs import VectorCodec
+
+    cells, anomalous = load(name)
+    tr, te, y = split(np.flatnonzero(~anomalous), np.flatnonzero(anomalous), seed)
+    values = cells.to_numpy(dtype=object)
+    codec = VectorCodec.fit(values[tr], columns=list(cells.columns))
+    for bname, scores in baseline_scores(codec, values, tr, te).items():
+        row[bname] = {"auroc": float(roc_auc_score(y, scores))}
 
 
 def main():
@@ -113,12 +132,19 @@ def main():
                    "(`AnomalyDetector.refit`: the scores and their combination fitted again with the current code)")
     p.add_argument("--results", default=None, help="the result file (default: benchmarks/results/anomaly_wide[_steps"
                    "N][_refit].json); a second process on other cores writes its own, merged afterwards")
+    p.add_argument("--baselines-only", action="store_true", help="measure the baselines of the result file's rows "
+                   "again (no training)")
     a = p.parse_args()
     res_path = Path(a.results) if a.results else \
         RESULTS / f"anomaly_wide{f'_steps{a.steps}' if a.steps else ''}{'_refit' if a.refit else ''}.json"
     report = json.loads(res_path.read_text()) if res_path.exists() else {}
     for name in a.sets:
         for seed in a.seeds:
+            if a.baselines_only:
+                if str(seed) in report.get(name, {}):
+                    rerun_baselines(name, seed, report[name][str(seed)])
+                    res_path.write_text(json.dumps(report, indent=2))
+                continue
             if str(seed) in report.get(name, {}):
                 continue  # measured already: a stopped benchmark continues where it stopped
             row = run_one(name, seed, Path(a.out), a.steps, a.refit)
