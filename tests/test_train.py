@@ -99,7 +99,7 @@ def test_lr_decay_frac_falls_linearly_to_zero_over_the_end_of_the_budget(tmp_pat
         TrainConfig(out=str(tmp_path / "x"), data="toy:moons", steps=1, lr_decay_frac=1.5).validate()
 
 
-def test_the_recipe_is_filled_once_per_run_images_and_tables_from_scratch(tmp_path, monkeypatch):
+def test_the_recipe_is_filled_once_per_run_images_and_vectors_from_scratch(tmp_path, monkeypatch):
     train_module = sys.modules[Trainer.__module__]  # the package's name `train` is the function
     for native in (True, False):
         monkeypatch.setattr(train_module, "native_bf16", lambda device: native)
@@ -109,7 +109,11 @@ def test_the_recipe_is_filled_once_per_run_images_and_tables_from_scratch(tmp_pa
         saved = json.loads((tmp_path / f"img{native}" / "config.json").read_text())["train"]
         assert (saved["bf16"], saved["lr_decay_frac"]) == (native, 0.3)  # a resume reads these, on any machine
     vec = Trainer(TrainConfig(out=str(tmp_path / "vec"), data="toy:moons", preset="tiny", steps=1), progress=False)
-    assert (vec.cfg.bf16, vec.cfg.lr_decay_frac) == (False, 0.0)
+    assert (vec.cfg.bf16, vec.cfg.lr_decay_frac, vec.cfg.holdout) == (False, 0.3, 0.0)  # no rows held out
+    (tmp_path / "lines.txt").write_text("".join(f"line {i} of the log\n" for i in range(40)))
+    text = Trainer(TrainConfig(out=str(tmp_path / "text"), data=f"lines:{tmp_path / 'lines.txt'}", preset="tiny",
+                               steps=1), progress=False)
+    assert (text.cfg.bf16, text.cfg.lr_decay_frac) == (False, 0.0)
     rows = tmp_path / "rows.csv"  # a table read from a CSV: fp32, the learning rate falling over the last 30%
     rows.write_text("a,b\n" + "".join(f"{i % 7},{'xy'[i % 2]}\n" for i in range(50)))
     table = Trainer(TrainConfig(out=str(tmp_path / "table"), data=str(rows), preset="tiny", steps=1), progress=False)

@@ -147,6 +147,8 @@ def main():
     p.add_argument("--only", nargs="*", default=None, help="data sets (default: all)")
     p.add_argument("--candidates", nargs="*", default=[], help="sampler[:grid[:steps[:knob=value,...]]], measured beside the default")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--train-options", type=json.loads, default={}, help="more options of dk.train, as JSON (an "
+                   "experiment on the recipe: give another --runs)")
     a = p.parse_args()
     names = a.only or [*TOYS, *TABLES]
     results = {"command": " ".join(sys.argv), "minutes": a.minutes, "seed": a.seed, "sample_seeds": a.sample_seeds,
@@ -157,7 +159,7 @@ def main():
         if not a.reuse:
             t0 = time.time()
             run = dk.train(f"toy:{name}" if name in TOYS else table(name), out=out, minutes=a.minutes, seed=a.seed,
-                           progress=False)
+                           progress=False, **a.train_options)
             print(f"{name}: trained {time.time() - t0:.0f} s, {run.step} steps", flush=True)
         run = dk.load(out)
         per_seed = {s: measure(run, name, configs, s, a.n) for s in a.sample_seeds}

@@ -230,18 +230,20 @@ HELD_OUT_DRAWS = 20_000  # rows x noise draws the held-out loss averages over
 def fill_recipe(cfg: TrainConfig, kind: str, device: torch.device, n: int = 0):
     """The settings left to the recipe (None), filled for this run of n samples: images trained from scratch get bf16
     autocast where the device computes bf16 natively and a learning rate that falls to 0 over the last 30% of the
-    budget (with both, 20 minutes of training beat 60 of fp32 at a constant rate: docs/training.md). A table read
-    from a CSV file trained from scratch gets the same fall of its learning rate (its synthetic rows' column shapes
-    closer to the real ones: docs/tables.md) and, with at least HOLDOUT_MIN_ROWS rows, keeps HOLDOUT of them (at most
-    HOLDOUT_MAX_ROWS) out, to stop where its held-out loss is lowest. Everything else, where that was not measured,
-    trains in fp32 at a constant rate. Filled once, when a run starts: its config.json holds the values."""
+    budget (with both, 20 minutes of training beat 60 of fp32 at a constant rate: docs/training.md). Vectors (tables,
+    2-D points) trained from scratch get the same fall of their learning rate (a table's synthetic rows closer to the
+    real ones, 2-D points' samples closer to the true density: docs/training.md), and a table read from a CSV file
+    with at least HOLDOUT_MIN_ROWS rows keeps HOLDOUT of them (at most HOLDOUT_MAX_ROWS) out, to stop where its
+    held-out loss is lowest. Everything else, where that was not measured, trains in fp32 at a constant rate. Filled
+    once, when a run starts: its config.json holds the values."""
     scratch = cfg.objective == "diffusion" and not cfg.init_from
     recipe = kind == "image" and scratch
-    table = kind == "vector" and str(cfg.data).lower().endswith(".csv") and scratch
+    vector = kind == "vector" and scratch
+    table = vector and str(cfg.data).lower().endswith(".csv")
     if cfg.bf16 is None:
         cfg.bf16 = recipe and native_bf16(device)
     if cfg.lr_decay_frac is None:
-        cfg.lr_decay_frac = LR_DECAY_FRAC if recipe or table else 0.0
+        cfg.lr_decay_frac = LR_DECAY_FRAC if recipe or vector else 0.0
     if cfg.holdout is None:
         cfg.holdout = min(HOLDOUT, HOLDOUT_MAX_ROWS / n) if table and n >= HOLDOUT_MIN_ROWS else 0.0
     if cfg.eval_every is None:
