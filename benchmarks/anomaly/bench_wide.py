@@ -68,17 +68,25 @@ def split(n_normal_rows: np.ndarray, anomalies: np.ndarray, seed: int):
     return normal[:cut], test, np.r_[np.zeros(len(normal) - cut), np.ones(len(anomalies))]
 
 
-def run_one(name: str, seed: int, out: Path, steps: int | None, refit: bool = False) -> dict:
-    from diffusekit.data import Data
+def seed_split(name: str, seed: int):
+    """(the feature cells, a codec fit on seed's training rows, the test rows' indices, y, the training and test rows
+    encoded by that codec: standardized numbers, one-hot categories; a level unseen in training an all -1 block)."""
     from diffusekit.data.codecs import VectorCodec
-    from diffusekit.detector import AnomalyDetector
 
     cells, anomalous = load(name)
     tr, te, y = split(np.flatnonzero(~anomalous), np.flatnonzero(anomalous), seed)
     values = cells.to_numpy(dtype=object)
     codec = VectorCodec.fit(values[tr], columns=list(cells.columns))
+    return cells, codec, te, y, codec.encode(values[tr]), codec.encode(values[te], unseen=[])
+
+
+def run_one(name: str, seed: int, out: Path, steps: int | None, refit: bool = False) -> dict:
+    from diffusekit.data import Data
+    from diffusekit.detector import AnomalyDetector
+
+    cells, codec, te, y, x_tr, x_te = seed_split(name, seed)
     t0 = time.time()
-    normal = Data(codec.encode(values[tr]), None, codec)
+    normal = Data(x_tr, None, codec)
     if refit:  # the models an earlier run trained, the current scores and combination fitted again
         det = AnomalyDetector.load(out / f"{name}-s{seed}")
         det.refit(normal)
@@ -87,7 +95,7 @@ def run_one(name: str, seed: int, out: Path, steps: int | None, refit: bool = Fa
     fit_seconds = time.time() - t0
     x_det, unseen = det.encode(cells.iloc[te].reset_index(drop=True))  # a level unseen in training counts, as in use
     r = det.scores(x_det, unseen)
-    row = {"n_train": len(tr), "n_test_normal": int((y == 0).sum()), "n_anomalies": int(y.sum()),
+    row = {"n_train": len(x_tr), "n_test_normal": int((y == 0).sum()), "n_anomalies": int(y.sum()),
            "diffusekit": {"auroc": float(roc_auc_score(y, r["score"].numpy())), "fit_seconds": round(fit_seconds, 1),
                           "components": {k: float(roc_auc_score(y, v.numpy())) for k, v in r["z"].items()},
                           # the plain mean of the robust z-scores: a label-free alternative to the weights, reported
@@ -95,30 +103,24 @@ def run_one(name: str, seed: int, out: Path, steps: int | None, refit: bool = Fa
                           "weights": det.stats["weights"],
                           "realised_fpr_0.05": float((r["p_value"][y == 0] <= 0.05).double().mean())}}
     saved = {"y": y, "score": r["score"].numpy(), **{f"z_{k}": v.numpy() for k, v in r["z"].items()}}
-    for bname, scores in baseline_scores(codec, values, tr, te).items():
+    for bname, scores in baseline_scores(x_tr, x_te).items():
         saved[bname] = scores
         row[bname] = {"auroc": float(roc_auc_score(y, scores))}
     np.savez(out / f"{name}-s{seed}" / "test_scores.npz", **saved)  # for label-free combinations checked later
     return row
 
 
-def baseline_scores(codec, values, tr, te) -> dict:
-    """Each baseline's scores of the test rows, fit on the training rows, both encoded by `codec` (the detector's
-    model standardizes with its own training subset: its encoding of the test rows is not the baselines' space)."""
-    x_tr = codec.encode(values[tr]).numpy()
-    x_te = codec.encode(values[te], unseen=[]).numpy()  # an unseen level reads as an all -1 block: a far point
-    return {bname: fn(x_tr, x_te) for bname, fn in baselines().items()}
+def baseline_scores(x_tr, x_te) -> dict:
+    """Each baseline's scores of the test rows, fit on the training rows, both from seed_split's codec (the
+    detector's model standardizes with its own training subset: its encoding of the test rows is not the baselines'
+    space; an unseen level, all -1, is a far point for them too)."""
+    return {bname: fn(x_tr.numpy(), x_te.numpy()) for bname, fn in baselines().items()}
 
 
 def rerun_baselines(name: str, seed: int, row: dict) -> None:
     """The baselines of a stored row measured again on its split (its detector figures kept)."""
-    from diffusekit.data.codecs import VectorCodec
-
-    cells, anomalous = load(name)
-    tr, te, y = split(np.flatnonzero(~anomalous), np.flatnonzero(anomalous), seed)
-    values = cells.to_numpy(dtype=object)
-    codec = VectorCodec.fit(values[tr], columns=list(cells.columns))
-    for bname, scores in baseline_scores(codec, values, tr, te).items():
+    _, _, _, y, x_tr, x_te = seed_split(name, seed)
+    for bname, scores in baseline_scores(x_tr, x_te).items():
         row[bname] = {"auroc": float(roc_auc_score(y, scores))}
 
 

@@ -18,9 +18,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "anomaly"))
-from bench_wide import SETS, load, split  # noqa: E402
-
-from diffusekit.data.codecs import VectorCodec  # noqa: E402
+from bench_wide import SETS, seed_split  # noqa: E402
 
 
 def knn(tr, te, k=5):
@@ -51,15 +49,11 @@ def main():
     a = p.parse_args()
     means = {}
     for name in SETS:
-        cells, anomalous = load(name)
-        values = cells.to_numpy(dtype=object)
         aurocs = {v: [] for v in VARIANTS}
         for seed in a.seeds:
-            tr, te, y = split(np.flatnonzero(~anomalous), np.flatnonzero(anomalous), seed)
-            codec = VectorCodec.fit(values[tr], columns=list(cells.columns))
-            x_tr, x_te = codec.encode(values[tr]).numpy(), codec.encode(values[te], unseen=[]).numpy()
+            _, _, _, y, x_tr, x_te = seed_split(name, seed)
             for v, fn in VARIANTS.items():
-                aurocs[v].append(roc_auc_score(y, fn(x_tr, x_te)))
+                aurocs[v].append(roc_auc_score(y, fn(x_tr.numpy(), x_te.numpy())))
         means[name] = {v: float(np.mean(s)) for v, s in aurocs.items()}
         print(name.ljust(17), "  ".join(f"{v} {m:.4f}" for v, m in means[name].items()), flush=True)
     print("mean".ljust(17), "  ".join(f"{v} {np.mean([m[v] for m in means.values()]):.4f}" for v in VARIANTS))
