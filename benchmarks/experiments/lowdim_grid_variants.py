@@ -5,7 +5,9 @@ toys' log-density gap by that benchmark's own `measure`, means over the sampling
     python benchmarks/experiments/lowdim_grid_variants.py --seed 5 --sample-seeds 15 16 --only swissroll gmm8 \\
         --variant 'c0.5 eta0.15={"contraction": 0.5, "eta": 0.15}' --variant 'stored={}'
 
-A variant naming none of VECTOR_TUNING's keys ("contraction", "n", ...) samples on the run's stored grid.
+A variant naming none of VECTOR_TUNING's keys ("contraction", "n", ...) samples on the run's stored grid. Two more
+keys change the grid's end: "last_level" replaces its last nonzero level, "add_level" inserts one before 0 (a 21st
+step), e.g. --variant 'add 0.002, eta 1 below 0.1={"add_level": 0.002, "eta": 1.0, "s_tmax": 0.1}'.
 """
 from __future__ import annotations
 
@@ -45,6 +47,12 @@ def main():
                 tuning = {**VECTOR_TUNING, **{k: options.pop(k) for k in VECTOR_TUNING if k in options}}
                 run.grids[SampleConfig.steps] = fit_grids(run.denoiser, run.model_config, [SampleConfig.steps],
                                                           **tuning)[SampleConfig.steps][0]
+            grid = [float(t) for t in run.grids[SampleConfig.steps]]
+            if "last_level" in options:
+                grid[-2] = options.pop("last_level")
+            if "add_level" in options:
+                grid.insert(-1, options.pop("add_level"))
+            run.grids[SampleConfig.steps] = grid
             per_seed = [(r["energy"], r.get("log_density_gap", np.nan)) for r in
                         (measure(run, name, {label: options}, s, a.n)[label] for s in a.sample_seeds)]
             energy, gap = np.mean(per_seed, 0)
