@@ -20,7 +20,7 @@ import diffusekit as dk
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "quality"))
-from lowdim_sampling import TABLES, TOYS, energy_distance, log_density, true_sets  # noqa: E402
+from lowdim_sampling import TABLES, TOYS, energy_distance, log_density, runs_arguments, true_sets  # noqa: E402
 
 
 def posterior_draw(denoiser, x, sigma: float, generator) -> torch.Tensor:
@@ -35,12 +35,7 @@ def posterior_draw(denoiser, x, sigma: float, generator) -> torch.Tensor:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, required=True, help="training seed of the runs")
-    p.add_argument("--sample-seeds", type=int, nargs="+", required=True)
-    p.add_argument("--n", type=int, default=20000)
-    p.add_argument("--runs", type=Path, default=Path("runs/lowdim"))
-    p.add_argument("--only", nargs="*", default=None)
+    p = runs_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     a = p.parse_args()
     for name in a.only or [*TOYS, *TABLES]:
         run = dk.load(a.runs / f"{name}_seed{a.seed}")
@@ -48,13 +43,14 @@ def main():
         for s in a.sample_seeds:
             truth, _ = true_sets(name, s, a.n)
             scale = truth.std(0) + 1e-12
+            true_log_density = float(log_density(name, truth).mean()) if name in TOYS else np.nan
             last = []  # each batch's state before its last step
             mean = run.sample(a.n, seed=s, callback=lambda st: last.append(st) if st["sigma_next"] == 0 else None)
             gen = torch.Generator().manual_seed(10_000 + s)
             drawn = run.to_user(torch.cat([posterior_draw(run.denoiser, st["x"], st["sigma"], gen) for st in last]))
             for label, frame in (("default (posterior mean)", mean), ("posterior draw", drawn)):
                 x = frame.to_numpy(float)
-                gap = float(log_density(name, x).mean() - log_density(name, truth).mean()) if name in TOYS else np.nan
+                gap = float(log_density(name, x).mean()) - true_log_density if name in TOYS else np.nan
                 rows[label].append((energy_distance(x, truth, scale), gap))
         for label, per in rows.items():
             e, g = np.mean(per, 0)

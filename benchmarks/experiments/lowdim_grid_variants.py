@@ -24,16 +24,11 @@ from diffusekit.tune import fit_grids
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "quality"))
-from lowdim_sampling import TABLES, TOYS, measure  # noqa: E402
+from lowdim_sampling import TABLES, TOYS, measure, runs_arguments  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, required=True, help="training seed of the runs")
-    p.add_argument("--sample-seeds", type=int, nargs="+", required=True)
-    p.add_argument("--n", type=int, default=20000)
-    p.add_argument("--runs", type=Path, default=Path("runs/lowdim"))
-    p.add_argument("--only", nargs="*", default=None)
+    p = runs_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     p.add_argument("--variant", action="append", required=True, help='LABEL=JSON options')
     a = p.parse_args()
     for name in a.only or [*TOYS, *TABLES]:

@@ -135,6 +135,16 @@ def measure(run, name: str, configs: dict, seed: int, n: int) -> dict:
     return rec
 
 
+def runs_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of an experiment on the runs this benchmark trained: which runs, sampling seeds, sample count."""
+    p.add_argument("--seed", type=int, required=True, help="training seed of the runs")
+    p.add_argument("--sample-seeds", type=int, nargs="+", required=True)
+    p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--runs", type=Path, default=Path("runs/lowdim"))
+    p.add_argument("--only", nargs="*", default=None, help="data sets (default: all)")
+    return p
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=2.0)
