@@ -17,23 +17,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import diffusekit as dk
 from diffusekit.data.toys import toy_data
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "quality"))
-from lowdim_sampling import REFERENCE, TOYS, energy_distance, runs_arguments  # noqa: E402
+from lowdim_sampling import (REFERENCE, TOYS, between_blocks, energy_distance, runs_arguments,  # noqa: E402
+                             unbiased_energy_distance)
 
 CONFIGS = {"default": {}, "reference": REFERENCE}
-
-
-def mean_distance(a: np.ndarray, b: np.ndarray, scale: np.ndarray, same: bool = False) -> float:
-    """Mean |a_i - b_j|, every column divided by scale; same: a is b, and the zero diagonal is left out."""
-    a, b = torch.as_tensor(a / scale), torch.as_tensor(b / scale)
-    total = float(sum(torch.cdist(p, b).sum() for p in a.split(1000)))
-    return total / (len(a) * (len(b) - 1) if same else len(a) * len(b))
 
 
 def main():
@@ -45,18 +38,15 @@ def main():
         run = dk.load(a.runs / f"{name}_seed{a.seed}")
         truths = [toy_data(name, a.n, seed=50_000 + k) for k in range(a.true_sets)]
         scale = truths[0].std(0) + 1e-12
-        # E|Y - Y'| from pairs of disjoint true sets: no point is paired with itself
-        yy = float(np.mean([mean_distance(s, t, scale) for i, s in enumerate(truths) for t in truths[i + 1:]]))
-        every = np.concatenate(truths)
+        yy = between_blocks(truths, scale)
         for label in a.configs:
             xs = [run.sample(a.n, seed=s, **CONFIGS[label]).to_numpy(float) for s in a.sample_seeds]
             m = np.array([[energy_distance(x, t, scale) for t in truths] for x in xs])
-            unbiased = np.array([2 * mean_distance(x, every, scale) - mean_distance(x, x, scale, same=True) - yy
-                                 for x in xs])
+            unbiased = np.array([unbiased_energy_distance(x, truths, yy, scale) for x in xs])
             print(f"{name} {label}: V-statistic (rows: sampling seeds {a.sample_seeds}; columns: true sets)\n"
                   f"{np.array2string(m, precision=5)}\n  mean {m.mean():.5f}, sd across true sets "
                   f"{m.std(1, ddof=1).mean():.5f}, across sampling seeds {m.std(0, ddof=1).mean():.5f}\n"
-                  f"  unbiased against all {len(every)} true points: {np.array2string(unbiased, precision=5)}, mean "
+                  f"  unbiased against all {a.n * len(truths)} true points: {np.array2string(unbiased, precision=5)}, mean "
                   f"{unbiased.mean():.5f} (standard error {unbiased.std(ddof=1) / math.sqrt(len(xs)):.5f})", flush=True)
 
 

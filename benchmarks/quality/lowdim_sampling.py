@@ -20,6 +20,9 @@ Configurations: `sample` with no options (what a user gets), the reference (dpmp
 grid) and any --candidates (sampler[:grid[:steps[:knob=value,...]]]). A data set meets the issue's bound when the
 default's energy distance is within 1.2x of the reference's or at most the floor, and (toys) its log-density gap is no
 more than 0.05 nats further from 0 than the reference's. Writes benchmarks/results/lowdim_sampling_train<SEED>.json.
+The energy distance above is a V-statistic whose finite-sample bias (about E|X - X'| / n per set, the same for every
+configuration) is most of it at these distances; `--truth-points N` (toys) also reports the unbiased estimate against
+N fresh true points, whose floor is 0 in expectation.
 """
 from __future__ import annotations
 
@@ -95,13 +98,34 @@ def log_density(name: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(name)
 
 
+def mean_distance(a: np.ndarray, b: np.ndarray, scale: np.ndarray, same: bool = False) -> float:
+    """Mean |a_i - b_j|, every column divided by scale; same: a is b, and the zero diagonal is left out."""
+    a, b = torch.as_tensor(a / scale), torch.as_tensor(b / scale)
+    total = float(sum(torch.cdist(p, b).sum() for p in a.split(1000)))
+    return total / (len(a) * (len(b) - 1) if same else len(a) * len(b))
+
+
 def energy_distance(x: np.ndarray, y: np.ndarray, scale: np.ndarray) -> float:
-    x, y = torch.as_tensor(x / scale), torch.as_tensor(y / scale)
+    """The benchmark's estimator (a V-statistic: each set's mean distance to itself counts the zero distances of its
+    points to themselves, so it exceeds the energy distance by about E|X - X'| / len(x) + E|Y - Y'| / len(y))."""
+    return 2 * mean_distance(x, y, scale) - mean_distance(x, x, scale) - mean_distance(y, y, scale)
 
-    def mean_dist(a, b):
-        return float(sum(torch.cdist(p, b).sum() for p in a.split(1000))) / (len(a) * len(b))
 
-    return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+def truth_blocks(name: str, seed: int, n: int, points: int) -> list:
+    """`points` // n fresh true points of a toy in disjoint sets of n (none shared with `true_sets`' two)."""
+    return [toy_data(name, n, seed=100_000 + 1000 * seed + k) for k in range(points // n)]
+
+
+def between_blocks(blocks: list, scale: np.ndarray) -> float:
+    """E|Y - Y'| from pairs of different blocks: no point paired with itself."""
+    return float(np.mean([mean_distance(a, b, scale) for i, a in enumerate(blocks) for b in blocks[i + 1:]]))
+
+
+def unbiased_energy_distance(x: np.ndarray, blocks: list, yy: float, scale: np.ndarray) -> float:
+    """The energy distance without the finite-sample bias (a U-statistic): x against every point of `blocks`, x's own
+    pairs without the zero diagonal, yy = between_blocks(blocks). Its expectation for true points is 0."""
+    every = np.concatenate(blocks)
+    return 2 * mean_distance(x, every, scale) - mean_distance(x, x, scale, same=True) - yy
 
 
 def mean_se(values) -> tuple[float, float]:
@@ -117,21 +141,29 @@ def parse_candidate(text: str) -> dict:
             **{k: float(v) for k, v in (kv.split("=") for kv in knobs.split(",") if kv)}}
 
 
-def measure(run, name: str, configs: dict, seed: int, n: int) -> dict:
-    """Every configuration's energy distance (and a toy's log-density gap) at one sampling seed, with its floor."""
+def measure(run, name: str, configs: dict, seed: int, n: int, truth_points: int = 0) -> dict:
+    """Every configuration's energy distance (and a toy's log-density gap) at one sampling seed, with its floor.
+    truth_points (toys): also the unbiased energy distance against that many fresh true points ("energy_unbiased";
+    its floor: the other true set's)."""
     truth, other = true_sets(name, seed, n)
     scale = truth.std(0) + 1e-12
     rec = {"energy_floor": energy_distance(other, truth, scale)}
+    blocks = truth_blocks(name, seed, n, truth_points) if truth_points and name in TOYS else None
+    if blocks:
+        yy = between_blocks(blocks, scale)
+        rec["energy_unbiased_floor"] = unbiased_energy_distance(other, blocks, yy, scale)
     true_log_density = float(log_density(name, truth).mean()) if name in TOYS else None
     for label, options in configs.items():
         t0 = time.time()
         x = run.sample(n, seed=seed, **options).to_numpy(float)
         r = {"sampling": run.sampling(**options), "seconds": time.time() - t0, "energy": energy_distance(x, truth, scale)}
+        if blocks:
+            r["energy_unbiased"] = unbiased_energy_distance(x, blocks, yy, scale)
         if name in TOYS:
             r["log_density_gap"] = float(log_density(name, x).mean()) - true_log_density
         rec[label] = r
         print(f"  seed {seed} {label:28s} energy {r['energy']:.5f}  gap {r.get('log_density_gap', float('nan')):+.3f}  "
-              f"({r['sampling']})", flush=True)
+              f"unbiased {r.get('energy_unbiased', float('nan')):.5f}  ({r['sampling']})", flush=True)
     return rec
 
 
@@ -157,6 +189,8 @@ def main():
     p.add_argument("--only", nargs="*", default=None, help="data sets (default: all)")
     p.add_argument("--candidates", nargs="*", default=[], help="sampler[:grid[:steps[:knob=value,...]]], measured beside the default")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--truth-points", type=int, default=0, help="toys: also the unbiased energy distance against this "
+                   "many fresh true points (a multiple of --n; 0: not measured)")
     p.add_argument("--train-options", type=json.loads, default={}, help="more options of dk.train, as JSON (an "
                    "experiment on the recipe: give another --runs)")
     a = p.parse_args()
@@ -172,12 +206,16 @@ def main():
                            progress=False, **a.train_options)
             print(f"{name}: trained {time.time() - t0:.0f} s, {run.step} steps", flush=True)
         run = dk.load(out)
-        per_seed = {s: measure(run, name, configs, s, a.n) for s in a.sample_seeds}
+        per_seed = {s: measure(run, name, configs, s, a.n, a.truth_points) for s in a.sample_seeds}
         rec = {"steps_trained": run.step, "per_seed": per_seed}
-        rec["energy_floor"], rec["energy_floor_se"] = mean_se([r["energy_floor"] for r in per_seed.values()])
+        for key in ("energy_floor", "energy_unbiased_floor"):
+            if key in per_seed[a.sample_seeds[0]]:
+                rec[key], rec[key + "_se"] = mean_se([r[key] for r in per_seed.values()])
         for label in configs:
             rec[label] = {"sampling": per_seed[a.sample_seeds[0]][label]["sampling"]}
-            for key in ("energy", "log_density_gap")[:1 + (name in TOYS)]:
+            for key in ("energy", "log_density_gap", "energy_unbiased"):
+                if key not in per_seed[a.sample_seeds[0]][label]:
+                    continue
                 rec[label][key], rec[label][key + "_se"] = mean_se([r[label][key] for r in per_seed.values()])
         d, ref = rec["default"], rec["reference"]
         rec["energy_ratio"] = d["energy"] / ref["energy"]
@@ -193,6 +231,11 @@ def main():
               f"reference {ref['energy']:.5f} ({ref['energy_se']:.5f}) {ref.get('log_density_gap', float('nan')):+.3f} "
               f"({ref.get('log_density_gap_se', 0):.3f}), ratio {rec['energy_ratio']:.2f} ({rec['energy_ratio_se']:.2f}), "
               f"met {rec['met']}", flush=True)
+        if "energy_unbiased" in d:
+            print(f"{name}: unbiased, against {a.truth_points} true points: floor {rec['energy_unbiased_floor']:.5f} "
+                  f"({rec['energy_unbiased_floor_se']:.5f}), default {d['energy_unbiased']:.5f} "
+                  f"({d['energy_unbiased_se']:.5f}), reference {ref['energy_unbiased']:.5f} "
+                  f"({ref['energy_unbiased_se']:.5f})", flush=True)
         results["data"][name] = rec
     results["all_met"] = all(r["met"] for r in results["data"].values())
     out = a.out or RESULTS / f"lowdim_sampling_train{a.seed}.json"
