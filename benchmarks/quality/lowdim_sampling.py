@@ -124,8 +124,8 @@ def between_blocks(blocks: list, scale: np.ndarray) -> float:
 def unbiased_energy_distance(x: np.ndarray, blocks: list, yy: float, scale: np.ndarray) -> float:
     """The energy distance without the finite-sample bias (a U-statistic): x against every point of `blocks`, x's own
     pairs without the zero diagonal, yy = between_blocks(blocks). Its expectation for true points is 0."""
-    every = np.concatenate(blocks)
-    return 2 * mean_distance(x, every, scale) - mean_distance(x, x, scale, same=True) - yy
+    xy = float(np.mean([mean_distance(x, b, scale) for b in blocks]))  # blocks of one size: the mean over all points
+    return 2 * xy - mean_distance(x, x, scale, same=True) - yy
 
 
 def mean_se(values) -> tuple[float, float]:
@@ -194,6 +194,8 @@ def main():
     p.add_argument("--train-options", type=json.loads, default={}, help="more options of dk.train, as JSON (an "
                    "experiment on the recipe: give another --runs)")
     a = p.parse_args()
+    if a.truth_points and (a.truth_points % a.n or a.truth_points < 2 * a.n):
+        p.error(f"--truth-points must be 0 or a multiple of --n ({a.n}) of at least two sets, got {a.truth_points}")
     names = a.only or [*TOYS, *TABLES]
     results = {"command": " ".join(sys.argv), "minutes": a.minutes, "seed": a.seed, "sample_seeds": a.sample_seeds,
                "n": a.n, "reference": REFERENCE, "data": {}}
