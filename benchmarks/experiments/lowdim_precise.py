@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import diffusekit as dk
+from diffusekit.analytic import gmm8
 from diffusekit.data.toys import toy_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quality"))
@@ -28,15 +28,18 @@ from lowdim_sampling import (TOYS, between_blocks, log_density, runs_arguments, 
 BLOCK = 20000  # true points per block of the unbiased estimate's reference set
 
 
+GMM8 = gmm8()
+
+
 def gmm8_shares(x: np.ndarray) -> np.ndarray:
-    angles = np.arange(8) * 2 * math.pi / 8
-    modes = 4 * np.stack([np.cos(angles), np.sin(angles)], 1)
+    modes = GMM8.means.numpy()
     nearest = np.argmin(((x[:, None] - modes[None]) ** 2).sum(-1), 1)
-    return np.bincount(nearest, minlength=8) / len(x)
+    return np.bincount(nearest, minlength=len(modes)) / len(x)
 
 
 def shares_text(share: np.ndarray, n: int) -> str:
-    chi2 = n * float(((share - 1 / 8) ** 2 * 8).sum())  # against equal shares, 7 degrees of freedom
+    w = GMM8.weights.numpy()
+    chi2 = n * float(((share - w) ** 2 / w).sum())  # against the true weights, 7 degrees of freedom
     return f"shares {' '.join(f'{s:.4f}' for s in share)} (chi2 {chi2:.1f} at n {n})"
 
 
@@ -56,7 +59,8 @@ def main():
         true_ld = log_density(name, truth)
         low = np.quantile(true_ld, 0.001)
         if name == "gmm8":
-            print(f"gmm8 training set (toy:gmm8): {shares_text(gmm8_shares(toy_data(name)), 20000)}")
+            train = toy_data(name)  # the points every toy:gmm8 run trains on
+            print(f"gmm8 training set (toy:gmm8): {shares_text(gmm8_shares(train), len(train))}")
         for v in a.variant:
             label, options = v.split("=", 1)
             for seed in a.sample_seeds:
